@@ -1,0 +1,606 @@
+"""The TOML config: parsed once into frozen, typed objects, with every problem reported at once.
+
+Validation is pydantic's: it collects every field error in one pass with its key path, which is
+what an operator fixing a config wants. What pydantic cannot know (the line a key sits on, a
+did-you-mean for a misspelt key, references between tables) is added here. The rules module adds
+its own problems (patterns that do not compile, failing rule tests) through `ConfigError` too.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+import tomllib
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+
+EX_CONFIG = 78
+DEFAULT_CONFIG_PATH = Path("/etc/logwarden/logwarden.toml")
+DEFAULT_STATE_DIR = Path("/var/lib/logwarden")
+
+Severity = Literal["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
+Engine = Literal["re2", "regex"]
+StartAt = Literal["end", "beginning"]
+Watcher = Literal["inotify", "polling"]
+ReportFormat = Literal["json", "ndjson"]
+
+# ---------------------------------------------------------------- human units
+
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+    "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
+}  # fmt: skip
+_DURATION_UNITS = {
+    "ms": Fraction(1, 1000), "s": Fraction(1), "m": Fraction(60), "h": Fraction(3600),
+    "d": Fraction(86400),
+}  # fmt: skip
+# Fractions, not floats: "9007199254740993" stays exact, and "9ms" is 0.009 rather than
+# 0.009000000000000001.
+_NUMBER_WITH_UNIT = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", re.ASCII)
+
+
+def parse_size(value: object) -> int:
+    """Bytes from an integer or a string such as "64KiB", "10MiB" or "1GB"."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 65536 or \"64KiB\"")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a size cannot be negative")
+        return value
+    if isinstance(value, str):
+        found = _NUMBER_WITH_UNIT.fullmatch(value)
+        if found and found.group(2).lower() in _SIZE_UNITS:
+            return int(Fraction(found.group(1)) * _SIZE_UNITS[found.group(2).lower()])
+    raise ValueError(f"{value!r} is not a size: use bytes or a string such as \"64KiB\" or \"10MiB\"")
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or a string such as "250ms", "10s", "5m" or "1h"."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as \"10s\"")
+    if isinstance(value, int | float):
+        if not math.isfinite(value):  # TOML has nan and inf; neither is a duration
+            raise ValueError(f"{value!r} is not a duration")
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if isinstance(value, str):
+        found = _NUMBER_WITH_UNIT.fullmatch(value)
+        if found and found.group(2) in _DURATION_UNITS:
+            return float(Fraction(found.group(1)) * _DURATION_UNITS[found.group(2)])
+    raise ValueError(f"{value!r} is not a duration: use a string such as \"250ms\", \"10s\", \"5m\" or \"1h\"")
+
+
+def _parse_file_mode(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0o777:
+        return value
+    if isinstance(value, str) and re.fullmatch(r"0?o?[0-7]{3}", value):
+        return int(value.removeprefix("0").removeprefix("o"), 8)
+    raise ValueError(f"{value!r} is not a file mode: use 0o640 or \"0640\"")
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+Seconds = Annotated[float, BeforeValidator(parse_duration)]
+FileMode = Annotated[int, BeforeValidator(_parse_file_mode)]
+
+
+def _state_dir_default() -> Path:
+    """systemd's StateDirectory= sets $STATE_DIRECTORY; outside systemd the FHS place."""
+    from_systemd = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(from_systemd) if from_systemd else DEFAULT_STATE_DIR
+
+
+# ---------------------------------------------------------------- the typed config
+
+
+class _Table(BaseModel):
+    """Every table is frozen and rejects keys it does not know.
+
+    Lax mode so TOML arrays become tuples and strings Paths; the int and bool fields that lax mode
+    would fill from `true`, `4.0` or `"yes"` are marked strict one by one.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+
+
+_T = TypeVar("_T", bound=_Table)
+
+
+class DaemonConfig(_Table):
+    state_dir: Path = Field(default_factory=_state_dir_default)
+    commit_interval: Seconds = 0.2
+    rescan_interval: Seconds = 10.0
+    watcher: Watcher = "inotify"
+    read_chunk_bytes: Size = 1024 * 1024
+    status_interval: Seconds = 2.0
+
+    @field_validator("commit_interval", "rescan_interval", "status_interval")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be greater than zero")
+        return value
+
+    @field_validator("read_chunk_bytes")
+    @classmethod
+    def _chunk_bounds(cls, value: int) -> int:
+        if not 4096 <= value <= 64 * 1024 * 1024:
+            raise ValueError("must be between 4KiB and 64MiB")
+        return value
+
+
+class SourceConfig(_Table):
+    name: str
+    paths: tuple[str, ...] = Field(min_length=1)
+    exclude: tuple[str, ...] = ()
+    start_at: StartAt = "end"
+    max_line_bytes: Size = 64 * 1024
+    follow_symlinks: bool = Field(default=False, strict=True)
+
+    @field_validator("paths")
+    @classmethod
+    def _absolute(cls, paths: tuple[str, ...]) -> tuple[str, ...]:
+        for path in paths:
+            if not path.strip():
+                raise ValueError("a path cannot be empty")
+        return paths
+
+    @field_validator("max_line_bytes")
+    @classmethod
+    def _line_bounds(cls, value: int) -> int:
+        if not 256 <= value <= 16 * 1024 * 1024:
+            raise ValueError("must be between 256 bytes and 16MiB")
+        return value
+
+
+class ThresholdConfig(_Table):
+    key: str
+    count: int = Field(ge=1, strict=True)
+    within: Seconds
+
+    @field_validator("within")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be greater than zero")
+        return value
+
+
+class RuleTest(_Table):
+    """A sample line; `expect` is the captures it must yield, or false when it must not match."""
+
+    line: str
+    expect: dict[str, str | None] | Literal[False] = Field(default_factory=dict)
+
+    @field_validator("expect", mode="before")
+    @classmethod
+    def _shape(cls, value: object) -> object:
+        # checked here because a failing union reports once per member ("should be a valid
+        # dictionary", "should be False"), which reads as two problems where there is one
+        if value is False:
+            return value
+        if isinstance(value, dict):
+            for capture, expected in value.items():
+                if expected is not None and not isinstance(expected, str):
+                    raise ValueError(f"the expected value of {capture!r} must be a string")
+            return value
+        raise ValueError(
+            "must be a table of expected captures, or false when the line must not match"
+        )
+
+
+class RuleConfig(_Table):
+    name: str
+    sources: tuple[str, ...] | None = None
+    match: tuple[str, ...] = Field(min_length=1)
+    exclude: tuple[str, ...] = ()
+    severity: Severity = "warning"
+    report: str | None = None
+    engine: Engine = "re2"
+    match_timeout: Seconds = 0.1
+    threshold: ThresholdConfig | None = None
+    tests: tuple[RuleTest, ...] = ()
+
+    @field_validator("match", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("exclude", mode="before")
+    @classmethod
+    def _one_or_many_excludes(cls, value: object) -> object:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("match_timeout")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be greater than zero")
+        return value
+
+
+class ReportConfig(_Table):
+    name: str
+    dir: Path
+    format: ReportFormat = "json"
+    rotate_max_bytes: Size | None = 10 * 1024 * 1024
+    rotate_max_records: int | None = Field(default=None, ge=1, strict=True)
+    rotate_interval: Seconds | None = 3600.0
+    keep: int = Field(default=48, ge=1, strict=True)
+    publish_on_stop: bool = Field(default=True, strict=True)
+    file_mode: FileMode = 0o640
+
+
+class Config(_Table):
+    """The whole config, as every other module sees it."""
+
+    path: Path
+    daemon: DaemonConfig
+    sources: Mapping[str, SourceConfig]
+    rules: Mapping[str, RuleConfig]
+    reports: Mapping[str, ReportConfig]
+
+    def report_for(self, rule: RuleConfig) -> ReportConfig:
+        """The report a rule writes to (its own, or the only one there is)."""
+        if rule.report is not None:
+            return self.reports[rule.report]
+        return next(iter(self.reports.values()))
+
+
+# ---------------------------------------------------------------- problems
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a config, pointing at where it is."""
+
+    file: Path
+    line: int | None
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else f"{self.file}"
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """A config that must not start anything; carries every problem found."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(problem) for problem in self.problems))
+
+
+class KeyLocator:
+    """Maps a key path such as `rules.ssh.match[0]` to the line of the TOML text that sets it.
+
+    tomllib keeps no positions, so this reads the text: table headers and `key =` lines. It is a
+    best effort for pointing a human at a line; a path it cannot place gets the nearest enclosing
+    table's line, or no line at all.
+    """
+
+    _HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
+    _ASSIGN = re.compile(r"""^\s*((?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*'))*)\s*=""")
+    _PART = re.compile(r"""[A-Za-z0-9_-]+|"[^"]*"|'[^']*'""")
+
+    def __init__(self, text: str) -> None:
+        self.lines: dict[tuple[str, ...], int] = {}
+        table: tuple[str, ...] = ()
+        in_multiline: str | None = None
+        for number, raw in enumerate(text.splitlines(), start=1):
+            if in_multiline:
+                if raw.count(in_multiline) % 2 == 1:
+                    in_multiline = None
+                continue
+            header = self._HEADER.match(raw)
+            if header:
+                table = self._split(header.group(1))
+                self._place(table, number)
+                continue
+            assign = self._ASSIGN.match(raw)
+            if assign:
+                self._place(table + self._split(assign.group(1)), number)
+            # also outside assignments: a multi-line string can open inside a multi-line array
+            for quote in ('"""', "'''"):
+                if raw.count(quote) % 2 == 1:
+                    in_multiline = quote
+
+    def _place(self, keys: tuple[str, ...], number: int) -> None:
+        """`[sourcse.auth]` also places `sourcse` (and `a.b.c = 1` places `a` and `a.b`), so a
+        problem about an enclosing table points at where it first appears, not at no line."""
+        for end in range(1, len(keys) + 1):
+            self.lines.setdefault(keys[:end], number)
+
+    @classmethod
+    def _split(cls, dotted: str) -> tuple[str, ...]:
+        return tuple(part.strip("\"'") for part in cls._PART.findall(dotted))
+
+    def line_of(self, path: tuple[str | int, ...]) -> int | None:
+        keys = tuple(part for part in path if isinstance(part, str))
+        for end in range(len(keys), 0, -1):
+            if keys[:end] in self.lines:
+                return self.lines[keys[:end]]
+        return None
+
+
+def key_path(path: Iterable[str | int]) -> str:
+    """`("rules", "ssh", "match", 0)` → `rules.ssh.match[0]`."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class ProblemSink:
+    """Collects problems for one config file, placing each on its line."""
+
+    file: Path
+    locator: KeyLocator
+    problems: list[Problem]
+
+    def add(self, path: tuple[str | int, ...], message: str) -> None:
+        self.problems.append(Problem(self.file, self.locator.line_of(path), key_path(path), message))
+
+    def raise_if_any(self) -> None:
+        if self.problems:
+            raise ConfigError(self.problems)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def default_config_path() -> Path:
+    """`$LOGWARDEN_CONFIG`, else systemd's `$CONFIGURATION_DIRECTORY`, else /etc/logwarden."""
+    if env := os.environ.get("LOGWARDEN_CONFIG"):
+        return Path(env)
+    if conf_dir := os.environ.get("CONFIGURATION_DIRECTORY", "").split(":")[0]:
+        return Path(conf_dir) / "logwarden.toml"
+    return DEFAULT_CONFIG_PATH
+
+
+def load(path: Path) -> tuple[Config, ProblemSink]:
+    """Read and validate a config file; raise ConfigError naming every problem.
+
+    Also returns the sink so later stages (rule compilation) report against the same file
+    and lines.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError([Problem(path, None, "", f"cannot read the config: {error}")]) from error
+    sink = ProblemSink(path, KeyLocator(text), [])
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        found = re.search(r"line (\d+)", str(error))
+        line = int(found.group(1)) if found else None
+        raise ConfigError([Problem(path, line, "", f"not valid TOML: {error}")]) from error
+    config = parse(document, path, sink)
+    sink.raise_if_any()
+    assert config is not None
+    return config, sink
+
+
+def parse(document: dict[str, Any], path: Path, sink: ProblemSink) -> Config | None:
+    """Validate a parsed TOML document; problems go to `sink`, None when there were any."""
+    base = path.parent
+    known_top = ("daemon", "sources", "rules", "reports")
+    for key, value in document.items():
+        if key not in known_top:
+            kind = "table" if isinstance(value, dict) else "key"
+            sink.add((key,), f"unknown {kind}{_did_you_mean(key, known_top)}")
+    # a top-level entry of the wrong shape is reported and read as empty, so that the problems in
+    # the rest of the file are still found (one round of fixes, not one per problem)
+    tables: dict[str, dict[str, Any]] = {}
+    for table in known_top:
+        value = document.get(table, {})
+        if isinstance(value, dict):
+            tables[table] = value
+        else:
+            example = "[daemon]" if table == "daemon" else f"[{table}.NAME]"
+            sink.add((table,), f"must be a table, e.g. {example}")
+            tables[table] = {}
+    if not tables["sources"] and isinstance(document.get("sources", {}), dict):
+        sink.add(("sources",), "at least one source is needed, e.g. [sources.auth] with paths = [...]")
+    if not tables["rules"] and isinstance(document.get("rules", {}), dict):
+        sink.add(("rules",), "at least one rule is needed, e.g. [rules.NAME] with match = [...]")
+
+    daemon_raw = dict(tables["daemon"])
+    if isinstance(daemon_raw.get("state_dir"), str):
+        daemon_raw["state_dir"] = _resolve(base, daemon_raw["state_dir"])
+    daemon = _validate(DaemonConfig, daemon_raw, ("daemon",), sink)
+    if daemon is not None:
+        state_dir = daemon.state_dir
+    elif isinstance(daemon_raw.get("state_dir"), Path):  # [daemon] has other problems
+        state_dir = daemon_raw["state_dir"]
+    else:
+        state_dir = _state_dir_default()
+
+    sources = {}
+    for name, raw in tables["sources"].items():
+        if isinstance(raw, dict) and isinstance(raw.get("paths"), list):
+            paths = [_resolve_glob(base, p) if isinstance(p, str) else p for p in raw["paths"]]
+            raw = raw | {"paths": paths}
+        sources[name] = _validate(SourceConfig, raw, ("sources", name), sink, name=name)
+
+    # no [reports] at all: one report beside the state is a sensible default
+    reports_raw = tables["reports"] or {"default": {}}
+    reports = {}
+    for name, raw in reports_raw.items():
+        if isinstance(raw, dict):
+            directory = raw.get("dir")
+            if isinstance(directory, str):
+                raw = raw | {"dir": _resolve(base, directory)}
+            elif "dir" not in raw:
+                raw = raw | {"dir": state_dir / "reports" / name}
+            # any other `dir` is left for validation to reject, not replaced by the default
+        reports[name] = _validate(ReportConfig, raw, ("reports", name), sink, name=name)
+
+    rules = {}
+    for name, raw in tables["rules"].items():
+        rules[name] = _validate(RuleConfig, raw, ("rules", name), sink, name=name)
+        if isinstance(raw, dict):
+            _check_references(
+                name, raw, sources_named=tables["sources"], reports_named=reports, sink=sink
+            )
+
+    seen_dirs: dict[Path, str] = {}
+    for name, report in reports.items():
+        if report is None:
+            continue
+        if report.dir in seen_dirs:
+            sink.add(("reports", name, "dir"), f"already used by report {seen_dirs[report.dir]!r}; each report needs its own dir")
+        seen_dirs[report.dir] = name
+
+    if sink.problems or daemon is None:
+        return None
+    return Config(
+        path=path,
+        daemon=daemon,
+        sources={name: source for name, source in sources.items() if source is not None},
+        rules={name: rule for name, rule in rules.items() if rule is not None},
+        reports={name: report for name, report in reports.items() if report is not None},
+    )
+
+
+def _check_references(
+    name: str, raw: dict[str, Any], sources_named: Mapping[str, object],
+    reports_named: Mapping[str, object], sink: ProblemSink,
+) -> None:
+    """A rule's `sources` and `report` must name tables that exist (checked on the raw table, so
+    a rule with other problems still gets these reported too)."""
+    rule_sources = raw.get("sources")
+    if isinstance(rule_sources, list):
+        for index, source in enumerate(rule_sources):
+            if isinstance(source, str) and source not in sources_named:
+                sink.add(("rules", name, "sources", index), f"no source named {source!r}{_did_you_mean(source, sources_named)}")
+    report = raw.get("report")
+    if report is None and len(reports_named) > 1:
+        sink.add(("rules", name), f"say which report this rule writes to (report = one of {sorted(reports_named)})")
+    elif isinstance(report, str) and report not in reports_named:
+        sink.add(("rules", name, "report"), f"no report named {report!r}{_did_you_mean(report, reports_named)}")
+
+
+def _resolve(base: Path, value: str) -> Path:
+    """Relative paths in a config are relative to the config file, not the working directory."""
+    return (base / Path(value).expanduser()).resolve() if not Path(value).is_absolute() else Path(value)
+
+
+def _resolve_glob(base: Path, pattern: str) -> str:
+    pattern = os.path.expanduser(pattern)  # noqa: PTH111 (as `_resolve` does for dirs)
+    return pattern if os.path.isabs(pattern) else os.path.normpath(os.path.join(base.resolve(), pattern))
+
+
+def _validate(
+    model: type[_T],
+    raw: object,
+    where: tuple[str, ...],
+    sink: ProblemSink,
+    *,
+    name: str | None = None,
+) -> _T | None:
+    """Validate one table; `name` is the table's name in its parent, given to models that keep it."""
+    if not isinstance(raw, dict):
+        sink.add(where, "must be a table")
+        return None
+    if name is not None:
+        if "name" in raw:  # the name comes from the table header; a `name` key would be dropped
+            sink.add((*where, "name"), f"unknown key (the name is the header's: [{where[0]}.NAME])")
+        raw = raw | {"name": name}
+    try:
+        return model.model_validate(raw)
+    except ValidationError as error:
+        errors = [
+            (tuple(part for part in item["loc"] if part not in _PYDANTIC_UNION_TAGS), item)
+            for item in error.errors()
+        ]
+        for location, item in errors:
+            path = where + location
+            if item["type"] == "too_short" and any(
+                len(other) > len(location) and other[: len(location)] == location
+                for other, _ in errors
+            ):
+                # pydantic counts only the items that validated: `match = [5]` would also be
+                # called empty, beside the real problem at match[0]
+                continue
+            if item["type"] == "too_short" and item.get("ctx", {}).get("min_length") == 1:
+                sink.add(path, "must not be empty")
+            elif item["type"] == "extra_forbidden":
+                key = str(location[-1])
+                known = [k for k in _keys_at(model, location[:-1]) if k != "name"]
+                sink.add(path, f"unknown key{_did_you_mean(key, known)}")
+            elif item["type"] == "missing":
+                sink.add(path, "is required")
+            else:
+                sink.add(path, _clean_message(item["msg"]))
+        return None
+
+
+def _keys_at(model: type[BaseModel], location: tuple[str | int, ...]) -> list[str]:
+    """The keys the table at `location` inside `model` accepts (for did-you-mean), [] if unknown."""
+    current: Any = model
+    for part in location:
+        if isinstance(part, int):  # an index into a tuple of tables: the tuple was unwrapped below
+            continue
+        is_model = isinstance(current, type) and issubclass(current, BaseModel)
+        if not is_model or part not in current.model_fields:
+            return []
+        current = _table_model(current.model_fields[part].annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _table_model(annotation: Any) -> type[BaseModel] | None:
+    """The model inside `X`, `X | None` or `tuple[X, ...]`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in typing.get_args(annotation):
+        found = _table_model(argument)
+        if found is not None:
+            return found
+    return None
+
+
+# pydantic inserts the union member it tried into error locations; operators never wrote those
+_PYDANTIC_UNION_TAGS = {"dict[str,nullable[str]]", "literal[False]", "function-before[parse_size(), int]"}
+
+
+# pydantic speaks Python; the operator wrote TOML
+_TOML_TERMS = {
+    "should be a valid tuple": "should be an array",
+    "should be a valid list": "should be an array",
+    "should be a valid dictionary": "should be a table",
+    "is not a valid path for <class 'pathlib.Path'>": "should be a path (a string)",
+}
+
+
+def _clean_message(message: str) -> str:
+    message = message.removeprefix("Value error, ")
+    for python, toml in _TOML_TERMS.items():
+        message = message.replace(python, toml)
+    return re.sub(r" or instance of \w+$", "", message)
+
+
+def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

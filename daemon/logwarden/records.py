@@ -1,0 +1,70 @@
+"""The one place match and alert records are built (DESIGN §4), and how they are serialised."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from logwarden.rules import Match
+from logwarden.thresholds import Alert
+
+RECORD_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRef:
+    """Which file a line came from: the source's name, the path and the file's identity."""
+
+    name: str | None
+    path: str
+    dev: int
+    inode: int
+
+
+def utc_timestamp(moment: datetime | None = None) -> str:
+    """`2026-11-24T13:19:38.120512Z`: RFC 3339, UTC, microseconds, the form every record uses."""
+    moment = moment or datetime.now(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class RecordBuilder:
+    """Builds records for one host; the host name is looked up once."""
+
+    def __init__(self, host: str | None = None) -> None:
+        self.host = host or socket.gethostname()
+
+    def match(self, match: Match, source: SourceRef, time: str | None = None) -> dict[str, Any]:
+        return {
+            "v": RECORD_VERSION,
+            "time": time or utc_timestamp(),
+            "rule": match.rule,
+            "severity": match.severity,
+            "host": self.host,
+            "source": {
+                "name": source.name,
+                "path": source.path,
+                "dev": source.dev,
+                "inode": source.inode,
+                "offset": match.offset,
+                "line_no": match.line_no,
+            },
+            "line": match.line,
+            "truncated": match.truncated,
+            "captures": match.captures,
+        }
+
+    def alert(self, alert: Alert, source: SourceRef, time: str | None = None) -> dict[str, Any]:
+        """A threshold crossing: the triggering match's record plus `kind` and `threshold`."""
+        record = self.match(alert.match, source, time)
+        record["kind"] = "alert"
+        record["threshold"] = {"key": alert.key, "value": alert.value, "count": alert.count, "within_s": alert.within_s}
+        return record
+
+
+def dumps(record: dict[str, Any]) -> bytes:
+    """One record as a JSON line (with its newline)."""
+    return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
