@@ -1,0 +1,106 @@
+"""The stage between tail and reports: blocks in, match (and alert) records out into journals.
+
+It runs synchronously inside the event loop, right after a tailer feeds its framer, so a
+checkpoint snapshot taken between two awaits sees tail offsets and journal contents that agree.
+Backpressure lives here too: when the committer cannot keep up (slow or full disk), the memory
+held in journals grows, and `wait_for_room` makes the tailers stop reading until it shrinks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+
+from logwarden.framing import Block
+from logwarden.records import RecordBuilder, SourceRef, dumps, utc_timestamp
+from logwarden.reports import ReportWriter
+from logwarden.rules import Match, RuleSet
+from logwarden.thresholds import ThresholdTracker
+
+MAX_PENDING_BYTES = 64 * 1024 * 1024
+
+
+class Pipeline:
+    """Implements tail's BlockSink: rules → records → report journals."""
+
+    def __init__(
+        self,
+        rules: RuleSet,
+        writers: Mapping[str, ReportWriter],
+        builder: RecordBuilder,
+        on_records: Callable[[], None],
+        echo: bool = False,
+    ) -> None:
+        self.rules = rules
+        self.writers = writers
+        self.builder = builder
+        self.thresholds = ThresholdTracker(rules)
+        self.on_records = on_records  # wakes the committer
+        self.echo = echo
+        self.lines = 0
+        self.bytes = 0
+        self.matches: Counter[str] = Counter()
+        self.alerts = 0
+        self._room = asyncio.Event()
+        self._room.set()
+
+    def reconfigure(self, rules: RuleSet, writers: Mapping[str, ReportWriter]) -> None:
+        """A reload: new rules and reports from the next block on; threshold windows start over."""
+        self.rules = rules
+        self.writers = writers
+        self.thresholds = ThresholdTracker(rules)
+
+    @property
+    def pending_bytes(self) -> int:
+        total = 0
+        for writer in self.writers.values():
+            if writer.active is not None:
+                total += len(writer.active.pending)
+            total += sum(len(journal.pending) for journal in writer.sealed)
+        return total
+
+    def accept(self, source: SourceRef, blocks: list[Block]) -> None:
+        matcher = self.rules.for_source(source.name)
+        found = False
+        for block in blocks:
+            self.lines += block.line_count
+            self.bytes += len(block.data)
+            matches = matcher.scan(block)
+            if matches:
+                self._record(matches, source)
+                found = True
+        if found:
+            if self.pending_bytes >= MAX_PENDING_BYTES:
+                self._room.clear()
+            self.on_records()
+
+    def _record(self, matches: list[Match], source: SourceRef) -> None:
+        stamp = utc_timestamp()
+        now = time.time()
+        for match in matches:
+            writer = self.writers[match.report]
+            writer.append(dumps(self.builder.match(match, source, stamp)), match.rule)
+            self.matches[match.rule] += 1
+            if self.echo:
+                self._echo(match, source)
+            alert = self.thresholds.observe(match, now)
+            if alert is not None:
+                self.writers[alert.report].append(dumps(self.builder.alert(alert, source, stamp)), None)
+                self.alerts += 1
+
+    def _echo(self, match: Match, source: SourceRef) -> None:
+        """Foreground debug mode: each match as it happens, on stdout, one readable line."""
+        captures = " ".join(f"{key}={value}" for key, value in match.captures.items())
+        print(f"MATCH {match.rule} [{match.severity}] {source.path}:{match.line_no or '?'} {captures}\n"
+              f"      {match.line}", file=sys.stdout, flush=True)  # fmt: skip
+
+    async def wait_for_room(self) -> None:
+        await self._room.wait()
+
+    def room_made(self) -> None:
+        """The committer made journals durable and freed memory: let the tailers read again."""
+        if self.pending_bytes < MAX_PENDING_BYTES // 2:
+            self._room.set()

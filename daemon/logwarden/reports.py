@@ -1,0 +1,344 @@
+"""Reports: an append-only journal per report in the state dir, sealed and published atomically.
+
+Matches land first in memory (`Journal.pending`), then in the journal file when the committer
+writes and fsyncs it, and only then does the checkpoint record the journal's committed length
+together with the tail offsets that produced it (DESIGN §5). A journal is sealed at a commit
+(size, record count, age, SIGUSR1 or stop) and published after the checkpoint that seals it is
+durable. Its final name is derived from its id, so a publish interrupted by a crash is simply
+done again, or recognised as done, on restart.
+
+Rejected: writing reports directly in the report dir and renaming at rotation. A reader could
+then see nothing of the current report, but a crash would leave matches only in a temp file, and
+the offsets could not be tied to what a reader will eventually see.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from logwarden.atomic import fsync_dir, remove_stale_temporaries, write_atomically
+from logwarden.config import ReportConfig
+from logwarden.records import utc_timestamp
+
+SEQ_WIDTH = 8
+READ_CHUNK = 1024 * 1024
+
+
+class ReportDirError(Exception):
+    """A report dir that cannot be created or written: start-up stops with this."""
+
+
+@dataclass(frozen=True, slots=True)
+class JournalState:
+    """A journal as the checkpoint knows it: what is committed of it and whether it is sealed."""
+
+    report: str
+    seq: int
+    opened: str  # UTC timestamp when the journal was opened: part of the published name
+    length: int = 0  # committed bytes
+    records: int = 0
+    counts: Mapping[str, int] = field(default_factory=dict)  # match records per rule
+    closed: str | None = None  # set when sealed
+
+    @property
+    def id(self) -> str:
+        stamp = datetime.strptime(self.opened, "%Y-%m-%dT%H:%M:%S.%fZ").strftime("%Y%m%dT%H%M%SZ")
+        return f"{self.report}-{stamp}-{self.seq:0{SEQ_WIDTH}d}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "report": self.report, "seq": self.seq, "opened": self.opened, "length": self.length,
+            "records": self.records, "counts": dict(self.counts), "closed": self.closed,
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> JournalState:
+        return cls(
+            report=str(data["report"]), seq=int(data["seq"]), opened=str(data["opened"]),
+            length=int(data["length"]), records=int(data["records"]),
+            counts={str(k): int(v) for k, v in data.get("counts", {}).items()},
+            closed=data.get("closed"),
+        )  # fmt: skip
+
+
+class Journal:
+    """One journal file: committed part on disk, written-not-committed part, pending in memory."""
+
+    def __init__(self, state: JournalState, directory: Path) -> None:
+        self.state = state  # as of the last commit
+        self.path = directory / f"{state.id}.ndjson"
+        self.pending = bytearray()
+        self.pending_records = 0
+        self.pending_counts: dict[str, int] = {}
+        self.opened_monotonic = time.monotonic()
+        self.closed = state.closed  # set in memory at sealing; durable once a checkpoint holds it
+
+    @property
+    def length(self) -> int:
+        """Length including what is still pending: what the next commit will make durable."""
+        return self.state.length + len(self.pending)
+
+    @property
+    def records(self) -> int:
+        return self.state.records + self.pending_records
+
+    def append(self, record: bytes, rule: str | None) -> None:
+        self.pending += record
+        self.pending_records += 1
+        if rule is not None:
+            self.pending_counts[rule] = self.pending_counts.get(rule, 0) + 1
+
+
+@dataclass(slots=True)
+class CommitBatch:
+    """What one commit writes for one journal: taken from memory at the snapshot instant."""
+
+    journal: Journal
+    data: bytes
+    target: JournalState  # the state the checkpoint will record once `data` is durable
+
+
+class ReportWriter:
+    """One report: its active journal, its sealed journals awaiting publication, its dir."""
+
+    def __init__(self, config: ReportConfig, journal_dir: Path, host: str,
+                 restored: list[JournalState], next_seq: int) -> None:  # fmt: skip
+        self.config = config
+        self.journal_dir = journal_dir
+        self.host = host
+        self.sealed: list[Journal] = []
+        self.active: Journal | None = None
+        self.next_seq = next_seq
+        self.rotate_requested = False
+        self.published = 0
+        for state in sorted(restored, key=lambda s: s.seq):
+            journal = Journal(state, journal_dir)
+            if state.closed is None:
+                self.active = journal
+            else:
+                self.sealed.append(journal)
+            self.next_seq = max(self.next_seq, state.seq + 1)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def append(self, record: bytes, rule: str | None) -> None:
+        if self.active is None:
+            self.active = Journal(JournalState(self.name, self.next_seq, utc_timestamp()), self.journal_dir)
+            self.next_seq += 1
+        self.active.append(record, rule)
+
+    def due_for_rotation(self, now: float) -> bool:
+        journal = self.active
+        if journal is None or journal.records == 0:
+            return False
+        config = self.config
+        return (
+            self.rotate_requested
+            or (config.rotate_max_bytes is not None and journal.length >= config.rotate_max_bytes)
+            or (config.rotate_max_records is not None and journal.records >= config.rotate_max_records)
+            or (config.rotate_interval is not None and now - journal.opened_monotonic >= config.rotate_interval)
+        )
+
+    def take_batches(self, seal: bool) -> list[CommitBatch]:
+        """At the snapshot instant: move every pending buffer into a batch; seal the active journal."""
+        batches = []
+        for journal in [*self.sealed, *([self.active] if self.active else [])]:
+            target = replace(
+                journal.state,
+                length=journal.length,
+                records=journal.records,
+                counts=_add_counts(journal.state.counts, journal.pending_counts),
+                closed=journal.closed,
+            )
+            batches.append(CommitBatch(journal, bytes(journal.pending), target))
+            journal.pending.clear()
+            journal.pending_records = 0
+            journal.pending_counts = {}
+        if seal and self.active is not None:
+            self.active.closed = utc_timestamp()
+            batches[-1].target = replace(batches[-1].target, closed=self.active.closed)
+            self.sealed.append(self.active)
+            self.active = None
+            self.rotate_requested = False
+        return batches
+
+    def states(self) -> list[JournalState]:
+        return [journal.state for journal in [*self.sealed, *([self.active] if self.active else [])]]
+
+    def publishable(self) -> list[Journal]:
+        """Sealed journals whose whole content is committed (nothing pending)."""
+        return [j for j in self.sealed if j.state.closed is not None and not j.pending]
+
+    # ------------------------------------------------------------ blocking I/O, run in a thread
+
+    def published_path(self, state: JournalState) -> Path:
+        return self.config.dir / f"{state.id}.{self.config.format}"
+
+    def publish(self, journal: Journal) -> Path:
+        """Publish a sealed, committed journal; idempotent (a crash after the rename is recognised)."""
+        final = self.published_path(journal.state)
+        if not final.exists():
+            write_atomically(final, self._render(journal), mode=self.config.file_mode)
+        journal.path.unlink(missing_ok=True)
+        self.published += 1
+        return final
+
+    def forget_published(self, journal: Journal) -> None:
+        self.sealed.remove(journal)
+
+    def _render(self, journal: Journal) -> Iterator[bytes]:
+        state = journal.state
+        if self.config.format == "ndjson":
+            yield from _read_prefix(journal.path, state.length)
+            return
+        header = {"report": self.name, "host": self.host, "opened": state.opened, "closed": state.closed,
+                  "counts": dict(state.counts)}  # fmt: skip
+        yield orjson.dumps(header)[:-1] + b',"records":['
+        first = True
+        carry = b""
+        for chunk in _read_prefix(journal.path, state.length):
+            lines = (carry + chunk).split(b"\n")
+            carry = lines.pop()
+            for line in lines:
+                if line:
+                    yield line if first else b",\n" + line
+                    first = False
+        if carry:
+            yield carry if first else b",\n" + carry
+        yield b"]}\n"
+
+    def apply_retention(self, protected: set[str]) -> list[Path]:
+        """Delete the oldest published reports beyond `keep`; never one still listed in a checkpoint."""
+        pattern = re.compile(rf"^{re.escape(self.name)}-\d{{8}}T\d{{6}}Z-\d{{{SEQ_WIDTH}}}\.(json|ndjson)$")
+        try:
+            names = sorted(
+                (entry.name for entry in os.scandir(self.config.dir) if pattern.match(entry.name)),
+                key=lambda name: name.rsplit("-", 1)[1],
+            )
+        except FileNotFoundError:
+            return []
+        removed = []
+        for name in names[: max(len(names) - self.config.keep, 0)]:
+            if name.rsplit(".", 1)[0] in protected:
+                continue
+            path = self.config.dir / name
+            path.unlink(missing_ok=True)
+            removed.append(path)
+        if removed:
+            fsync_dir(self.config.dir)
+        return removed
+
+
+def write_batches(batches: list[CommitBatch]) -> None:
+    """Append each batch to its journal file and fsync it (blocking; run in a thread).
+
+    On failure (disk full) every journal touched is cut back to its committed length, so the
+    caller can put the data back in memory and retry without leaving half a record on disk.
+    """
+    created_dirs: set[Path] = set()
+    written: list[CommitBatch] = []
+    try:
+        for batch in batches:
+            if not batch.data:
+                continue
+            journal = batch.journal
+            is_new = not journal.path.exists()
+            descriptor = os.open(journal.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+            written.append(batch)
+            try:
+                view = memoryview(batch.data)
+                while view:
+                    view = view[os.write(descriptor, view) :]
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+            if is_new:
+                created_dirs.add(journal.path.parent)
+        for directory in created_dirs:
+            fsync_dir(directory)
+    except OSError:
+        for batch in written:
+            try:
+                os.truncate(batch.journal.path, batch.journal.state.length)
+            except OSError:
+                pass  # recovery on restart cuts it back to the checkpointed length anyway
+        raise
+
+
+def give_back(batches: list[CommitBatch]) -> None:
+    """A commit failed: put each batch's data back in front of what arrived since."""
+    for batch in batches:
+        journal = batch.journal
+        if batch.data:
+            journal.pending[:0] = batch.data
+            journal.pending_records += batch.target.records - journal.state.records
+            for rule, count in batch.target.counts.items():
+                extra = count - journal.state.counts.get(rule, 0)
+                if extra:
+                    journal.pending_counts[rule] = journal.pending_counts.get(rule, 0) + extra
+
+
+def settle(batches: list[CommitBatch]) -> None:
+    """The checkpoint holding these batches' targets is durable: they are the committed state."""
+    for batch in batches:
+        batch.journal.state = batch.target
+
+
+def prepare_dirs(reports: Mapping[str, ReportConfig], journal_root: Path) -> None:
+    """Create report and journal dirs and prove they are writable; ReportDirError says which is not."""
+    for report in reports.values():
+        for directory in (report.dir, journal_root / report.name):
+            try:
+                directory.mkdir(parents=True, exist_ok=True, mode=0o750)
+                probe = directory / f".logwarden-probe-{os.getpid()}"
+                probe.write_bytes(b"")
+                probe.unlink()
+            except OSError as error:
+                raise ReportDirError(f"report {report.name!r}: cannot write to {directory}: {error.strerror or error}") from error
+        remove_stale_temporaries(report.dir)
+
+
+def recover_journals(journal_root: Path, report: str, states: list[JournalState]) -> None:
+    """On start: cut journals back to their committed length, delete journals no checkpoint knows.
+
+    A journal longer than its committed length holds records of lines whose offsets were never
+    committed: those lines will be read again, so the records must go. An unknown journal was
+    opened after the last checkpoint: the same holds for all of it.
+    """
+    directory = journal_root / report
+    known = {f"{state.id}.ndjson": state for state in states}
+    for entry in list(os.scandir(directory)) if directory.exists() else []:
+        state = known.get(entry.name)
+        if state is None:
+            Path(entry.path).unlink(missing_ok=True)
+        elif entry.stat().st_size != state.length:
+            os.truncate(entry.path, state.length)
+
+
+def _read_prefix(path: Path, length: int) -> Iterator[bytes]:
+    with open(path, "rb", buffering=0) as stream:
+        remaining = length
+        while remaining > 0:
+            chunk = stream.read(min(READ_CHUNK, remaining))
+            if not chunk:
+                raise OSError(f"journal {path} is shorter than its committed length {length}")
+            remaining -= len(chunk)
+            yield chunk
+
+
+def _add_counts(base: Mapping[str, int], extra: Mapping[str, int]) -> dict[str, int]:
+    total = dict(base)
+    for rule, count in extra.items():
+        total[rule] = total.get(rule, 0) + count
+    return total

@@ -1,0 +1,394 @@
+"""The daemon's lifecycle: startup → run → drain → shutdown, with signals turned into events.
+
+Signals are handled with `loop.add_signal_handler`, so a handler only sets an asyncio event or
+flag and every decision is taken in ordinary coroutine code. Rejected: `signal.signal` handlers
+(they run between bytecodes, in the middle of whatever the loop was doing) and a main loop
+polling flags every 100 ms (latency and wake-ups for nothing).
+
+The committer is a group commit: as soon as the previous commit finished and new records wait,
+the next one starts, so a lone match is durable within one fsync round trip, and under load many
+matches share one. Offsets that advanced without any match are committed every
+`commit_interval` at most: re-reading a few lines that matched nothing after a crash costs
+nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import structlog
+
+from logwarden import checkpoint
+from logwarden.config import Config, ConfigError
+from logwarden.log import configure as configure_logging
+from logwarden.log import get_logger
+from logwarden.notify import Notifier
+from logwarden.pipeline import Pipeline
+from logwarden.records import RecordBuilder
+from logwarden.reports import (
+    CommitBatch,
+    ReportDirError,
+    ReportWriter,
+    give_back,
+    prepare_dirs,
+    recover_journals,
+    settle,
+    write_batches,
+)
+from logwarden.rules import RuleSet
+from logwarden.status import StatusWriter
+from logwarden.tail import TailManager
+from logwarden.watch import PathIndex, Watcher
+
+EX_OK = 0
+EX_FAILURE = 1
+DRAIN_TIMEOUT = 60.0
+RETRY_MAX = 10.0
+
+log = get_logger("logwarden.service")
+
+
+def run_daemon(config: Config, rules: RuleSet, *, config_path: Path | None, foreground: bool,
+               log_format: str, log_level: str) -> int:  # fmt: skip
+    """Run until SIGTERM/SIGINT; the exit code for the cli."""
+    daemon = Daemon(config, rules, foreground=foreground)
+    return asyncio.run(daemon.serve())
+
+
+@dataclass
+class CommitStats:
+    commits: int = 0
+    failures: int = 0
+    last_error: str | None = None
+    last_duration: float = 0.0
+
+
+class Daemon:
+    def __init__(self, config: Config, rules: RuleSet, foreground: bool = False) -> None:
+        self.config = config
+        self.rules = rules
+        self.foreground = foreground
+        self.notifier = Notifier()
+        self.builder = RecordBuilder()
+        self.writers: dict[str, ReportWriter] = {}
+        self.known_sources: frozenset[str] = frozenset()
+        self.commit_stats = CommitStats()
+        self.stop_requested = asyncio.Event()
+        self.records_waiting = asyncio.Event()  # set by the pipeline: a commit should start soon
+        self.commit_wanted = asyncio.Event()  # set by SIGUSR1 and stop: commit now, whatever waits
+        self.seal_all = False
+        self.started = time.monotonic()
+        self._signals = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._lock: IO[bytes] | None = None
+        self.restored = checkpoint.Checkpoint()
+        self.pipeline: Pipeline
+        self.tails: TailManager
+        self.watcher: Watcher
+        self.status: StatusWriter
+
+    # ------------------------------------------------------------------ phases
+
+    async def serve(self) -> int:
+        try:
+            await self.startup()
+        except (ReportDirError, checkpoint.CheckpointError, StateDirError) as error:
+            log.error("cannot start", error=str(error))
+            await self.shutdown()
+            return EX_FAILURE
+        try:
+            await self.stop_requested.wait()
+            self.notifier.stopping()
+            log.info("stopping: reading every file to its end and committing")
+            await asyncio.wait_for(self.drain(), DRAIN_TIMEOUT)
+        except TimeoutError:
+            log.error("drain took too long; stopping with what is committed", timeout_s=DRAIN_TIMEOUT)
+        finally:
+            await self.shutdown()
+        log.info("stopped", commits=self.commit_stats.commits, lines=self.pipeline.lines)
+        return EX_OK
+
+    async def startup(self) -> None:
+        config = self.config
+        state_dir = config.daemon.state_dir
+        self._lock = lock_state_dir(state_dir)
+        self.restored = restored = checkpoint.load(state_dir) or checkpoint.Checkpoint()
+        self.known_sources = restored.sources
+        await asyncio.to_thread(prepare_dirs, config.reports, self.journal_root)
+        self.writers = self._build_writers(restored)
+        # sealed journals a crash left unpublished are published before anything new is read
+        await self.commit(seal=False)
+
+        self.pipeline = Pipeline(self.rules, self.writers, self.builder, self._records_arrived, echo=self.foreground)
+        index = PathIndex(config.sources)
+        self.tails = TailManager(config, index, self.pipeline, restored.files, self.known_sources, log)
+        self.watcher = Watcher(index, config.daemon.watcher, self.tails.changed, log)
+        await self.watcher.start()
+        await self.tails.start()
+        self.known_sources = frozenset(config.sources)
+        self.status = StatusWriter(self)
+        self._install_signal_handlers()
+        for coroutine in (self._committer(), self._rescanner(), self._status_loop(), self._watchdog_loop()):
+            self._tasks.append(asyncio.create_task(coroutine))
+        log.info("ready", sources=len(config.sources), rules=len(config.rules), files=len(self.tails.stats()),
+                 state_dir=str(state_dir), pid=os.getpid())  # fmt: skip
+        self.notifier.ready(self.status.summary())
+
+    async def drain(self) -> None:
+        await self.tails.drain()
+        self.seal_all = any(writer.config.publish_on_stop for writer in self.writers.values())
+        await self.commit(seal=False)
+        await self.commit(seal=False)  # the second publishes what the first sealed
+
+    async def shutdown(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+            loop.remove_signal_handler(signum)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if hasattr(self, "watcher"):
+            await self.watcher.stop()
+        if hasattr(self, "tails"):
+            await self.tails.close()
+        if hasattr(self, "status"):
+            await asyncio.to_thread(self.status.write)
+        self.notifier.close()
+        if self._lock is not None:
+            self._lock.close()
+
+    # ------------------------------------------------------------------ committing
+
+    @property
+    def journal_root(self) -> Path:
+        return self.config.daemon.state_dir / "journals"
+
+    def _build_writers(self, restored: checkpoint.Checkpoint) -> dict[str, ReportWriter]:
+        writers = {}
+        for name, report in self.config.reports.items():
+            states = restored.journals_of(name)
+            recover_journals(self.journal_root, name, states)
+            writers[name] = ReportWriter(report, self.journal_root / name, self.builder.host, states,
+                                         restored.next_seq.get(name, 1))  # fmt: skip
+        return writers
+
+    def _records_arrived(self) -> None:
+        self.records_waiting.set()
+
+    async def commit(self, seal: bool = False) -> bool:
+        """One commit: snapshot, write + fsync journals, replace the checkpoint, publish sealed ones."""
+        started = time.monotonic()
+        now = time.monotonic()
+        batches: list[CommitBatch] = []
+        for writer in self.writers.values():
+            due = seal or self.seal_all or writer.due_for_rotation(now)
+            batches += writer.take_batches(seal=due and (not self.seal_all or writer.config.publish_on_stop))
+        files = self.tails.snapshot() if hasattr(self, "tails") else self.restored.files
+        state = checkpoint.Checkpoint(
+            files=files,
+            journals=[batch.target for batch in batches],
+            next_seq={name: writer.next_seq for name, writer in self.writers.items()},
+            sources=self.known_sources,
+        )
+        try:
+            await asyncio.to_thread(self._write_durably, batches, state)
+        except OSError as error:
+            give_back(batches)
+            self.commit_stats.failures += 1
+            if self.commit_stats.last_error is None:
+                log.error("commit failed; reading paused until it succeeds", error=str(error))
+            self.commit_stats.last_error = str(error)
+            return False
+        settle(batches)
+        if self.commit_stats.last_error is not None:
+            log.info("commit succeeded again", failed_attempts=self.commit_stats.failures)
+            self.commit_stats.last_error = None
+        await self._publish_sealed()
+        self.commit_stats.commits += 1
+        self.commit_stats.last_duration = time.monotonic() - started
+        if hasattr(self, "pipeline"):
+            self.pipeline.room_made()
+        return True
+
+    def _write_durably(self, batches: list[CommitBatch], state: checkpoint.Checkpoint) -> None:
+        write_batches(batches)
+        checkpoint.save(self.config.daemon.state_dir, state)
+
+    async def _publish_sealed(self) -> None:
+        published = False
+        for writer in self.writers.values():
+            for journal in writer.publishable():
+                try:
+                    path = await asyncio.to_thread(writer.publish, journal)
+                except OSError as error:
+                    log.error("publishing a report failed; will retry", report=writer.name, error=str(error))
+                    return
+                writer.forget_published(journal)
+                published = True
+                log.info("report published", report=writer.name, path=str(path), records=journal.state.records)
+        if published:
+            # the next checkpoint no longer lists them; retention must not delete what a crash
+            # before that checkpoint would publish again, so it protects every listed journal
+            protected = {journal.state.id for writer in self.writers.values() for journal in writer.sealed}
+            for writer in self.writers.values():
+                await asyncio.to_thread(writer.apply_retention, protected)
+
+    async def _committer(self) -> None:
+        interval = self.config.daemon.commit_interval
+        retry = interval
+        last_commit = time.monotonic()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wanted(), timeout=min(interval, 1.0))
+            self.records_waiting.clear()
+            self.commit_wanted.clear()
+            now = time.monotonic()
+            waiting = self.pipeline.pending_bytes > 0 or any(w.rotate_requested for w in self.writers.values())
+            rotation_due = any(writer.due_for_rotation(now) for writer in self.writers.values())
+            if not (waiting or rotation_due or now - last_commit >= interval):
+                continue
+            if await self.commit():
+                last_commit = time.monotonic()
+                retry = interval
+            else:
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, RETRY_MAX)
+
+    async def _wanted(self) -> None:
+        waits = [asyncio.ensure_future(self.records_waiting.wait()), asyncio.ensure_future(self.commit_wanted.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+
+    # ------------------------------------------------------------------ background loops
+
+    async def _rescanner(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.daemon.rescan_interval)
+            try:
+                await self.tails.rescan()
+                self.watcher.refresh()
+            except Exception:  # a rescan failing must never take the daemon down
+                log.exception("rescan failed")
+
+    async def _status_loop(self) -> None:
+        previous_lines, previous_time = 0, time.monotonic()
+        rate_every = 5.0
+        last_rate = time.monotonic()
+        while True:
+            await asyncio.sleep(self.config.daemon.status_interval)
+            await asyncio.to_thread(self.status.write)
+            self.notifier.status(self.status.summary())
+            if self.foreground and time.monotonic() - last_rate >= rate_every:
+                now = time.monotonic()
+                rate = (self.pipeline.lines - previous_lines) / (now - previous_time)
+                log.info("rates", lines_per_s=round(rate, 1), lines=self.pipeline.lines,
+                         matches=sum(self.pipeline.matches.values()), files=len(self.tails.stats()),
+                         commits=self.commit_stats.commits)  # fmt: skip
+                previous_lines, previous_time, last_rate = self.pipeline.lines, now, now
+
+    async def _watchdog_loop(self) -> None:
+        """WATCHDOG=1 from the event loop itself, so a wedged loop stops the pings and gets caught."""
+        interval = self.notifier.watchdog_interval
+        if interval is None:
+            return
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    # ------------------------------------------------------------------ signals
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._on_stop, signal.SIGTERM)
+        loop.add_signal_handler(signal.SIGINT, self._on_stop, signal.SIGINT)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._tasks.append(asyncio.create_task(self.reload())))
+        loop.add_signal_handler(signal.SIGUSR1, self._on_rotate)
+
+    def _on_stop(self, signum: signal.Signals) -> None:
+        self._signals += 1
+        if self._signals > 1 and signum == signal.SIGINT:
+            log.warning("second interrupt: stopping now without draining")
+            os._exit(130)
+        self.stop_requested.set()
+
+    def _on_rotate(self) -> None:
+        log.info("rotating every report (SIGUSR1)")
+        for writer in self.writers.values():
+            writer.rotate_requested = True
+        self.commit_wanted.set()
+
+    async def reload(self) -> None:
+        """SIGHUP: load the config again; an invalid one is logged and the old one keeps running."""
+        self.notifier.reloading()
+        path = self.config.path
+        try:
+            from logwarden.cli import load_config
+
+            config, rules = await asyncio.to_thread(load_config, path)
+            if config.daemon.state_dir != self.config.daemon.state_dir:
+                raise ConfigError([])  # handled below with a specific message
+        except ConfigError as error:
+            if error.problems:
+                log.error("reload refused: the new config is invalid; the old one keeps running",
+                          problems=[str(problem) for problem in error.problems])  # fmt: skip
+            else:
+                log.error("reload refused: state_dir cannot change while running; restart instead")
+            self.notifier.ready(self.status.summary())
+            return
+        await asyncio.to_thread(prepare_dirs, config.reports, self.journal_root)
+        writers = dict(self.writers)
+        for name, report in config.reports.items():
+            if name in writers:
+                writers[name].config = report
+            else:
+                writers[name] = ReportWriter(report, self.journal_root / name, self.builder.host, [], 1)
+        for name in set(writers) - set(config.reports):
+            writers[name].rotate_requested = True  # publish what it holds; kept until drained
+        self.config, self.rules, self.writers = config, rules, writers
+        self.pipeline.reconfigure(rules, writers)
+        index = PathIndex(config.sources)
+        self.tails.reconfigure(config, index)
+        self.watcher.index = index
+        self.watcher.refresh()
+        self.known_sources = self.known_sources | frozenset(config.sources)
+        await self.tails.rescan()
+        log.info("reloaded", sources=len(config.sources), rules=len(config.rules), reports=len(config.reports))
+        self.notifier.ready(self.status.summary())
+
+
+class StateDirError(Exception):
+    """The state dir cannot be used (not writable, or another daemon holds it)."""
+
+
+def lock_state_dir(state_dir: Path) -> IO[bytes]:
+    """Create the state dir and hold its lock for our lifetime: two daemons on one state dir
+    would each commit offsets the other has not seen."""
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        handle = open(state_dir / "lock", "ab")  # noqa: SIM115 - held open for the daemon's lifetime
+    except OSError as error:
+        raise StateDirError(f"cannot use state dir {state_dir}: {error.strerror or error}") from error
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as error:
+        handle.close()
+        raise StateDirError(f"another logwarden holds {state_dir}/lock; one daemon per state dir") from error
+    return handle
+
+
+def bind_context(**values: object) -> None:
+    structlog.contextvars.bind_contextvars(**values)
+
+
+__all__ = ["Daemon", "configure_logging", "run_daemon"]

@@ -1,0 +1,40 @@
+"""The atomic publish leaves the old file or the new one, never a temporary under a real name."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from logwarden.atomic import TEMP_PREFIX, remove_stale_temporaries, write_atomically
+
+
+def test_replaces_with_mode(tmp_path: Path) -> None:
+    target = tmp_path / "r.json"
+    target.write_bytes(b"old")
+    write_atomically(target, [b"new", b"er"], mode=0o644)
+    assert target.read_bytes() == b"newer"
+    assert target.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_failure_midway_leaves_old_file_and_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "r.json"
+    target.write_bytes(b"old")
+
+    def chunks() -> Iterator[bytes]:
+        yield b"partial"
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        write_atomically(target, chunks())
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_stale_temporaries_are_removed(tmp_path: Path) -> None:
+    (tmp_path / f"{TEMP_PREFIX}abc-r.json").write_bytes(b"half")
+    (tmp_path / "kept.json").write_bytes(b"{}")
+    assert remove_stale_temporaries(tmp_path) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["kept.json"]

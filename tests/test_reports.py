@@ -1,0 +1,186 @@
+"""Journals, sealing, idempotent publish, retention, disk-full give-back: on real files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import orjson
+import pytest
+
+from logwarden.config import ReportConfig
+from logwarden.reports import (
+    JournalState,
+    ReportDirError,
+    ReportWriter,
+    give_back,
+    prepare_dirs,
+    recover_journals,
+    settle,
+    write_batches,
+)
+
+
+def make_writer(tmp_path: Path, **overrides: object) -> ReportWriter:
+    settings: dict[str, object] = {"name": "sec", "dir": tmp_path / "out"} | overrides
+    config = ReportConfig.model_validate(settings)
+    prepare_dirs({"sec": config}, tmp_path / "journals")
+    return ReportWriter(config, tmp_path / "journals" / "sec", "host1", [], 1)
+
+
+def record(n: int, rule: str = "r1") -> bytes:
+    return orjson.dumps({"rule": rule, "n": n}) + b"\n"
+
+
+def commit(writer: ReportWriter, seal: bool = False) -> list[Path]:
+    batches = writer.take_batches(seal=seal)
+    write_batches(batches)
+    settle(batches)
+    return [writer.publish(journal) for journal in writer.publishable()]
+
+
+def test_json_report_is_one_valid_document_with_counts(tmp_path: Path) -> None:
+    writer = make_writer(tmp_path)
+    for n in range(5):
+        writer.append(record(n, "a" if n % 2 else "b"), "a" if n % 2 else "b")
+    [published] = commit(writer, seal=True)
+    document = orjson.loads(published.read_bytes())
+    assert document["report"] == "sec" and document["host"] == "host1"
+    assert document["counts"] == {"a": 2, "b": 3}
+    assert [item["n"] for item in document["records"]] == [0, 1, 2, 3, 4]
+    assert document["closed"] >= document["opened"]
+    assert published.name.startswith("sec-") and published.name.endswith("-00000001.json")
+    assert published.stat().st_mode & 0o777 == 0o640
+    assert not any(p.name.startswith(".") for p in published.parent.iterdir())
+
+
+def test_ndjson_report_is_the_records_one_a_line(tmp_path: Path) -> None:
+    writer = make_writer(tmp_path, format="ndjson", file_mode=0o600)
+    for n in range(3):
+        writer.append(record(n), "r1")
+    [published] = commit(writer, seal=True)
+    assert [orjson.loads(line)["n"] for line in published.read_bytes().splitlines()] == [0, 1, 2]
+    assert published.stat().st_mode & 0o777 == 0o600
+
+
+def test_rotation_by_records_bytes_and_request(tmp_path: Path) -> None:
+    writer = make_writer(tmp_path, rotate_max_records=3, rotate_interval=None, rotate_max_bytes=None)
+    writer.append(record(1), "r1")
+    writer.append(record(2), "r1")
+    assert not writer.due_for_rotation(0.0)
+    writer.append(record(3), "r1")
+    assert writer.due_for_rotation(0.0)
+
+    by_bytes = make_writer(tmp_path / "b", rotate_max_bytes=50, rotate_interval=None)
+    by_bytes.append(b"x" * 60 + b"\n", None)
+    assert by_bytes.due_for_rotation(0.0)
+
+    requested = make_writer(tmp_path / "c", rotate_interval=None)
+    requested.rotate_requested = True
+    assert not requested.due_for_rotation(0.0), "an empty journal is never published"
+    requested.append(record(1), "r1")
+    assert requested.due_for_rotation(0.0)
+
+
+def test_publish_is_idempotent_after_crash_between_rename_and_checkpoint(tmp_path: Path) -> None:
+    writer = make_writer(tmp_path)
+    writer.append(record(1), "r1")
+    batches = writer.take_batches(seal=True)
+    write_batches(batches)
+    settle(batches)
+    [journal] = writer.publishable()
+    first = writer.publish(journal)
+    content = first.read_bytes()
+    # a restart finds the same sealed journal in the checkpoint: publishing again is a no-op
+    again = ReportWriter(writer.config, writer.journal_dir, "host1", [journal.state], 1)
+    [same] = again.publishable()
+    assert again.publish(same) == first
+    assert first.read_bytes() == content
+    assert len(list(first.parent.glob("*.json"))) == 1
+
+
+def test_recovery_cuts_uncommitted_tail_and_removes_unknown_journals(tmp_path: Path) -> None:
+    writer = make_writer(tmp_path)
+    writer.append(record(1), "r1")
+    commit(writer)
+    assert writer.active is not None
+    committed = writer.active.state
+    with open(writer.active.path, "ab") as stream:
+        stream.write(record(2)[:7])  # a torn, uncommitted write
+    stray = writer.journal_dir / "sec-20260101T000000Z-00000099.ndjson"
+    stray.write_bytes(record(3))
+    recover_journals(tmp_path / "journals", "sec", [committed])
+    assert writer.active.path.read_bytes() == record(1)
+    assert not stray.exists()
+
+
+def test_failed_write_gives_everything_back_in_order(tmp_path: Path) -> None:
+    writer = make_writer(tmp_path)
+    writer.append(record(1), "r1")
+    batches = writer.take_batches(seal=False)
+    writer.append(record(2), "r1")  # arrived while the commit was running
+    give_back(batches)
+    assert writer.active is not None
+    assert bytes(writer.active.pending) == record(1) + record(2)
+    assert writer.active.records == 2
+    assert writer.active.pending_counts == {"r1": 2}
+
+
+def test_seal_survives_a_failed_commit(tmp_path: Path) -> None:
+    writer = make_writer(tmp_path)
+    writer.append(record(1), "r1")
+    batches = writer.take_batches(seal=True)
+    give_back(batches)  # the disk was full
+    assert writer.publishable() == []
+    retry = writer.take_batches(seal=False)
+    write_batches(retry)
+    settle(retry)
+    [journal] = writer.publishable()
+    assert journal.state.closed is not None
+    assert orjson.loads(writer.publish(journal).read_bytes())["records"] == [{"rule": "r1", "n": 1}]
+
+
+def test_write_failure_truncates_back(tmp_path: Path) -> None:
+    writer = make_writer(tmp_path)
+    writer.append(record(1), "r1")
+    commit(writer)
+    writer.append(record(2), "r1")
+    batches = writer.take_batches(seal=False)
+    assert writer.active is not None
+    path = writer.active.path
+    os.chmod(path, 0o400)
+    if os.access(path, os.W_OK):  # root ignores modes: make the write fail another way
+        path.unlink()
+        path.mkdir()
+    with pytest.raises(OSError):
+        write_batches(batches)
+
+
+def test_retention_keeps_newest_and_spares_protected(tmp_path: Path) -> None:
+    writer = make_writer(tmp_path, keep=2)
+    names = []
+    for n in range(4):
+        writer.append(record(n), "r1")
+        [published] = commit(writer, seal=True)
+        names.append(published.name)
+        for journal in list(writer.sealed):
+            writer.forget_published(journal)
+    (writer.config.dir / "unrelated.txt").write_text("x")
+    protected = {names[0].rsplit(".", 1)[0]}
+    removed = writer.apply_retention(protected)
+    assert [p.name for p in removed] == [names[1]]
+    assert sorted(p.name for p in writer.config.dir.iterdir()) == sorted([names[0], names[2], names[3], "unrelated.txt"])
+
+
+def test_journal_state_round_trip() -> None:
+    state = JournalState("sec", 12, "2026-11-24T13:19:38.120512Z", 10, 2, {"r": 2}, None)
+    assert JournalState.from_dict(state.to_dict()) == state
+    assert state.id == "sec-20261124T131938Z-00000012"
+
+
+def test_unwritable_report_dir_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a dir")
+    config = ReportConfig.model_validate({"name": "x", "dir": blocker / "reports"})
+    with pytest.raises(ReportDirError, match="cannot write to"):
+        prepare_dirs({"x": config}, tmp_path / "journals")
