@@ -122,6 +122,12 @@ class _Table(BaseModel):
 _T = TypeVar("_T", bound=_Table)
 
 
+def _not_blank(value: object) -> object:
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
 class DaemonConfig(_Table):
     state_dir: Path = Field(default_factory=_state_dir_default)
     commit_interval: Seconds = 0.2
@@ -129,6 +135,8 @@ class DaemonConfig(_Table):
     watcher: Watcher = "inotify"
     read_chunk_bytes: Size = 1024 * 1024
     status_interval: Seconds = 2.0
+
+    _state_dir_not_blank = field_validator("state_dir", mode="before")(_not_blank)
 
     @field_validator("commit_interval", "rescan_interval", "status_interval")
     @classmethod
@@ -245,6 +253,8 @@ class ReportConfig(_Table):
     keep: int = Field(default=48, ge=1, strict=True)
     publish_on_stop: bool = Field(default=True, strict=True)
     file_mode: FileMode = 0o640
+
+    _dir_not_blank = field_validator("dir", mode="before")(_not_blank)
 
 
 class Config(_Table):
@@ -424,8 +434,9 @@ def parse(document: dict[str, Any], path: Path, sink: ProblemSink) -> Config | N
     if not tables["rules"] and isinstance(document.get("rules", {}), dict):
         sink.add(("rules",), "at least one rule is needed, e.g. [rules.NAME] with match = [...]")
 
+    # blank paths are not resolved (that would make them the config's dir): validation rejects them
     daemon_raw = dict(tables["daemon"])
-    if isinstance(daemon_raw.get("state_dir"), str):
+    if _is_path_text(daemon_raw.get("state_dir")):
         daemon_raw["state_dir"] = _resolve(base, daemon_raw["state_dir"])
     daemon = _validate(DaemonConfig, daemon_raw, ("daemon",), sink)
     if daemon is not None:
@@ -438,7 +449,7 @@ def parse(document: dict[str, Any], path: Path, sink: ProblemSink) -> Config | N
     sources = {}
     for name, raw in tables["sources"].items():
         if isinstance(raw, dict) and isinstance(raw.get("paths"), list):
-            paths = [_resolve_glob(base, p) if isinstance(p, str) else p for p in raw["paths"]]
+            paths = [_resolve_glob(base, p) if _is_path_text(p) else p for p in raw["paths"]]
             raw = raw | {"paths": paths}
         sources[name] = _validate(SourceConfig, raw, ("sources", name), sink, name=name)
 
@@ -448,7 +459,7 @@ def parse(document: dict[str, Any], path: Path, sink: ProblemSink) -> Config | N
     for name, raw in reports_raw.items():
         if isinstance(raw, dict):
             directory = raw.get("dir")
-            if isinstance(directory, str):
+            if _is_path_text(directory):
                 raw = raw | {"dir": _resolve(base, directory)}
             elif "dir" not in raw:
                 raw = raw | {"dir": state_dir / "reports" / name}
@@ -498,6 +509,10 @@ def _check_references(
         sink.add(("rules", name), f"say which report this rule writes to (report = one of {sorted(reports_named)})")
     elif isinstance(report, str) and report not in reports_named:
         sink.add(("rules", name, "report"), f"no report named {report!r}{_did_you_mean(report, reports_named)}")
+
+
+def _is_path_text(value: object) -> typing.TypeGuard[str]:
+    return isinstance(value, str) and bool(value.strip())
 
 
 def _resolve(base: Path, value: str) -> Path:
