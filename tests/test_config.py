@@ -855,15 +855,29 @@ def test_a_directory_is_not_a_config(tmp_path: Path) -> None:
     assert problems[0].message.startswith("cannot read the config: [Errno 21] Is a directory")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
 def test_unreadable_file(write_config: WriteConfig) -> None:
+    """Root reads files whatever their mode, so the load runs in a forked child that drops to
+    an unprivileged uid first (no exec: the venv need not be reachable by that user)."""
     path = write_config("[daemon]\n")
     path.chmod(0)
-
-    problems = problems_of(path)
-
-    assert [(p.line, p.key) for p in problems] == [(None, "")]
-    assert problems[0].message.startswith("cannot read the config: [Errno 13] Permission denied")
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        os.close(read_end)
+        if os.geteuid() == 0:
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+        message = "\n".join(f"{p.line}|{p.key}|{p.message}" for p in problems_of(path))
+        os.write(write_end, message.encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        reported = reader.read().decode()
+    assert os.waitpid(child, 0)[1] == 0
+    line, key, message = reported.split("|", 2)
+    assert (line, key) == ("None", "")
+    assert message.startswith("cannot read the config: [Errno 13] Permission denied")
 
 
 def test_non_utf8_file(tmp_path: Path) -> None:
