@@ -32,7 +32,9 @@ def translate(pattern: str) -> str:
         elif char == "?":
             out.append("[^/]")
         elif char == "[":
-            close = pattern.find("]", index + 2 if pattern[index + 1 : index + 2] in ("!", "]") else index + 1)
+            close = pattern.find(
+                "]", index + 2 if pattern[index + 1 : index + 2] in ("!", "]") else index + 1
+            )
             if close < 0:
                 out.append(re.escape(char))
             else:
@@ -59,10 +61,48 @@ def static_root(pattern: str) -> str:
 
 
 def is_recursive(pattern: str) -> bool:
-    """Whether files below the static root at any depth may match (a wildcard in a directory part)."""
+    """Whether files below the static root may match: a wildcard in a directory part.
+
+    A `**` in the last part (`/var/log/**`) also spans directories but is not counted here; see
+    `spans_subdirectories`, which does count it.
+    """
     root = static_root(pattern)
     rest = pattern[len(root) :].lstrip("/")
     return "/" in rest
+
+
+def spans_subdirectories(pattern: str) -> bool:
+    """Whether files in subdirectories of the static root may match (`is_recursive`, or a `**`)."""
+    return is_recursive(pattern) or "**" in pattern.rpartition("/")[2]
+
+
+def directory_prefix(pattern: str) -> str:
+    """A regex for the directories that may hold a match of `pattern` somewhere below them.
+
+    `/var/log/app-*/*.log` gives one accepting `/`, `/var`, `/var/log` and `/var/log/app-1`, but
+    not `/var/log/nginx` nor `/var/log/app-1/old`: a directory walk uses it to prune. A part with
+    `**` accepts everything below it. Over-approximates (never rejects a directory that can hold a
+    match); the root directory is written as the empty string, as in `/`.join.
+    """
+    parts = pattern.split("/")
+    directories = parts[:-1]
+    if "**" in parts[-1]:
+        directories.append("**")  # `/var/log/**` and `/var/log/x**` reach any depth
+
+    def below(index: int) -> str:
+        if index == len(directories):
+            return ""
+        part = directories[index]
+        if "**" in part:
+            return "(?:/.*)?"
+        return f"(?:/{translate(part)}{below(index + 1)})?"
+
+    if not directories:  # a bare file name: only the current directory
+        return ""
+    first = directories[0]
+    if "**" in first:
+        return ".*"
+    return f"{translate(first)}{below(1)}"
 
 
 @dataclass(frozen=True)
@@ -92,7 +132,17 @@ class PathMatcher:
             return False
         if self._exclude_path.fullmatch(path):
             return False
-        return not self._exclude_name.fullmatch(os.path.basename(path))
+        # os.path on str, not pathlib: this runs once per file on every discovery pass
+        return not self._exclude_name.fullmatch(os.path.basename(path))  # noqa: PTH119
+
+    @cached_property
+    def _directories(self) -> re.Pattern[str]:
+        return re.compile("|".join(f"(?:{directory_prefix(p)})" for p in self.include) or "(?!)")
+
+    def may_contain(self, directory: str) -> bool:
+        """Whether a file somewhere below `directory` may match (excludes are not consulted)."""
+        directory = os.path.normpath(directory)
+        return bool(self._directories.fullmatch("" if directory == "/" else directory))
 
     def roots(self) -> set[str]:
         return {static_root(pattern) for pattern in self.include}
@@ -100,7 +150,7 @@ class PathMatcher:
 
 def first_matching(path: str, matchers: Iterable[tuple[str, PathMatcher]]) -> str | None:
     """The name of the first matcher whose globs cover `path`."""
-    absolute = os.path.abspath(path)
+    absolute = os.path.abspath(path)  # noqa: PTH100 (lexical, as the globs are; resolve() follows links)
     for name, matcher in matchers:
         if matcher.matches(absolute):
             return name
