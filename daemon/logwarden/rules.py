@@ -1,0 +1,492 @@
+"""The compiled rule set: which lines of a block match which rules, with no Python per quiet line.
+
+Most lines match nothing, so a block is searched whole: one RE2 regex, the *prefilter*, is the
+alternation of every RE2 rule's patterns (rewritten for raw bytes by `patterns.prefilter_form`)
+and runs over the block's bytes at grep speed. Only the lines it hits are cut out, decoded and
+*confirmed*: an `re2.Set` of every match and exclude pattern says in one pass which rules the line
+really satisfies, and only those run their capturing pattern. The prefilter may hit lines that no
+rule matches (it ignores excludes, and its `$` allows for a `\\r`), never the other way round: the
+per-line confirmation is the one definition of a match, and rule tests run through it.
+
+Measured on 50 MB of sshd/nginx/app lines (5 rules, 3.6% of lines matching): about 200 MB/s
+against 420 MB/s for `grep -cE` and 430 MB/s for the prefilter alone; each hit costs ~7 µs of
+confirmation (Set, capturing search, Match), so with rarer matches this runs at grep speed.
+Rejected: a Python loop over lines (87 MB/s there, and its cost follows the line count, not the
+match count); `re2.Set` over the whole block (it says which patterns match, not where);
+Hyperscan as the prefilter (every match end comes back through a Python callback, and its syntax
+would have to be kept equivalent to RE2's; worth measuring if the prefilter becomes the cost).
+
+Two things cost Python per line. Lines that are not valid UTF-8 are confirmed one by one (RE2 in
+UTF-8 mode does not match an invalid byte where the decoded text has U+FFFD); the rest of their
+block still takes the fast path. Rules with `engine = "regex"` cannot be in an RE2 prefilter: they
+run a `regex` search on every line of their sources, each bounded by match_timeout, while the RE2
+rules beside them keep using the prefilter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import re2
+import structlog
+
+from logwarden.config import Config, ProblemSink, RuleConfig, RuleTest
+from logwarden.framing import Block, split_lines
+from logwarden.patterns import (
+    PatternError,
+    SpanSearch,
+    capture_names,
+    compile_pattern,
+    expand,
+    prefilter_form,
+    re2_error_message,
+    re2_options,
+    span_search,
+)
+
+log = structlog.get_logger(__name__)
+
+# An re2.Set cannot fall back to the NFA when its DFA runs out of memory: it reports no match.
+# Lines longer than this are confirmed pattern by pattern instead (still RE2, still linear).
+_SET_MAX_LINE = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """One rule matching one line: what the report record is built from."""
+
+    rule: str
+    severity: str
+    report: str
+    offset: int  # byte offset of the line start in the file
+    line_no: int | None
+    line: str  # decoded line text (what rules matched), without newline/\r
+    truncated: bool
+    captures: dict[str, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    """A rule with its patterns expanded and compiled, ready to confirm one line."""
+
+    config: RuleConfig
+    name: str
+    severity: str
+    report: str
+    uses_re2: bool  # False: engine = "regex", run on every line
+    match: tuple[str, ...]  # expanded patterns, as matched against a line
+    exclude: tuple[str, ...]
+    matchers: tuple[Any, ...]  # re2 or regex compiled, like `match`
+    excluders: tuple[Any, ...]
+    searches: tuple[SpanSearch, ...]  # for RE2 rules: direct span searches, like `matchers`
+    groups: tuple[tuple[tuple[str, int], ...], ...]  # per match pattern: (name, group index)
+
+
+@dataclass(slots=True)
+class _Counters:
+    """Mutable run statistics shared by a rule set's matchers."""
+
+    timeouts: dict[str, int] = field(default_factory=dict)
+
+    def timed_out(self, rule: str) -> None:
+        count = self.timeouts.get(rule, 0) + 1
+        self.timeouts[rule] = count
+        if count & (count - 1) == 0:  # 1, 2, 4, 8...: visible without flooding the log
+            log.warning("rule_match_timeout", rule=rule, timeouts=count)
+
+
+# ---------------------------------------------------------------- one source's matcher
+
+
+class SourceMatcher:
+    """The rules that apply to one source, compiled into one prefilter and one Set."""
+
+    def __init__(self, rules: Sequence[CompiledRule], counters: _Counters) -> None:
+        self._rules = tuple(rules)
+        self._counters = counters
+        self._every_line = any(not rule.uses_re2 for rule in rules)
+        self._regex_rules = frozenset(i for i, rule in enumerate(rules) if not rule.uses_re2)
+        # Set index → position of the rule it belongs to; per rule, its match and exclude indices
+        self._owner: list[int] = []
+        self._ids: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+        patterns: list[str] = []
+        for position, rule in enumerate(rules):
+            first = len(patterns)
+            if rule.uses_re2:
+                patterns += rule.match + rule.exclude
+            middle = first + len(rule.match) if rule.uses_re2 else first
+            self._ids.append((tuple(range(first, middle)), tuple(range(middle, len(patterns)))))
+            self._owner += [position] * (len(patterns) - first)
+        self._prefilter: SpanSearch | None = None
+        self._set: Any = None
+        if patterns:
+            # No global (?m): the rewrite already scopes `m` to each anchor it emits.
+            alternatives = [prefilter_form(p) for r in rules if r.uses_re2 for p in r.match]
+            combined = re2.compile("|".join(alternatives), re2_options(combined=True))
+            self._prefilter = span_search(combined)
+        if len(patterns) > 1:
+            self._set = re2.Set.SearchSet(re2_options(combined=True))
+            for pattern in patterns:
+                self._set.Add(pattern)
+            self._set.Compile()
+
+    @property
+    def rules(self) -> tuple[str, ...]:
+        return tuple(rule.name for rule in self._rules)
+
+    def scan(self, block: Block) -> list[Match]:
+        """Every match in a block: by line, and by rule order within a line."""
+        out: list[Match] = []
+        if not self._rules or not block.data:
+            pass
+        elif block.truncated:  # one cut line, taken as split_lines gives it (a final CR dropped)
+            self._scan_slowly(block, out, truncated=True)
+        elif self._every_line:
+            self._scan_every_line(block, out)
+        else:
+            line_no = block.line_no
+            for lo, hi, valid in _utf8_runs(block.data):
+                if valid:
+                    self._scan_run(block, lo, hi, line_no, out)
+                else:
+                    part = Block(block.data[lo:hi], block.offset + lo, line_no)
+                    self._scan_slowly(part, out, truncated=False)
+                if line_no is not None:
+                    line_no += block.data.count(b"\n", lo, hi)
+        return out
+
+    def _candidates(self, data: bytes, lo: int, hi: int) -> Iterator[tuple[int, int]]:
+        """(start, end) of each line in data[lo:hi] the prefilter hits; end excludes the newline.
+
+        After a hit the search resumes at the next line, never at the hit's end: one hit per line
+        is all a line needs, and it keeps every search starting at a line start.
+        """
+        search = self._prefilter
+        assert search is not None
+        pos = lo
+        while pos < hi:
+            start = search(data, pos, hi)[0][0]
+            if start < 0 or start >= hi:
+                return
+            newline = data.rfind(b"\n", pos, start)
+            line_start = pos if newline < 0 else newline + 1
+            line_end = data.find(b"\n", start, hi)
+            if line_end < 0:
+                yield line_start, hi
+                return
+            yield line_start, line_end
+            pos = line_end + 1
+
+    def _scan_run(
+        self, block: Block, lo: int, hi: int, line_no: int | None, out: list[Match]
+    ) -> None:
+        """The fast path, over a run of whole lines of valid UTF-8."""
+        data = block.data
+        counted = lo
+        for line_start, line_end in self._candidates(data, lo, hi):
+            if line_no is not None:
+                line_no += data.count(b"\n", counted, line_start)
+                counted = line_start
+            line = data[line_start:line_end]
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            self._confirm(line, None, True, out, offset=block.offset + line_start, line_no=line_no)
+
+    def _scan_slowly(self, block: Block, out: list[Match], *, truncated: bool) -> None:
+        """Line by line, decoded with replacement: for what the prefilter cannot see exactly."""
+        for offset, line_no, raw in split_lines(block):
+            text = raw.decode("utf-8", "replace")
+            self._confirm(text.encode(), text, True, out, offset=offset, line_no=line_no,
+                          truncated=truncated)
+
+    def _scan_every_line(self, block: Block, out: list[Match]) -> None:
+        """With `regex` rules every line is visited; RE2 rules still only look at prefilter hits."""
+        hits: set[int] = set()
+        if self._prefilter is not None:
+            hits = {start for start, _ in self._candidates(block.data, 0, len(block.data))}
+        for offset, line_no, raw in split_lines(block):
+            try:
+                text = raw.decode()
+                line, candidate = raw, (offset - block.offset) in hits
+            except UnicodeDecodeError:  # the prefilter may have missed it: RE2 rules must look
+                text = raw.decode("utf-8", "replace")
+                line, candidate = text.encode(), True
+            self._confirm(line, text, candidate, out, offset=offset, line_no=line_no)
+
+    def _confirm(
+        self, line: bytes, text: str | None, candidate: bool, out: list[Match], *,
+        offset: int, line_no: int | None, truncated: bool = False,
+    ) -> None:
+        """Run the rules on one line: `line` is its valid UTF-8, `text` the same decoded if known,
+        `candidate` whether RE2 rules may match (False: the prefilter said no).
+
+        This is the definition of a match: every path, and every rule test, ends here.
+        """
+        hits: set[int] | None = None  # the Set's answer; None: search each RE2 rule directly
+        due: Iterable[int]  # positions of the rules worth running, in rule order
+        if not candidate:
+            due = sorted(self._regex_rules)
+        elif self._set is not None and len(line) <= _SET_MAX_LINE:
+            hits = set(self._set.Match(line) or ())
+            if not hits and not self._every_line:
+                return  # a prefilter false positive: the common miss
+            owner = self._owner
+            due = sorted({owner[index] for index in hits} | self._regex_rules)
+        else:
+            due = range(len(self._rules))
+        for position in due:
+            rule = self._rules[position]
+            if rule.uses_re2:
+                captures = _confirm_re2(rule, line, hits, *self._ids[position])
+            else:
+                text = line.decode() if text is None else text
+                captures = self._confirm_regex(rule, text)
+            if captures is not None:
+                text = line.decode() if text is None else text
+                out.append(Match(rule.name, rule.severity, rule.report, offset, line_no,
+                                 text, truncated, captures))
+
+    def _confirm_regex(self, rule: CompiledRule, text: str) -> dict[str, str | None] | None:
+        timeout = rule.config.match_timeout
+        try:
+            for matcher, groups in zip(rule.matchers, rule.groups, strict=True):
+                found = matcher.search(text, timeout=timeout)
+                if found is not None:
+                    if any(ex.search(text, timeout=timeout) is not None for ex in rule.excluders):
+                        return None
+                    return {name: found.group(index) for name, index in groups}
+        except TimeoutError:
+            # A runaway pattern on a hostile line counts as no match: one line is not worth a
+            # stalled daemon, and the counter makes it visible in logs and status.
+            self._counters.timed_out(rule.name)
+        return None
+
+
+def _confirm_re2(
+    rule: CompiledRule, line: bytes, hits: set[int] | None,
+    match_ids: tuple[int, ...], exclude_ids: tuple[int, ...],
+) -> dict[str, str | None] | None:
+    """Captures of an RE2 rule on a line, or None; `hits` is the Set's answer, None to search."""
+    if hits is not None:
+        for which, index in enumerate(match_ids):
+            if index in hits:
+                if exclude_ids and not hits.isdisjoint(exclude_ids):
+                    return None
+                spans = rule.searches[which](line, 0, len(line))
+                return _captures(line, spans, rule.groups[which])
+        return None
+    for search, groups in zip(rule.searches, rule.groups, strict=True):
+        spans = search(line, 0, len(line))
+        if spans[0][0] >= 0:
+            if any(excluder.search(line) is not None for excluder in rule.excluders):
+                return None
+            return _captures(line, spans, groups)
+    return None
+
+
+def _captures(
+    line: bytes, spans: list[tuple[int, int]], groups: tuple[tuple[str, int], ...]
+) -> dict[str, str | None]:
+    captures: dict[str, str | None] = {}
+    for name, index in groups:
+        start, end = spans[index]
+        captures[name] = None if start < 0 else line[start:end].decode()
+    return captures
+
+
+def _utf8_runs(data: bytes) -> Iterator[tuple[int, int, bool]]:
+    """Split a block into (start, end, valid) runs of whole lines; invalid runs are single lines.
+
+    Each failed decode stops at the first bad byte and the next attempt starts after its line, so
+    the whole block is decoded about once however many bad lines it has.
+    """
+    if data.isascii():
+        yield 0, len(data), True
+        return
+    view = memoryview(data)
+    pos = 0
+    while pos < len(data):
+        try:
+            str(view[pos:], "utf-8")
+        except UnicodeDecodeError as error:
+            bad = pos + error.start
+            newline = data.rfind(b"\n", pos, bad)
+            line_start = pos if newline < 0 else newline + 1
+            line_end = data.find(b"\n", bad)
+            stop = len(data) if line_end < 0 else line_end + 1
+            if line_start > pos:
+                yield pos, line_start, True
+            yield line_start, stop, False
+            pos = stop
+        else:
+            yield pos, len(data), True
+            return
+
+
+# ---------------------------------------------------------------- the rule set
+
+
+class RuleSet:
+    """Every rule of a config, compiled once; hands out a cached matcher per source."""
+
+    def __init__(self, rules: Sequence[CompiledRule]) -> None:
+        self._rules = tuple(rules)
+        self._by_name = {rule.name: rule for rule in self._rules}
+        self._counters = _Counters()
+        self._matchers: dict[str | None, SourceMatcher] = {}
+        self._by_rules: dict[tuple[str, ...], SourceMatcher] = {}
+
+    @classmethod
+    def compile(cls, config: Config, sink: ProblemSink) -> RuleSet:
+        """Compile and self-test every rule; every problem goes to `sink`, raised at the end."""
+        compiled = [_compile_rule(config, rule, sink) for rule in config.rules.values()]
+        ruleset = cls([rule for rule in compiled if rule is not None])
+        try:
+            everything = ruleset.for_source(None)
+        except re2.error as error:  # each rule compiled alone, so only their sum can be too big
+            sink.add(("rules",), "the rules together are too large for one RE2 program"
+                                 f" ({re2_error_message(error)})")
+        else:
+            for rule in ruleset._rules:
+                _run_tests(everything, rule, sink)
+        sink.raise_if_any()
+        return ruleset
+
+    @property
+    def rules(self) -> tuple[str, ...]:
+        """Rule names, in config order."""
+        return tuple(self._by_name)
+
+    def rule(self, name: str) -> CompiledRule:
+        return self._by_name[name]
+
+    def timeouts(self) -> dict[str, int]:
+        """How many `regex` searches each rule lost to match_timeout (rules with none omitted)."""
+        return dict(self._counters.timeouts)
+
+    def only(self, names: Iterable[str]) -> RuleSet:
+        """The same rules restricted to `names` (kept in config order), for `scan --rule`."""
+        wanted = set(names)
+        if unknown := sorted(wanted - self._by_name.keys()):
+            raise KeyError(f"no rule named {', '.join(map(repr, unknown))};"
+                           f" known rules: {', '.join(self._by_name)}")
+        return RuleSet([rule for rule in self._rules if rule.name in wanted])
+
+    def for_source(self, source: str | None) -> SourceMatcher:
+        """The matcher for one source's files (None: a file of no source, which gets every rule)."""
+        matcher = self._matchers.get(source)
+        if matcher is None:
+            rules = [rule for rule in self._rules if _applies(rule, source)]
+            key = tuple(rule.name for rule in rules)
+            matcher = self._by_rules.get(key)
+            if matcher is None:  # sources with the same rules share one compiled prefilter
+                matcher = self._by_rules[key] = SourceMatcher(rules, self._counters)
+            self._matchers[source] = matcher
+        return matcher
+
+
+def _applies(rule: CompiledRule, source: str | None) -> bool:
+    return source is None or rule.config.sources is None or source in rule.config.sources
+
+
+# ---------------------------------------------------------------- compiling
+
+
+def _compile_rule(config: Config, rule: RuleConfig, sink: ProblemSink) -> CompiledRule | None:
+    where = ("rules", rule.name)
+    problems_before = len(sink.problems)
+    match = _expand_all(rule.match, (*where, "match"), sink)
+    exclude = _expand_all(rule.exclude, (*where, "exclude"), sink)
+    matchers = [_compile_one(p, rule, (*where, "match", i), sink) for i, p in enumerate(match)]
+    excluders = [_compile_one(p, rule, (*where, "exclude", i), sink) for i, p in enumerate(exclude)]
+    groups = []
+    for index, (pattern, matcher) in enumerate(zip(match, matchers, strict=True)):
+        if matcher is None:
+            continue
+        numbers: Mapping[str, int] = matcher.groupindex
+        groups.append(tuple((name, numbers[name]) for name in capture_names(pattern)))
+        if rule.threshold and rule.threshold.key not in numbers:
+            sink.add((*where, "threshold", "key"),
+                     f"match[{index}] has no capture named {rule.threshold.key!r} to count by"
+                     f" (its captures: {', '.join(numbers) or 'none'})")
+    if len(sink.problems) > problems_before:
+        return None
+    return CompiledRule(
+        config=rule, name=rule.name, severity=rule.severity, report=config.report_for(rule).name,
+        uses_re2=rule.engine == "re2", match=tuple(match), exclude=tuple(exclude),
+        matchers=tuple(matchers), excluders=tuple(excluders), groups=tuple(groups),
+        searches=tuple(span_search(m) for m in matchers) if rule.engine == "re2" else (),
+    )
+
+
+def _expand_all(
+    patterns: tuple[str, ...], where: tuple[str, ...], sink: ProblemSink
+) -> list[str]:
+    expanded = []
+    for index, pattern in enumerate(patterns):
+        try:
+            expanded.append(expand(pattern))
+        except PatternError as error:
+            for problem in error.problems:
+                sink.add((*where, index), problem)
+    return expanded
+
+
+def _compile_one(
+    pattern: str, rule: RuleConfig, where: tuple[str | int, ...], sink: ProblemSink
+) -> Any:
+    try:
+        return compile_pattern(pattern, rule.engine)
+    except PatternError as error:
+        for problem in error.problems:
+            sink.add(where, problem)
+        return None
+
+
+# ---------------------------------------------------------------- rule tests
+
+
+def _run_tests(matcher: SourceMatcher, rule: CompiledRule, sink: ProblemSink) -> None:
+    """Each sample goes through `scan`, the path real blocks take, and must come out as expected."""
+    for index, test in enumerate(rule.config.tests):
+        where = ("rules", rule.name, "tests", index)
+        if "\n" in test.line:
+            sink.add(where, "a test line is one line: it cannot contain a newline")
+            continue
+        block = Block(test.line.encode() + b"\n", 0, 1)
+        found = [match for match in matcher.scan(block) if match.rule == rule.name]
+        if problem := _judge(test, found[0].captures if found else None, rule):
+            sink.add(where, problem)
+
+
+def _judge(
+    test: RuleTest, captures: dict[str, str | None] | None, rule: CompiledRule
+) -> str | None:
+    """What is wrong with a sample's outcome, or None when it is what the test expects."""
+    if test.expect is False:
+        if captures is None:
+            return None
+        return f"expected no match, but it matched with captures {captures}"
+    if captures is None:
+        why = _why_not(test.line, rule)
+        return f"expected a match with {test.expect}, but the line did not match{why}"
+    wrong = [f"{key} = {captures[key]!r} (expected {want!r})"
+             for key, want in test.expect.items() if key in captures and captures[key] != want]
+    if missing := [repr(key) for key in test.expect if key not in captures]:
+        wrong.append(f"no capture named {', '.join(missing)}"
+                     f" (the captures are {', '.join(captures) or 'none'})")
+    return f"captures differ: {'; '.join(wrong)}" if wrong else None
+
+
+def _why_not(line: str, rule: CompiledRule) -> str:
+    """A hint for a failing sample: did a match pattern hit, only to be vetoed by an exclude?"""
+    if not rule.uses_re2:
+        return ""
+    data = line.encode()
+    if any(matcher.search(data) for matcher in rule.matchers):
+        vetoes = [i for i, excluder in enumerate(rule.excluders) if excluder.search(data)]
+        if vetoes:
+            return f" (exclude[{vetoes[0]}] vetoed it)"
+    return ""
