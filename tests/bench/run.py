@@ -1,0 +1,311 @@
+"""`make bench`: logwarden scan against grep and a naive Python loop, on one corpus, in one run.
+
+Every contender runs as a child process over the same file (warm in the page cache after the
+first run, which is untimed), measured the same way: wall time from spawn to exit and the peak RSS
+that wait4 reports for that child alone. Before any number is printed, every contender's count
+per rule must equal what the corpus generator wrote: a fast wrong answer is not a result.
+
+    .venv/bin/python tests/bench/run.py                  # 2,000,000 lines (~240 MB)
+    .venv/bin/python tests/bench/run.py --lines 200000   # a quick run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tomllib
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import orjson
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+CONFIG = HERE / "bench.toml"
+CORPUS_OUT = HERE / "corpus" / "out"  # scratch: the contenders' output (gitignored with corpus/)
+TIMEOUT = 1800  # seconds for one contender over the full corpus; a hang is a failed benchmark
+
+sys.path.insert(0, str(HERE))
+import corpus as corpus_module  # noqa: E402 (a sibling script, not a package)
+
+# grep -E equivalents of bench.toml's rules: on this corpus they match the same lines (checked on
+# every run). `%{user}` is RE2's \S+, `%{ip}` is loosened to the characters of an address (the
+# corpus holds only valid ones), `%{iso8601}` is written out for the forms the app logs.
+_ADDRESS = "[0-9A-Fa-f:.]+"
+_METHOD = "(GET|HEAD|POST|PUT|DELETE|CONNECT|OPTIONS|TRACE|PATCH)"
+_STAMP = "[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.,][0-9]+)?)?"
+GREP_PATTERNS = {
+    "ssh-failed-password": rf"sshd\[[0-9]+\]: Failed password for (invalid user )?"
+                           rf"[^[:space:]]+ from {_ADDRESS} port [+-]?[0-9]+",
+    "ssh-invalid-user": rf"sshd\[[0-9]+\]: Invalid user [^[:space:]]+ from {_ADDRESS}",
+    "nginx-5xx": rf'{_ADDRESS} [^ ]+ [^ ]+ \[[^]]+\] "{_METHOD} [^ "]+ HTTP/[0-9.]+" 5[0-9][0-9] ',
+    "app-error": rf"^{_STAMP} ERROR \[[^]]+\] [A-Za-z0-9_.]+: ",
+    "traceback": r"^Traceback \(most recent call last\):",
+}  # fmt: skip
+
+
+@dataclass
+class Measured:
+    wall: float  # seconds
+    peak_rss: int  # bytes
+    returncode: int
+
+
+@dataclass
+class Row:
+    """One line of the results table."""
+
+    name: str
+    measured: Measured
+    counts: dict[str, int] = field(default_factory=dict)
+    note: str = ""
+
+
+@dataclass
+class Context:
+    """What every benchmark gets: the corpus, the parsed options, and a scratch directory."""
+
+    corpus: corpus_module.Corpus
+    args: argparse.Namespace
+    scratch: Path
+
+
+# wait4's peak RSS for a child of this script is not the child's own: Linux carries the RSS of
+# the forked parent into the child's maximum at exec. So a small fresh Python forks the command,
+# times it and reports wait4's figures: a floor of about 10 MiB instead of this process's size.
+PROBE = """
+import os, sys, time
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+wall = time.perf_counter() - start
+with open(sys.argv[1], "w") as report:
+    report.write(f"{usage.ru_maxrss * 1024} {wall}")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def measure(command: Sequence[str], stdout: Path | None = None,
+            env: dict[str, str] | None = None) -> Measured:  # fmt: skip
+    """Run `command` to completion: its wall time and its own peak RSS, through PROBE."""
+    report = CORPUS_OUT / ".probe"
+    environment = {**os.environ, **(env or {})}
+    with stdout.open("wb") if stdout else open(os.devnull, "wb") as out:
+        probe = subprocess.Popen([sys.executable, "-c", PROBE, str(report), *command],
+                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE,
+                                 env=environment, start_new_session=True)  # fmt: skip
+        try:
+            _, errors = probe.communicate(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(probe.pid, signal.SIGKILL)  # the probe and the command it forked
+            probe.communicate()
+            raise SystemExit(f"{command[0]} did not finish within {TIMEOUT}s") from None
+    if probe.returncode not in (0, 1):  # grep -c exits 1 when it counts nothing
+        detail = errors.decode(errors="replace")[-2000:]
+        raise SystemExit(f"{command[0]} failed ({probe.returncode}): {detail}")
+    peak, wall = report.read_text().split()
+    return Measured(float(wall), int(peak), probe.returncode)
+
+
+# ---------------------------------------------------------------- the contenders
+
+
+def grep_all(ctx: Context) -> Row:
+    """One grep pass with all five patterns: the line count of the whole rule set."""
+    out = ctx.scratch / "grep-count.txt"
+    patterns = [arg for pattern in GREP_PATTERNS.values() for arg in ("-e", pattern)]
+    command = ["grep", "-E", "-c", *patterns, str(ctx.corpus.path)]
+    measured = measure(command, out, env={"LC_ALL": "C"})
+    return Row("`LC_ALL=C grep -E -c` (5 patterns)", measured, {"*": int(out.read_text())})
+
+
+def grep_per_rule(ctx: Context) -> dict[str, int]:
+    """Each rule's line count with its own grep (untimed: this is the correctness check)."""
+    counts = {}
+    for rule, pattern in GREP_PATTERNS.items():
+        result = subprocess.run(["grep", "-E", "-c", "-e", pattern, str(ctx.corpus.path)],
+                                capture_output=True, env={**os.environ, "LC_ALL": "C"},
+                                timeout=TIMEOUT, check=False)  # fmt: skip
+        counts[rule] = int(result.stdout)
+    return counts
+
+
+def logwarden_scan(ctx: Context) -> Row:
+    out = ctx.scratch / "scan.ndjson"
+    command = [sys.executable, "-m", "logwarden", "scan", "-c", str(CONFIG), str(ctx.corpus.path)]
+    measured = measure(command, out)
+    counts: Counter[str] = Counter()
+    with out.open("rb") as stream:
+        for line in stream:
+            counts[orjson.loads(line)["rule"]] += 1
+    return Row("`logwarden scan`", measured, dict(counts), note="NDJSON records with captures")
+
+
+def naive_python(ctx: Context) -> Row:
+    out = ctx.scratch / "naive-counts.json"
+    measured = measure([sys.executable, __file__, "--naive", str(ctx.corpus.path)], out)
+    return Row("naive Python (`re` per rule, orjson)", measured, orjson.loads(out.read_bytes()),
+               note="for line in file: for rule: re.search")  # fmt: skip
+
+
+def naive(path: Path) -> None:
+    """The baseline, what one writes first: counts as JSON on stdout, records to /dev/null."""
+    from logwarden.patterns import expand
+
+    rules = []
+    for name, table in tomllib.loads(CONFIG.read_text())["rules"].items():
+        patterns = table["match"] if isinstance(table["match"], list) else [table["match"]]
+        rules.append((name, [re.compile(expand(p)) for p in patterns]))
+    counts = dict.fromkeys((name for name, _ in rules), 0)
+    dumps = orjson.dumps
+    text_file = path.open(encoding="utf-8", errors="replace", newline="\n")
+    with open(os.devnull, "wb") as sink, text_file as lines:
+        for number, line in enumerate(lines, start=1):
+            text = line.rstrip("\n").removesuffix("\r")
+            for name, patterns in rules:
+                for pattern in patterns:
+                    found = pattern.search(text)
+                    if found:
+                        counts[name] += 1
+                        record = {"rule": name, "line_no": number, "line": text,
+                                  "captures": found.groupdict()}  # fmt: skip
+                        sink.write(dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+                        break
+    sys.stdout.write(orjson.dumps(counts).decode())
+
+
+# ---------------------------------------------------------------- benchmarks still to come
+# Each takes the Context and returns rows for the table; main() runs them after the scan
+# comparison, in this order. Planned, once the daemon lands:
+# - daemon catch-up: `logwarden run` with start_at = "beginning" on the corpus; time from start
+#   until the checkpoint's offset reaches the end of the file and every report is published.
+# - live latency: append lines to a followed file at a steady rate; p50/p99/max from write() to
+#   the record being durable (journal) and to it being in a published report.
+# - many files: 10,000 idle files plus 10 busy ones; CPU %, open descriptors and RSS at rest and
+#   under load, and the latency of the busy files.
+LATER_BENCHMARKS: list[Callable[[Context], list[Row]]] = []
+
+
+# ---------------------------------------------------------------- the report
+
+
+def check_counts(expected: dict[str, int], grep_rules: dict[str, int],
+                 rows: list[Row]) -> list[str]:  # fmt: skip
+    """Every disagreement between the generator, grep and each contender, as sentences."""
+    problems = []
+    for rule, want in expected.items():
+        if grep_rules.get(rule) != want:
+            problems.append(f"grep counts {grep_rules.get(rule)} lines for {rule}, not {want}")
+    total = sum(expected.values())
+    for row in rows:
+        # the combined grep counts each matching line once: right because the rules are disjoint
+        if "*" in row.counts:
+            if row.counts["*"] != total:
+                problems.append(f"{row.name} counts {row.counts['*']} lines, not {total}")
+            continue
+        for rule, want in expected.items():
+            if row.counts.get(rule, 0) != want:
+                problems.append(
+                    f"{row.name} counts {row.counts.get(rule, 0)} for {rule}, not {want}"
+                )
+    return problems
+
+
+def table(ctx: Context, rows: list[Row], grep_row: Row) -> str:
+    size, lines = ctx.corpus.bytes, ctx.corpus.lines
+    out = [
+        "| contender | wall (s) | MB/s | lines/s | time / grep's | peak RSS (MiB) | matches |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        wall = row.measured.wall
+        matches = row.counts.get("*", sum(row.counts.values()))
+        ratio = wall / grep_row.measured.wall
+        rss = row.measured.peak_rss / 2**20
+        speed = f"{size / wall / 1e6:,.0f} | {lines / wall / 1e6:.2f} M"
+        out.append(f"| {row.name} | {wall:.2f} | {speed} | {ratio:.2f} | {rss:.0f} | {matches:,} |")
+    return "\n".join(out)
+
+
+def per_rule_table(expected: dict[str, int], grep_rules: dict[str, int], rows: list[Row]) -> str:
+    contenders = [row for row in rows if "*" not in row.counts]
+    out = ["| rule | generator | grep -c | " + " | ".join(row.name for row in contenders) + " |",
+           "|---|---:|---:|" + "---:|" * len(contenders)]  # fmt: skip
+    for rule, want in expected.items():
+        cells = " | ".join(f"{row.counts.get(rule, 0):,}" for row in contenders)
+        out.append(f"| {rule} | {want:,} | {grep_rules.get(rule, 0):,} | {cells} |")
+    return "\n".join(out)
+
+
+def environment() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    grep = subprocess.run(["grep", "--version"], capture_output=True, text=True, timeout=10,
+                          check=False)  # fmt: skip
+    grep_version = grep.stdout.splitlines()[0]
+    return f"{cpu}, {os.cpu_count()} CPUs; Python {platform.python_version()}; {grep_version}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lines", type=int, default=corpus_module.DEFAULT_LINES,
+                        help="corpus size in lines (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=corpus_module.DEFAULT_SEED)
+    parser.add_argument("--skip-naive", action="store_true", help="leave out the Python baseline")
+    parser.add_argument("--naive", type=Path, help=argparse.SUPPRESS)  # the baseline's own process
+    args = parser.parse_args(argv)
+    if args.naive:
+        naive(args.naive)
+        return 0
+    if shutil.which("grep") is None:
+        raise SystemExit("grep is needed for the comparison")
+
+    corpus = corpus_module.ensure(args.lines, args.seed, log=partial(print, file=sys.stderr))
+    CORPUS_OUT.mkdir(exist_ok=True)
+    ctx = Context(corpus, args, CORPUS_OUT)
+    matching = sum(corpus.expected.values())
+    print(f"corpus: {corpus.path.relative_to(ROOT)}: {corpus.lines:,} lines, "
+          f"{corpus.bytes / 1e6:.0f} MB, {matching:,} matching lines "
+          f"({100 * matching / corpus.lines:.1f}%)", file=sys.stderr)  # fmt: skip
+    with corpus.path.open("rb") as stream:  # into the page cache, so no contender pays for the disk
+        while stream.read(16 << 20):
+            pass
+
+    grep_rules = grep_per_rule(ctx)
+    grep_row = grep_all(ctx)
+    rows = [grep_row, logwarden_scan(ctx)]
+    if not args.skip_naive:
+        rows.append(naive_python(ctx))
+    for benchmark in LATER_BENCHMARKS:
+        rows += benchmark(ctx)
+
+    problems = check_counts(corpus.expected, grep_rules, rows)
+    print(f"\n{environment()}\n")
+    print(table(ctx, rows, grep_row))
+    print()
+    print(per_rule_table(corpus.expected, grep_rules, rows))
+    if problems:
+        print("\nCOUNTS DISAGREE:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
