@@ -184,3 +184,22 @@ def test_unwritable_report_dir_is_a_clear_error(tmp_path: Path) -> None:
     config = ReportConfig.model_validate({"name": "x", "dir": blocker / "reports"})
     with pytest.raises(ReportDirError, match="cannot write to"):
         prepare_dirs({"x": config}, tmp_path / "journals")
+
+
+def test_limits_are_exact_even_when_many_records_arrive_between_commits(tmp_path: Path) -> None:
+    writer = make_writer(tmp_path, rotate_max_records=5, rotate_interval=None)
+    for n in range(23):
+        writer.append(record(n), "r1")
+    published = commit(writer, seal=True)
+    sizes = [len(orjson.loads(path.read_bytes())["records"]) for path in published]
+    assert sizes == [5, 5, 5, 5, 3]
+    assert [n["n"] for path in published for n in orjson.loads(path.read_bytes())["records"]] == list(range(23))
+    assert [p.name for p in published] == sorted(p.name for p in published)
+
+
+def test_byte_limit_never_exceeded_by_a_report_of_several_records(tmp_path: Path) -> None:
+    writer = make_writer(tmp_path, rotate_max_bytes=100, rotate_interval=None, format="ndjson")
+    for n in range(20):
+        writer.append(record(n), "r1")  # ~20 bytes each
+    for path in commit(writer, seal=True):
+        assert path.stat().st_size <= 100

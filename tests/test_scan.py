@@ -456,11 +456,6 @@ def test_check_config_lists_every_problem_of_the_rules(write_config: Any) -> Non
         assert any(p.startswith(f"{path}:{line}: {start}") for p in problems), (line, problems)
 
 
-@pytest.mark.xfail(
-    reason="config.load raises on the tables' problems before the rules are compiled, so a bad "
-    "pattern is only reported once every table problem is fixed (DESIGN §2: every problem)",
-    strict=True,
-)
 def test_check_config_lists_table_and_rule_problems_together(write_config: Any) -> None:
     path = write_config("""
         [daemon]

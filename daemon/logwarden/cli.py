@@ -49,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_config(path: Path | None) -> tuple[Config, RuleSet]:
     """Load, validate and compile a config (rule samples included); ConfigError lists every problem."""
-    config, sink = load(path or default_config_path())
-    return config, RuleSet.compile(config, sink)
+    config, sink = load(path or default_config_path(), defer=True)
+    return config, RuleSet.compile(config, sink)  # raises with the config's and the rules' problems
 
 
 def report_config_error(error: ConfigError) -> int:

@@ -386,11 +386,13 @@ def default_config_path() -> Path:
     return DEFAULT_CONFIG_PATH
 
 
-def load(path: Path) -> tuple[Config, ProblemSink]:
+def load(path: Path, defer: bool = False) -> tuple[Config, ProblemSink]:
     """Read and validate a config file; raise ConfigError naming every problem.
 
     Also returns the sink so later stages (rule compilation) report against the same file
-    and lines.
+    and lines. With `defer`, problems found so far are left in the sink and the valid part of
+    the config is returned, so that rule compilation can add its own problems and the operator
+    sees every problem in one round; the caller must then call `sink.raise_if_any()`.
     """
     path = Path(path)
     try:
@@ -405,13 +407,17 @@ def load(path: Path) -> tuple[Config, ProblemSink]:
         line = int(found.group(1)) if found else None
         raise ConfigError([Problem(path, line, "", f"not valid TOML: {error}")]) from error
     config = parse(document, path, sink)
-    sink.raise_if_any()
-    assert config is not None
+    if not defer:
+        sink.raise_if_any()
     return config, sink
 
 
-def parse(document: dict[str, Any], path: Path, sink: ProblemSink) -> Config | None:
-    """Validate a parsed TOML document; problems go to `sink`, None when there were any."""
+def parse(document: dict[str, Any], path: Path, sink: ProblemSink) -> Config:
+    """Validate a parsed TOML document; problems go to `sink`.
+
+    Returns what is valid: with problems, that is a partial config (tables that failed are left
+    out, as are rules whose references do not resolve), good for finding further problems only.
+    """
     base = path.parent
     known_top = ("daemon", "sources", "rules", "reports")
     for key, value in document.items():
@@ -482,14 +488,21 @@ def parse(document: dict[str, Any], path: Path, sink: ProblemSink) -> Config | N
             sink.add(("reports", name, "dir"), f"already used by report {seen_dirs[report.dir]!r}; each report needs its own dir")
         seen_dirs[report.dir] = name
 
-    if sink.problems or daemon is None:
-        return None
+    valid_sources = {name: source for name, source in sources.items() if source is not None}
+    valid_reports = {name: report for name, report in reports.items() if report is not None}
+    valid_rules = {
+        name: rule
+        for name, rule in rules.items()
+        if rule is not None
+        and all(source in valid_sources for source in rule.sources or ())
+        and (rule.report in valid_reports if rule.report is not None else len(valid_reports) == 1)
+    }
     return Config(
         path=path,
-        daemon=daemon,
-        sources={name: source for name, source in sources.items() if source is not None},
-        rules={name: rule for name, rule in rules.items() if rule is not None},
-        reports={name: report for name, report in reports.items() if report is not None},
+        daemon=daemon or DaemonConfig(state_dir=state_dir),
+        sources=valid_sources,
+        rules=valid_rules,
+        reports=valid_reports,
     )
 
 

@@ -79,17 +79,19 @@ class Journal:
         self.pending = bytearray()
         self.pending_records = 0
         self.pending_counts: dict[str, int] = {}
+        self.inflight_bytes = 0  # taken by a commit that has not settled yet
+        self.inflight_records = 0
         self.opened_monotonic = time.monotonic()
         self.closed = state.closed  # set in memory at sealing; durable once a checkpoint holds it
 
     @property
     def length(self) -> int:
-        """Length including what is still pending: what the next commit will make durable."""
-        return self.state.length + len(self.pending)
+        """Length including what is in flight and pending: what it will be once all is durable."""
+        return self.state.length + self.inflight_bytes + len(self.pending)
 
     @property
     def records(self) -> int:
-        return self.state.records + self.pending_records
+        return self.state.records + self.inflight_records + self.pending_records
 
     def append(self, record: bytes, rule: str | None) -> None:
         self.pending += record
@@ -133,10 +135,33 @@ class ReportWriter:
         return self.config.name
 
     def append(self, record: bytes, rule: str | None) -> None:
+        """Append a record, sealing the active journal first if the record would overfill it.
+
+        Size and count limits are enforced here, record by record, so a catch-up that matches
+        thousands of lines between two commits still yields reports of the configured size.
+        """
+        if self.active is not None and self._full_with(len(record)):
+            self.seal_active()
         if self.active is None:
             self.active = Journal(JournalState(self.name, self.next_seq, utc_timestamp()), self.journal_dir)
             self.next_seq += 1
         self.active.append(record, rule)
+
+    def _full_with(self, extra_bytes: int) -> bool:
+        journal, config = self.active, self.config
+        if journal is None or journal.records == 0:
+            return False
+        return (config.rotate_max_records is not None and journal.records >= config.rotate_max_records) or (
+            config.rotate_max_bytes is not None and journal.length + extra_bytes > config.rotate_max_bytes
+        )
+
+    def seal_active(self) -> None:
+        """Close the active journal to new records; the next commit makes the seal durable."""
+        if self.active is None or self.active.records == 0:
+            return
+        self.active.closed = utc_timestamp()
+        self.sealed.append(self.active)
+        self.active = None
 
     def due_for_rotation(self, now: float) -> bool:
         journal = self.active
@@ -151,7 +176,11 @@ class ReportWriter:
         )
 
     def take_batches(self, seal: bool) -> list[CommitBatch]:
-        """At the snapshot instant: move every pending buffer into a batch; seal the active journal."""
+        """At the snapshot instant: seal the active journal if asked, then move every pending
+        buffer into a batch whose target is the state the checkpoint will record."""
+        if seal:
+            self.seal_active()
+            self.rotate_requested = False
         batches = []
         for journal in [*self.sealed, *([self.active] if self.active else [])]:
             target = replace(
@@ -162,15 +191,10 @@ class ReportWriter:
                 closed=journal.closed,
             )
             batches.append(CommitBatch(journal, bytes(journal.pending), target))
+            journal.inflight_bytes, journal.inflight_records = len(journal.pending), journal.pending_records
             journal.pending.clear()
             journal.pending_records = 0
             journal.pending_counts = {}
-        if seal and self.active is not None:
-            self.active.closed = utc_timestamp()
-            batches[-1].target = replace(batches[-1].target, closed=self.active.closed)
-            self.sealed.append(self.active)
-            self.active = None
-            self.rotate_requested = False
         return batches
 
     def states(self) -> list[JournalState]:
@@ -280,6 +304,7 @@ def give_back(batches: list[CommitBatch]) -> None:
     """A commit failed: put each batch's data back in front of what arrived since."""
     for batch in batches:
         journal = batch.journal
+        journal.inflight_bytes = journal.inflight_records = 0
         if batch.data:
             journal.pending[:0] = batch.data
             journal.pending_records += batch.target.records - journal.state.records
@@ -293,6 +318,7 @@ def settle(batches: list[CommitBatch]) -> None:
     """The checkpoint holding these batches' targets is durable: they are the committed state."""
     for batch in batches:
         batch.journal.state = batch.target
+        batch.journal.inflight_bytes = batch.journal.inflight_records = 0
 
 
 def prepare_dirs(reports: Mapping[str, ReportConfig], journal_root: Path) -> None:

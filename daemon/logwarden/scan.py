@@ -103,7 +103,10 @@ class Scanner:
 @contextmanager
 def _open(path: str) -> Iterator[tuple[BinaryIO, os.stat_result]]:
     if path == STDIN:
-        yield sys.stdin.buffer, os.fstat(sys.stdin.fileno())
+        # unbuffered: a read returns what a pipe holds now, so `tail -f x | logwarden scan -`
+        # prints matches as they come instead of once 4 MiB have piled up
+        with os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=0) as stream:
+            yield stream, os.fstat(stream.fileno())
         return
     # O_NONBLOCK: a FIFO named on the command line must not hang the open; reads still block
     descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
