@@ -7,7 +7,18 @@ from hypothesis import strategies as st
 
 from logwarden.framing import Block, FramerState, LineFramer, split_lines
 
-FRAGMENTS = [b"a", b"bc", b"\n", b"\r\n", b"\r", b"x" * 10, "é".encode(), b"\xff\xfe", b"\0", "€".encode()]
+FRAGMENTS = [
+    b"a",
+    b"bc",
+    b"\n",
+    b"\r\n",
+    b"\r",
+    b"x" * 10,
+    "é".encode(),
+    b"\xff\xfe",
+    b"\0",
+    "€".encode(),
+]
 
 
 def reference(data: bytes, limit: int) -> list[tuple[int, int, bytes, bool]]:
@@ -66,7 +77,9 @@ def assert_agrees(data: bytes, limit: int, blocks: list[Block]) -> None:
     cuts=st.lists(st.integers(min_value=0, max_value=300), max_size=12),
     restarts=st.sets(st.integers(min_value=0, max_value=12), max_size=4),
 )
-def test_framing_matches_reference(pieces: list[bytes], limit: int, cuts: list[int], restarts: set[int]) -> None:
+def test_framing_matches_reference(
+    pieces: list[bytes], limit: int, cuts: list[int], restarts: set[int]
+) -> None:
     data = b"".join(pieces)
     assert_agrees(data, limit, frame(data, limit, [c for c in cuts if c <= len(data)], restarts))
 

@@ -55,6 +55,9 @@ def test_never_raises_when_nobody_listens(tmp_path: Path) -> None:
 
 def test_watchdog_interval_is_half_and_respects_pid() -> None:
     assert Notifier({"WATCHDOG_USEC": "2000000"}).watchdog_interval == 1.0
-    assert Notifier({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": str(os.getpid())}).watchdog_interval == 1.0
+    assert (
+        Notifier({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": str(os.getpid())}).watchdog_interval
+        == 1.0
+    )
     assert Notifier({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "1"}).watchdog_interval is None
     assert Notifier({}).watchdog_interval is None

@@ -38,35 +38,74 @@ def compile_in(engine: str, pattern: str) -> Any:
 
 # placeholder type → (what it must match whole, what it must not match whole)
 SAMPLES: dict[str, tuple[list[str], list[str]]] = {
-    "ipv4": (["1.2.3.4", "0.0.0.0", "255.255.255.255", "203.0.113.9", "10.0.0.1"],
-             ["256.1.1.1", "1.2.3", "1.2.3.4.5", "01.2.3.4", "1.2.3.04", "a.b.c.d", "1.2.3.4 "]),
-    "ipv6": (["::", "::1", "1::", "2001:db8::1", "fe80::1%eth0", "::ffff:192.0.2.1",
-              "1:2:3:4:5:6:7:8", "1:2:3:4:5:6:1.2.3.4", "2001:db8:0:0:1::1", "1:2:3:4:5:6:7::",
-              "2001:DB8::AbCd", "64:ff9b::192.0.2.33"],
-             ["1:2:3", "12:34:56", "1:2:3:4:5:6:7:8:9", "12345::1", "1:::2", "g::1", "1.2.3.4"]),
-    "ip": (["1.2.3.4", "::1", "2001:db8::8a2e:370:7334", "::ffff:10.0.0.1"],
-           ["1.2.3", "host.example.com", "256.0.0.1", ""]),
-    "host": (["example.com", "web-1", "a.b.c", "1.2.3.4", "::1", "2001:db8::1", "localhost"],
-             ["-web", "web-", "a..b", "", "foo_bar"]),
+    "ipv4": (
+        ["1.2.3.4", "0.0.0.0", "255.255.255.255", "203.0.113.9", "10.0.0.1"],
+        ["256.1.1.1", "1.2.3", "1.2.3.4.5", "01.2.3.4", "1.2.3.04", "a.b.c.d", "1.2.3.4 "],
+    ),
+    "ipv6": (
+        [
+            "::",
+            "::1",
+            "1::",
+            "2001:db8::1",
+            "fe80::1%eth0",
+            "::ffff:192.0.2.1",
+            "1:2:3:4:5:6:7:8",
+            "1:2:3:4:5:6:1.2.3.4",
+            "2001:db8:0:0:1::1",
+            "1:2:3:4:5:6:7::",
+            "2001:DB8::AbCd",
+            "64:ff9b::192.0.2.33",
+        ],
+        ["1:2:3", "12:34:56", "1:2:3:4:5:6:7:8:9", "12345::1", "1:::2", "g::1", "1.2.3.4"],
+    ),
+    "ip": (
+        ["1.2.3.4", "::1", "2001:db8::8a2e:370:7334", "::ffff:10.0.0.1"],
+        ["1.2.3", "host.example.com", "256.0.0.1", ""],
+    ),
+    "host": (
+        ["example.com", "web-1", "a.b.c", "1.2.3.4", "::1", "2001:db8::1", "localhost"],
+        ["-web", "web-", "a..b", "", "foo_bar"],
+    ),
     "hostname": (["example.com", "x", "web-01.eu-west.example.org"], ["-a", "a-", "a b", ""]),
     "port": (["0", "22", "443", "8080", "65535"], ["65536", "99999", "-1", "022", ""]),
-    "mac": (["00:11:22:33:44:55", "AA-BB-CC-DD-EE-FF"],
-            ["00:11:22:33:44", "00:11:22:33:44:55:66", "00-11:22:33:44:55", "0:1:2:3:4:5"]),
+    "mac": (
+        ["00:11:22:33:44:55", "AA-BB-CC-DD-EE-FF"],
+        ["00:11:22:33:44", "00:11:22:33:44:55:66", "00-11:22:33:44:55", "0:1:2:3:4:5"],
+    ),
     "user": (["root", "invalid", "Ad.min-1", "ü@x", "a\ufffdb"], ["", "a b", "a\tb"]),
     "notspace": (["x", "[::1]:22"], ["", " x"]),
     "word": (["abc", "a_1", "_"], ["", "a-b", "a b", "é"]),
     "int": (["0", "42", "-7", "+13", "007"], ["", "1.5", "-", "1e3", "4x"]),
     "num": (["0", "3.14", "-2.5e-3", ".5", "+1E6", "10"], ["", "1.", "e5", "1.2.3", "--1"]),
     "hex": (["ff", "0xDEADbeef", "0", "0X1"], ["", "0x", "xyz", "fg"]),
-    "uuid": (["123e4567-e89b-12d3-a456-426614174000"],
-             ["123e4567-e89b-12d3-a456-42661417400", "123e4567e89b12d3a456426614174000"]),
-    "iso8601": (["2026-11-24", "2026-11-24T13:19:38", "2026-11-24T13:19:38.120512Z",
-                 "2026-11-24 13:19", "2026-11-24T13:19:38+01:00", "2026-11-24T13:19:38-0500",
-                 "2026-11-24t13:19:38,5z"],
-                ["2026-13-01", "2026-11-32", "26-11-24", "2026-11-24T24:00", "2026/11/24",
-                 "2026-11-24T13:19:38+"]),
-    "syslog_time": (["Nov 24 13:19:38", "Jan  1 00:00:00", "Feb 09 23:59:60"],
-                    ["Nov 24 13:19", "Foo 24 13:19:38", "Nov 32 13:19:38", "Nov 24 25:00:00"]),
+    "uuid": (
+        ["123e4567-e89b-12d3-a456-426614174000"],
+        ["123e4567-e89b-12d3-a456-42661417400", "123e4567e89b12d3a456426614174000"],
+    ),
+    "iso8601": (
+        [
+            "2026-11-24",
+            "2026-11-24T13:19:38",
+            "2026-11-24T13:19:38.120512Z",
+            "2026-11-24 13:19",
+            "2026-11-24T13:19:38+01:00",
+            "2026-11-24T13:19:38-0500",
+            "2026-11-24t13:19:38,5z",
+        ],
+        [
+            "2026-13-01",
+            "2026-11-32",
+            "26-11-24",
+            "2026-11-24T24:00",
+            "2026/11/24",
+            "2026-11-24T13:19:38+",
+        ],
+    ),
+    "syslog_time": (
+        ["Nov 24 13:19:38", "Jan  1 00:00:00", "Feb 09 23:59:60"],
+        ["Nov 24 13:19", "Foo 24 13:19:38", "Nov 32 13:19:38", "Nov 24 25:00:00"],
+    ),
     "http_method": (["GET", "POST", "OPTIONS", "PATCH"], ["get", "GETS", "FETCH", ""]),
     "http_status": (["200", "404", "503", "101"], ["600", "20", "2000", "099"]),
     "path": (["/", "/var/log/auth.log", "/a//b", "/x:y"], ["", "var/log", "/a b", '/a"']),
@@ -95,7 +134,7 @@ def test_fragment_has_no_capture_of_its_own(kind: str) -> None:
 
 
 # Text made of what the fragments are about, so that random strings come close to matching.
-FRAGMENT_TEXT = st.text(alphabet="0123456789abcdefABCDEFxTZz:.-/%+ _\"\\\tN ov", max_size=40)
+FRAGMENT_TEXT = st.text(alphabet='0123456789abcdefABCDEFxTZz:.-/%+ _"\\\tN ov', max_size=40)
 
 
 @pytest.mark.parametrize("kind", sorted(PLACEHOLDERS))
@@ -114,8 +153,17 @@ def test_fragment_finds_the_same_span_in_every_engine(kind: str, text: str) -> N
 def test_fragment_does_not_backtrack_catastrophically(kind: str) -> None:
     """The backtracking engines (`regex` rules, the tests' reference) stay fast on hostile text."""
     compiled = re.compile(f"(?:{PLACEHOLDERS[kind]})!")
-    hostile = ["1." * 300, "1:" * 300, "a-" * 300, "a." * 300, "/" * 600, '"\\' * 300,
-               "2026-11-24T10:00:00." + "1" * 500, "ffff:" * 120, "a" * 600]
+    hostile = [
+        "1." * 300,
+        "1:" * 300,
+        "a-" * 300,
+        "a." * 300,
+        "/" * 600,
+        '"\\' * 300,
+        "2026-11-24T10:00:00." + "1" * 500,
+        "ffff:" * 120,
+        "a" * 600,
+    ]
     started = time.perf_counter()
     for text in hostile:
         compiled.search(text + "?")
@@ -124,8 +172,11 @@ def test_fragment_does_not_backtrack_catastrophically(kind: str) -> None:
 
 def test_ip_in_context() -> None:
     compiled = re2.compile(expand("from %{ip} port"))
-    for line, ip in [("from 203.0.113.9 port", "203.0.113.9"), ("from ::1 port", "::1"),
-                     ("from fe80::1%eth0 port", "fe80::1%eth0")]:
+    for line, ip in [
+        ("from 203.0.113.9 port", "203.0.113.9"),
+        ("from ::1 port", "::1"),
+        ("from fe80::1%eth0 port", "fe80::1%eth0"),
+    ]:
         found = compiled.search(line)
         assert found is not None and found.group("ip") == ip
     # boundaries beyond \b are the pattern's: a longer dotted run is not an address here
@@ -139,7 +190,8 @@ def test_ip_in_context() -> None:
 def test_expand_names_the_capture_after_the_type_or_the_given_name() -> None:
     assert expand("a %{int} b") == f"a (?P<int>{PLACEHOLDERS['int']}) b"
     assert expand("%{ip:src} > %{ip:dst}") == (
-        f"(?P<src>{PLACEHOLDERS['ip']}) > (?P<dst>{PLACEHOLDERS['ip']})")
+        f"(?P<src>{PLACEHOLDERS['ip']}) > (?P<dst>{PLACEHOLDERS['ip']})"
+    )
     assert capture_names(expand("(?P<a>x)%{word}(?<b>y)(?:z)(?<=q)")) == ["a", "word", "b"]
 
 
@@ -163,19 +215,23 @@ def test_same_capture_twice_asks_for_names() -> None:
         expand("%{ip} -> %{ip}")
     assert caught.value.problems == (
         "capture name 'ip' is used twice (%{ip} and %{ip}): give each its own name,"
-        " e.g. %{ip:src} and %{ip:dst}",)
+        " e.g. %{ip:src} and %{ip:dst}",
+    )
     with pytest.raises(PatternError, match="'user' is used twice"):
         expand("(?P<user>x) %{user}")
 
 
-@pytest.mark.parametrize(("pattern", "message"), [
-    ("%{ip:}", "capture name '' in %{ip:} must be letters"),
-    ("%{ip:1st}", "capture name '1st'"),
-    ("%{ip:a-b}", "capture name 'a-b'"),
-    ("%{}", "'%{}' is not a placeholder"),
-    ("%{IP address}", "is not a placeholder"),
-    ("x %{ip", "is not closed"),
-])
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        ("%{ip:}", "capture name '' in %{ip:} must be letters"),
+        ("%{ip:1st}", "capture name '1st'"),
+        ("%{ip:a-b}", "capture name 'a-b'"),
+        ("%{}", "'%{}' is not a placeholder"),
+        ("%{IP address}", "is not a placeholder"),
+        ("x %{ip", "is not closed"),
+    ],
+)
 def test_malformed_placeholders(pattern: str, message: str) -> None:
     with pytest.raises(PatternError, match=re.escape(message)):
         expand(pattern)
@@ -194,10 +250,21 @@ def test_tokenize_keeps_classes_and_escapes_whole() -> None:
     pattern = r"a[]$]b[^]x]c[[:alpha:]$]\$\Q$^\E\x{24}\p{Greek}(?P<n>.)%{ip}$"
     kinds = [(t.kind, t.text) for t in tokenize(pattern)]
     assert kinds == [
-        ("char", "a"), ("class", "[]$]"), ("char", "b"), ("class", "[^]x]"), ("char", "c"),
-        ("class", "[[:alpha:]$]"), ("escape", r"\$"), ("escape", r"\Q$^\E"),
-        ("escape", r"\x{24}"), ("escape", r"\p{Greek}"), ("group", "(?P<n>"), ("char", "."),
-        ("char", ")"), ("placeholder", "%{ip}"), ("char", "$"),
+        ("char", "a"),
+        ("class", "[]$]"),
+        ("char", "b"),
+        ("class", "[^]x]"),
+        ("char", "c"),
+        ("class", "[[:alpha:]$]"),
+        ("escape", r"\$"),
+        ("escape", r"\Q$^\E"),
+        ("escape", r"\x{24}"),
+        ("escape", r"\p{Greek}"),
+        ("group", "(?P<n>"),
+        ("char", "."),
+        ("char", ")"),
+        ("placeholder", "%{ip}"),
+        ("char", "$"),
     ]
     assert "".join(t.text for t in tokenize(pattern)) == pattern
 

@@ -64,7 +64,9 @@ def test_ndjson_report_is_the_records_one_a_line(tmp_path: Path) -> None:
 
 
 def test_rotation_by_records_bytes_and_request(tmp_path: Path) -> None:
-    writer = make_writer(tmp_path, rotate_max_records=3, rotate_interval=None, rotate_max_bytes=None)
+    writer = make_writer(
+        tmp_path, rotate_max_records=3, rotate_interval=None, rotate_max_bytes=None
+    )
     writer.append(record(1), "r1")
     writer.append(record(2), "r1")
     assert not writer.due_for_rotation(0.0)
@@ -169,7 +171,9 @@ def test_retention_keeps_newest_and_spares_protected(tmp_path: Path) -> None:
     protected = {names[0].rsplit(".", 1)[0]}
     removed = writer.apply_retention(protected)
     assert [p.name for p in removed] == [names[1]]
-    assert sorted(p.name for p in writer.config.dir.iterdir()) == sorted([names[0], names[2], names[3], "unrelated.txt"])
+    assert sorted(p.name for p in writer.config.dir.iterdir()) == sorted(
+        [names[0], names[2], names[3], "unrelated.txt"]
+    )
 
 
 def test_journal_state_round_trip() -> None:
@@ -193,7 +197,9 @@ def test_limits_are_exact_even_when_many_records_arrive_between_commits(tmp_path
     published = commit(writer, seal=True)
     sizes = [len(orjson.loads(path.read_bytes())["records"]) for path in published]
     assert sizes == [5, 5, 5, 5, 3]
-    assert [n["n"] for path in published for n in orjson.loads(path.read_bytes())["records"]] == list(range(23))
+    assert [
+        n["n"] for path in published for n in orjson.loads(path.read_bytes())["records"]
+    ] == list(range(23))
     assert [p.name for p in published] == sorted(p.name for p in published)
 
 

@@ -66,17 +66,22 @@ def brief(matches: list[Match]) -> list[tuple[str, int | None, dict[str, str | N
 
 
 def test_any_pattern_matches_and_any_exclude_vetoes(write_config: WriteConfig) -> None:
-    rules = load(write_config, """
+    rules = load(
+        write_config,
+        """
         [rules.ssh]
         report = "security"
         match = ['Failed password for %{user} from %{ip}', 'Invalid user %{user} from %{ip}']
         exclude = ['from 10\\.0\\.', 'from 192\\.168\\.']
-        """)
-    data = (b"Failed password for root from 203.0.113.9 port 22\n"
-            b"Invalid user admin from 198.51.100.7\n"
-            b"Failed password for root from 10.0.0.5\n"
-            b"Invalid user bob from 192.168.1.1\n"
-            b"Accepted password for root from 203.0.113.9\n")
+        """,
+    )
+    data = (
+        b"Failed password for root from 203.0.113.9 port 22\n"
+        b"Invalid user admin from 198.51.100.7\n"
+        b"Failed password for root from 10.0.0.5\n"
+        b"Invalid user bob from 192.168.1.1\n"
+        b"Accepted password for root from 203.0.113.9\n"
+    )
     assert brief(scan(rules, data)) == [
         ("ssh", 1, {"user": "root", "ip": "203.0.113.9"}),
         ("ssh", 2, {"user": "admin", "ip": "198.51.100.7"}),
@@ -84,22 +89,35 @@ def test_any_pattern_matches_and_any_exclude_vetoes(write_config: WriteConfig) -
 
 
 def test_match_records_where_and_what(write_config: WriteConfig) -> None:
-    rules = load(write_config, """
+    rules = load(
+        write_config,
+        """
         [rules.boom]
         report = "ops"
         severity = "critical"
         match = ['boom (?P<what>\\w+)']
-        """)
+        """,
+    )
     data = b"quiet\r\nboom disk\r\nquiet\n"
     assert scan(rules, data, offset=1000, line_no=41) == [
-        Match(rule="boom", severity="critical", report="ops", offset=1007, line_no=42,
-              line="boom disk", truncated=False, captures={"what": "disk"}),
+        Match(
+            rule="boom",
+            severity="critical",
+            report="ops",
+            offset=1007,
+            line_no=42,
+            line="boom disk",
+            truncated=False,
+            captures={"what": "disk"},
+        ),
     ]
     assert scan(rules, data, line_no=None)[0].line_no is None
 
 
 def test_sources_scope_rules(write_config: WriteConfig) -> None:
-    rules = load(write_config, """
+    rules = load(
+        write_config,
+        """
         [rules.ssh]
         report = "security"
         sources = ["auth"]
@@ -113,7 +131,8 @@ def test_sources_scope_rules(write_config: WriteConfig) -> None:
         report = "ops"
         sources = ["web", "auth"]
         match = ['nginx|sshd']
-        """)
+        """,
+    )
     line = b"sshd nginx\n"
     assert [m.rule for m in scan(rules, line, "auth")] == ["ssh", "any", "web"]
     assert [m.rule for m in scan(rules, line, "web")] == ["any", "web"]
@@ -124,7 +143,9 @@ def test_sources_scope_rules(write_config: WriteConfig) -> None:
 
 
 def test_several_rules_on_one_line_in_config_order(write_config: WriteConfig) -> None:
-    rules = load(write_config, """
+    rules = load(
+        write_config,
+        """
         [rules.zeta]
         report = "ops"
         match = ['ERROR']
@@ -135,7 +156,8 @@ def test_several_rules_on_one_line_in_config_order(write_config: WriteConfig) ->
         [rules.mid]
         report = "ops"
         match = ['nothing here']
-        """)
+        """,
+    )
     matches = scan(rules, b"ERROR E42\nok\nERROR\n")
     assert [(m.rule, m.severity, m.report, m.line_no) for m in matches] == [
         ("zeta", "warning", "ops", 1),
@@ -146,11 +168,14 @@ def test_several_rules_on_one_line_in_config_order(write_config: WriteConfig) ->
 
 
 def test_captures_come_from_the_first_matching_pattern(write_config: WriteConfig) -> None:
-    rules = load(write_config, """
+    rules = load(
+        write_config,
+        """
         [rules.login]
         report = "security"
         match = ['user (?P<name>\\w+)( from %{ip})?', 'user (?P<other>\\w+)']
-        """)
+        """,
+    )
     assert brief(scan(rules, b"user root\nuser bob from ::1\n")) == [
         ("login", 1, {"name": "root", "ip": None}),
         ("login", 2, {"name": "bob", "ip": "::1"}),
@@ -158,7 +183,9 @@ def test_captures_come_from_the_first_matching_pattern(write_config: WriteConfig
 
 
 def test_line_anchors_under_crlf_and_mid_block(write_config: WriteConfig) -> None:
-    rules = load(write_config, """
+    rules = load(
+        write_config,
+        """
         [rules.dollar]
         report = "ops"
         match = ['done$']
@@ -168,30 +195,40 @@ def test_line_anchors_under_crlf_and_mid_block(write_config: WriteConfig) -> Non
         [rules.a]
         report = "ops"
         match = ['\\Aend']
-        """)
+        """,
+    )
     data = b"x\r\ndone\r\nundone \r\nstart now\r\nend\r\nnot end\nstart later\ndone"
     assert brief(scan(rules, data)) == [
-        ("dollar", 2, {}), ("z", 4, {}), ("a", 5, {}), ("z", 7, {}), ("dollar", 8, {}),
+        ("dollar", 2, {}),
+        ("z", 4, {}),
+        ("a", 5, {}),
+        ("z", 7, {}),
+        ("dollar", 8, {}),
     ]
     # a line ending in two CRs keeps one: `$` is then after a CR the pattern does not allow for
     assert scan(rules, b"done\r\r\n") == []
 
 
 def test_invalid_utf8_is_matched_as_replacement_characters(write_config: WriteConfig) -> None:
-    rules = load(write_config, """
+    rules = load(
+        write_config,
+        """
         [rules.user]
         report = "security"
         match = ['Invalid user (?P<user>.+) from (?P<ip>\\S+)$']
         [rules.any]
         report = "ops"
         match = ['^x.y$']
-        """)
-    data = (b"Invalid user ok from 1.1.1.1\n"
-            b"Invalid user ro\xffot from 2.2.2.2\r\n"
-            b"x\xc3y\n"  # a cut multibyte character is one U+FFFD too
-            b"x\xc3\xa9y\n"
-            b"Invalid user \xe9\xe9 from 3.3.3.3\n"
-            b"x\xffy")
+        """,
+    )
+    data = (
+        b"Invalid user ok from 1.1.1.1\n"
+        b"Invalid user ro\xffot from 2.2.2.2\r\n"
+        b"x\xc3y\n"  # a cut multibyte character is one U+FFFD too
+        b"x\xc3\xa9y\n"
+        b"Invalid user \xe9\xe9 from 3.3.3.3\n"
+        b"x\xffy"
+    )
     matches = scan(rules, data, offset=10)
     assert [(m.rule, m.line_no, m.offset, m.line, m.captures.get("user")) for m in matches] == [
         ("user", 1, 10, "Invalid user ok from 1.1.1.1", "ok"),
@@ -204,20 +241,26 @@ def test_invalid_utf8_is_matched_as_replacement_characters(write_config: WriteCo
 
 
 def test_nul_bytes_are_ordinary_characters(write_config: WriteConfig) -> None:
-    rules = load(write_config, """
+    rules = load(
+        write_config,
+        """
         [rules.nul]
         report = "ops"
         match = ['a\\x00(?P<rest>.*)$']
-        """)
+        """,
+    )
     assert brief(scan(rules, b"\x00\x00\na\x00b\x00c\n")) == [("nul", 2, {"rest": "b\x00c"})]
 
 
 def test_truncated_block_is_the_cut_line(write_config: WriteConfig) -> None:
-    rules = load(write_config, """
+    rules = load(
+        write_config,
+        """
         [rules.long]
         report = "ops"
         match = ['^GET (?P<path>/\\S*)']
-        """)
+        """,
+    )
     cut = b"GET /" + b"a" * 300 + b"\xe2\x82"  # cut inside a multibyte character
     (match,) = scan(rules, cut, truncated=True, line_no=None, offset=5)
     assert (match.truncated, match.offset, match.line_no) == (True, 5, None)
@@ -226,7 +269,9 @@ def test_truncated_block_is_the_cut_line(write_config: WriteConfig) -> None:
 
 
 def test_regex_engine_allows_lookaround_and_backreferences(write_config: WriteConfig) -> None:
-    rules = load(write_config, """
+    rules = load(
+        write_config,
+        """
         [rules.after]
         report = "ops"
         engine = "regex"
@@ -238,18 +283,24 @@ def test_regex_engine_allows_lookaround_and_backreferences(write_config: WriteCo
         [rules.plain]
         report = "ops"
         match = ['user']
-        """)
+        """,
+    )
     data = b"user root from 1.2.3.4\nthe the end\nuser bob from 10.0.0.1\nb\xffb b\xffb\n"
     assert brief(scan(rules, data)) == [
-        ("after", 1, {"user": "root"}), ("plain", 1, {}), ("twice", 2, {"word": "the"}),
+        ("after", 1, {"user": "root"}),
+        ("plain", 1, {}),
+        ("twice", 2, {"word": "the"}),
         # the lookahead vetoes "bob", and backtracking finds "bo": a regex rule's own business
-        ("after", 3, {"user": "bo"}), ("plain", 3, {}),
+        ("after", 3, {"user": "bo"}),
+        ("plain", 3, {}),
         ("twice", 4, {"word": "b\ufffdb"}),
     ]
 
 
 def test_runaway_regex_times_out_as_no_match(write_config: WriteConfig) -> None:
-    rules = load(write_config, """
+    rules = load(
+        write_config,
+        """
         [rules.runaway]
         report = "ops"
         engine = "regex"
@@ -258,29 +309,38 @@ def test_runaway_regex_times_out_as_no_match(write_config: WriteConfig) -> None:
         [rules.after]
         report = "ops"
         match = ['^a']
-        """)
+        """,
+    )
     hostile = b"a" * 80 + b"b\n"
     matches = scan(rules, hostile + b"aaaa\n" + hostile)
     assert brief(matches) == [
-        ("after", 1, {}), ("runaway", 2, {}), ("after", 2, {}), ("after", 3, {}),
+        ("after", 1, {}),
+        ("runaway", 2, {}),
+        ("after", 2, {}),
+        ("after", 3, {}),
     ]
     assert rules.timeouts() == {"runaway": 2}
 
 
 def test_matcher_without_rules(write_config: WriteConfig) -> None:
-    rules = load(write_config, """
+    rules = load(
+        write_config,
+        """
         [rules.auth-only]
         report = "ops"
         sources = ["auth"]
         match = ['x']
-        """)
+        """,
+    )
     assert rules.for_source("web").rules == ()
     assert scan(rules, b"x\n" * 10, "web") == []
     assert scan(rules, b"", "auth") == []
 
 
 def test_only_restricts_and_names_what_exists(write_config: WriteConfig) -> None:
-    rules = load(write_config, """
+    rules = load(
+        write_config,
+        """
         [rules.a]
         report = "ops"
         match = ['x']
@@ -290,7 +350,8 @@ def test_only_restricts_and_names_what_exists(write_config: WriteConfig) -> None
         [rules.c]
         report = "ops"
         match = ['x']
-        """)
+        """,
+    )
     assert rules.only(["c", "a"]).rules == ("a", "c")
     assert [m.rule for m in scan(rules.only(["b"]), b"x\n")] == ["b"]
     with pytest.raises(KeyError, match="no rule named 'd'; known rules: a, b, c"):
@@ -298,7 +359,9 @@ def test_only_restricts_and_names_what_exists(write_config: WriteConfig) -> None
 
 
 def test_long_lines_skip_the_set_and_match_the_same(write_config: WriteConfig) -> None:
-    rules = load(write_config, """
+    rules = load(
+        write_config,
+        """
         [rules.tail]
         report = "ops"
         match = ['(?P<end>end)$']
@@ -306,7 +369,8 @@ def test_long_lines_skip_the_set_and_match_the_same(write_config: WriteConfig) -
         [rules.head]
         report = "ops"
         match = ['^begin']
-        """)
+        """,
+    )
     long = b"begin " + b"x" * 20000 + b" end\n"
     matches = scan(rules, long + b"skip" + long)
     assert brief(matches) == [("tail", 1, {"end": "end"}), ("head", 1, {})]
@@ -316,31 +380,42 @@ def test_long_lines_skip_the_set_and_match_the_same(write_config: WriteConfig) -
 
 
 def test_re2_compile_failure_suggests_the_regex_engine(write_config: WriteConfig) -> None:
-    found = problems(write_config, """
+    found = problems(
+        write_config,
+        """
         [rules.look]
         report = "ops"
         match = ['ok', '(?<=user )\\w+']
-        """)
-    assert found == [(
-        18, "rules.look.match[1]",
-        "RE2 cannot compile this pattern: invalid perl operator: (?<=; lookaround and"
-        ' backreferences need engine = "regex" (per line, match_timeout)',
-    )]
+        """,
+    )
+    assert found == [
+        (
+            18,
+            "rules.look.match[1]",
+            "RE2 cannot compile this pattern: invalid perl operator: (?<=; lookaround and"
+            ' backreferences need engine = "regex" (per line, match_timeout)',
+        )
+    ]
 
 
 def test_re2_errors_do_not_reach_stderr(
     write_config: WriteConfig, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    problems(write_config, """
+    problems(
+        write_config,
+        """
         [rules.bad]
         report = "ops"
         match = ['(unclosed']
-        """)
+        """,
+    )
     assert capfd.readouterr().err == ""
 
 
 def test_every_problem_is_reported_at_once(write_config: WriteConfig) -> None:
-    found = problems(write_config, """
+    found = problems(
+        write_config,
+        """
         [rules.typo]
         report = "ops"
         match = ['from %{ipp}']
@@ -356,10 +431,14 @@ def test_every_problem_is_reported_at_once(write_config: WriteConfig) -> None:
         report = "ops"
         match = ['ok (?P<n>\\d+)']
         tests = [ { line = "ok 7", expect = { n = "8" } } ]
-        """)
+        """,
+    )
     assert [(line, key) for line, key, _ in found] == [
-        (18, "rules.typo.match[0]"), (21, "rules.twice.match[0]"), (22, "rules.twice.exclude[0]"),
-        (26, "rules.count.threshold.key"), (30, "rules.fine.tests[0]"),
+        (18, "rules.typo.match[0]"),
+        (21, "rules.twice.match[0]"),
+        (22, "rules.twice.exclude[0]"),
+        (26, "rules.count.threshold.key"),
+        (30, "rules.fine.tests[0]"),
     ]
     messages = [message for _, _, message in found]
     assert "did you mean %{ip}?" in messages[0]
@@ -369,7 +448,9 @@ def test_every_problem_is_reported_at_once(write_config: WriteConfig) -> None:
 
 
 def test_rule_tests_pass_through_the_real_path(write_config: WriteConfig) -> None:
-    rules = load(write_config, r"""
+    rules = load(
+        write_config,
+        r"""
         [rules.ssh]
         report = "security"
         match = ['Failed password for (invalid user )?%{user} from %{ip}$']
@@ -386,12 +467,15 @@ def test_rule_tests_pass_through_the_real_path(write_config: WriteConfig) -> Non
         [[rules.ssh.tests]]
         line = "sshd[1]: Failed password for root from 203.0.113.9"
         expect = {}
-        """)
+        """,
+    )
     assert rules.rules == ("ssh",)
 
 
 def test_failing_rule_tests_say_what_came_out(write_config: WriteConfig) -> None:
-    found = problems(write_config, r"""
+    found = problems(
+        write_config,
+        r"""
         [rules.ssh]
         report = "security"
         match = ['Failed password for %{user} from %{ip}']
@@ -403,14 +487,23 @@ def test_failing_rule_tests_say_what_came_out(write_config: WriteConfig) -> None
           { line = "Accepted password for root from 1.2.3.4", expect = {} },
           { line = "two\nlines", expect = false },
         ]
-        """)
+        """,
+    )
     assert [(key, message) for _, key, message in found] == [
-        ("rules.ssh.tests[0]", "expected a match with {'user': 'root'}, but the line did not match"
-                               " (exclude[0] vetoed it)"),
-        ("rules.ssh.tests[1]", "expected no match, but it matched with captures"
-                               " {'user': 'root', 'ip': '1.2.3.4'}"),
-        ("rules.ssh.tests[2]", "captures differ: user = 'root' (expected 'al'); no capture"
-                               " named 'host' (the captures are user, ip)"),
+        (
+            "rules.ssh.tests[0]",
+            "expected a match with {'user': 'root'}, but the line did not match"
+            " (exclude[0] vetoed it)",
+        ),
+        (
+            "rules.ssh.tests[1]",
+            "expected no match, but it matched with captures {'user': 'root', 'ip': '1.2.3.4'}",
+        ),
+        (
+            "rules.ssh.tests[2]",
+            "captures differ: user = 'root' (expected 'al'); no capture"
+            " named 'host' (the captures are user, ip)",
+        ),
         ("rules.ssh.tests[3]", "expected a match with {}, but the line did not match"),
         ("rules.ssh.tests[4]", "a test line is one line: it cannot contain a newline"),
     ]
@@ -421,9 +514,32 @@ def test_failing_rule_tests_say_what_came_out(write_config: WriteConfig) -> None
 
 # Fragments of lines, chosen to meet the traps: CR before LF, invalid and cut UTF-8, NUL, empty
 # lines, and text around the patterns' anchors and classes.
-FRAGMENTS = [b"\n", b"\n", b"\r", b"\r\n", b"", b" ", b"foo", b"bar", b"ERROR ", b"E42", b"user=",
-             b"root", b"1.2.3.4", b"::1", b"\xff", b"\xc3", b"\xc3\xa9", b"\x00", b"x", b"b", b"ab",
-             b"oo", "\u00fc".encode(), b"\xe2\x82\xac"]
+FRAGMENTS = [
+    b"\n",
+    b"\n",
+    b"\r",
+    b"\r\n",
+    b"",
+    b" ",
+    b"foo",
+    b"bar",
+    b"ERROR ",
+    b"E42",
+    b"user=",
+    b"root",
+    b"1.2.3.4",
+    b"::1",
+    b"\xff",
+    b"\xc3",
+    b"\xc3\xa9",
+    b"\x00",
+    b"x",
+    b"b",
+    b"ab",
+    b"oo",
+    "\u00fc".encode(),
+    b"\xe2\x82\xac",
+]
 
 PROPERTY_RULES = r"""
 [rules.end]
@@ -500,15 +616,19 @@ def test_scan_equals_the_line_by_line_definition(
     property_rules: RuleSet, data: bytes, offset: int, line_no: int | None, source: str
 ) -> None:
     block = Block(data, offset, line_no)
-    found = [(m.rule, m.offset, m.line_no, m.line, m.captures)
-             for m in property_rules.for_source(source).scan(block)]
+    found = [
+        (m.rule, m.offset, m.line_no, m.line, m.captures)
+        for m in property_rules.for_source(source).scan(block)
+    ]
     assert found == reference(property_rules, source, block)
 
 
 @given(data=st.lists(st.sampled_from([f for f in FRAGMENTS if b"\n" not in f]), max_size=20))
 def test_truncated_scan_equals_the_definition(property_rules: RuleSet, data: list[bytes]) -> None:
     block = Block(b"".join(data), 7, None, truncated=True)
-    found = [(m.rule, m.offset, m.line_no, m.line, m.captures)
-             for m in property_rules.for_source("web").scan(block)]
+    found = [
+        (m.rule, m.offset, m.line_no, m.line, m.captures)
+        for m in property_rules.for_source("web").scan(block)
+    ]
     assert found == reference(property_rules, "web", block)
     assert all(m.truncated for m in property_rules.for_source("web").scan(block))

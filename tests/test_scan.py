@@ -349,8 +349,13 @@ def assert_same(got: list[dict[str, Any]], expected: list[dict[str, Any]]) -> No
     )
 
 
-def scan_agrees(config: Path, files: Sequence[Path], *extra: str, only: Sequence[str] = (),
-                source: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+def scan_agrees(
+    config: Path,
+    files: Sequence[Path],
+    *extra: str,
+    only: Sequence[str] = (),
+    source: str | None = None,
+) -> list[dict[str, Any]]:
     """Scan `files` with the CLI and check the output against the reference; return the records."""
     args = ["scan", "-c", config, *extra, *(f"--rule={name}" for name in only)]
     if source:
@@ -479,8 +484,16 @@ def test_data_is_small_and_varied() -> None:
     """The committed logs stay small, and hold what the shipped rules are about."""
     assert sum(path.stat().st_size for path in DATA_FILES) < 1024 * 1024
     names = {path.name for path in DATA_FILES}
-    assert {"auth.log", "syslog", "kern.log", "nginx-access.log", "nginx-error.log",
-            "apache-error.log", "postgresql-15-main.log", "app.log"} <= names  # fmt: skip
+    assert {
+        "auth.log",
+        "syslog",
+        "kern.log",
+        "nginx-access.log",
+        "nginx-error.log",
+        "apache-error.log",
+        "postgresql-15-main.log",
+        "app.log",
+    } <= names
 
 
 def test_shipped_config_on_all_data_agrees_with_the_reference() -> None:
@@ -493,10 +506,17 @@ def test_shipped_config_on_all_data_agrees_with_the_reference() -> None:
 
 @pytest.mark.parametrize(
     ("source", "name"),
-    [("auth", "auth.log"), ("auth", "auth-traditional.log"), ("syslog", "syslog"),
-     ("kern", "kern.log"), ("nginx-access", "nginx-access.log"), ("nginx-error", "nginx-error.log"),
-     ("apache-access", "apache-other_vhosts_access.log"), ("apache-error", "apache-error.log")],
-)  # fmt: skip
+    [
+        ("auth", "auth.log"),
+        ("auth", "auth-traditional.log"),
+        ("syslog", "syslog"),
+        ("kern", "kern.log"),
+        ("nginx-access", "nginx-access.log"),
+        ("nginx-error", "nginx-error.log"),
+        ("apache-access", "apache-other_vhosts_access.log"),
+        ("apache-error", "apache-error.log"),
+    ],
+)
 def test_shipped_config_with_source_agrees_with_the_reference(source: str, name: str) -> None:
     """`--source` scopes the rules: kernel lines in syslog are for the kern source only."""
     got = scan_agrees(SHIPPED, [DATA / name], source=source)
@@ -615,21 +635,40 @@ def edge_files(directory: Path) -> list[Path]:
         "only-newlines.log": b"\n\n\n\r\n\n",
         "lone-cr.log": b"a\rb xxx\r" + FAIL.encode() + b"\rc\n",
         "long-lines.log": (
-            FAIL.encode() + b" " + b"y" * 70_000 + b"xxx\n"  # cut: the match is in the first 64 KiB
-            + b"x" * 100_000 + b"\n"  # cut; the capture is the cut text
-            + long_euro + b"\n"
-            + FAIL.encode() + b"\n"  # line numbers and offsets continue after a cut
-            + b"z" * DEFAULT_MAX_LINE_BYTES + b"\r\n"  # exactly the limit (\r does not count)
-            + b"w" * (DEFAULT_MAX_LINE_BYTES + 1) + b"\r\n"  # one over
-            + FAIL.encode() + b" " + b"q" * 80_000  # the last line: long and without newline
+            FAIL.encode()
+            + b" "
+            + b"y" * 70_000
+            + b"xxx\n"  # cut: the match is in the first 64 KiB
+            + b"x" * 100_000
+            + b"\n"  # cut; the capture is the cut text
+            + long_euro
+            + b"\n"
+            + FAIL.encode()
+            + b"\n"  # line numbers and offsets continue after a cut
+            + b"z" * DEFAULT_MAX_LINE_BYTES
+            + b"\r\n"  # exactly the limit (\r does not count)
+            + b"w" * (DEFAULT_MAX_LINE_BYTES + 1)
+            + b"\r\n"  # one over
+            + FAIL.encode()
+            + b" "
+            + b"q" * 80_000  # the last line: long and without newline
         ),
-        "mixed.log": b"\n".join(line.encode() for line in (
-            FAIL, f"{FAIL} NOT-THIS xxxx", "xxxx NOT-THIS", "trailing word", "  ", "ünïcödé xxx ü",
-            "sshd[2]: Failed password for invalid user ö from 2001:db8::1 port 65535 ssh2",
-            "sshd[3]: Failed password for root from 999.1.1.1 port 1 ssh2",
-            "\v vertical\vtab xxx\t",
-        )) + b"\n",
-    }  # fmt: skip
+        "mixed.log": b"\n".join(
+            line.encode()
+            for line in (
+                FAIL,
+                f"{FAIL} NOT-THIS xxxx",
+                "xxxx NOT-THIS",
+                "trailing word",
+                "  ",
+                "ünïcödé xxx ü",
+                "sshd[2]: Failed password for invalid user ö from 2001:db8::1 port 65535 ssh2",
+                "sshd[3]: Failed password for root from 999.1.1.1 port 1 ssh2",
+                "\v vertical\vtab xxx\t",
+            )
+        )
+        + b"\n",
+    }
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, data in contents.items():
@@ -781,8 +820,11 @@ def run_measured(command: Sequence[str], out: Path, err: Path) -> tuple[int, int
     with out.open("wb") as stdout, err.open("wb") as stderr:
         probe = subprocess.Popen(
             [sys.executable, "-c", RSS_PROBE, str(peak), *command],
-            stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, start_new_session=True,
-        )  # fmt: skip
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+        )
         try:
             status = probe.wait(timeout=TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -832,8 +874,10 @@ def test_reference_helpers() -> None:
     assert not as_python(r"\s").search("\v")
     lines = reference_lines(b"a\r\n\nb", 10)
     assert [(line.offset, line.line_no, line.text) for line in lines] == [
-        (0, 1, "a"), (3, 2, ""), (4, 3, "b"),
-    ]  # fmt: skip
+        (0, 1, "a"),
+        (3, 2, ""),
+        (4, 3, "b"),
+    ]
     assert cut("ab€".encode(), 3) == b"ab"
     assert glob_matches("/var/log/nginx/*access*.log", "/var/log/nginx/access.log")
     assert not glob_matches("/var/log/*.log", "/var/log/nginx/access.log")

@@ -56,8 +56,15 @@ def test_crossing_alerts_once_with_what_happened(loaded: config.Config) -> None:
     assert tracker.observe(failed("1.1.1.1"), 101.0) is None
     third = failed("1.1.1.1", user="admin")
     assert tracker.observe(third, 102.0) == Alert(
-        rule="ssh", severity="error", report="default", key="ip", value="1.1.1.1", count=3,
-        within_s=10.0, match=third)
+        rule="ssh",
+        severity="error",
+        report="default",
+        key="ip",
+        value="1.1.1.1",
+        count=3,
+        within_s=10.0,
+        match=third,
+    )
     assert alerts(tracker, [(103.0, "1.1.1.1"), (104.0, "1.1.1.1"), (109.0, "1.1.1.1")]) == []
 
 
@@ -138,8 +145,9 @@ def test_built_from_a_rule_set(loaded: config.Config, tmp_path: Path) -> None:
 @given(events=st.lists(st.tuples(st.floats(0, 6), st.sampled_from("abc")), max_size=60))
 def test_matches_a_model_that_keeps_every_timestamp(events: list[tuple[float, str]]) -> None:
     """With nondecreasing time, the bounded tracker alerts exactly when a naive one would."""
-    rule = config.RuleConfig.model_validate({
-        "name": "ssh", "match": ["x"], "threshold": {"key": "ip", "count": 3, "within": 10}})
+    rule = config.RuleConfig.model_validate(
+        {"name": "ssh", "match": ["x"], "threshold": {"key": "ip", "count": 3, "within": 10}}
+    )
     tracker = ThresholdTracker([rule], max_keys=1000)
     seen: dict[str, list[float]] = {}
     armed: dict[str, bool] = {}

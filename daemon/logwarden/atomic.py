@@ -26,7 +26,9 @@ def fsync_dir(directory: Path) -> None:
         os.close(descriptor)
 
 
-def write_atomically(path: Path, chunks: Iterable[bytes], mode: int = 0o640, durable: bool = True) -> None:
+def write_atomically(
+    path: Path, chunks: Iterable[bytes], mode: int = 0o640, durable: bool = True
+) -> None:
     """Publish `chunks` as `path` atomically (and durably unless told otherwise); on any error the
     temporary is removed and `path` untouched."""
     temp = path.parent / f"{TEMP_PREFIX}{secrets.token_hex(6)}-{path.name}"

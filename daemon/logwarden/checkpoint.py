@@ -54,7 +54,9 @@ class Checkpoint:
         document = orjson.loads(data)
         version = document.get("version")
         if version != VERSION:
-            raise CheckpointError(f"checkpoint version {version!r} is not {VERSION}; refusing to guess")
+            raise CheckpointError(
+                f"checkpoint version {version!r} is not {VERSION}; refusing to guess"
+            )
         return cls(
             files=tuple(FileCheckpoint.from_dict(item) for item in document["files"]),
             journals=tuple(JournalState.from_dict(item) for item in document["journals"]),
@@ -78,7 +80,9 @@ def load(state_dir: Path) -> Checkpoint | None:
         return Checkpoint.from_bytes(data)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         # atomic replacement means this is not a torn write: something else damaged the file
-        raise CheckpointError(f"{path} is damaged ({error}); move it away to start afresh") from error
+        raise CheckpointError(
+            f"{path} is damaged ({error}); move it away to start afresh"
+        ) from error
 
 
 def save(state_dir: Path, checkpoint: Checkpoint) -> None:

@@ -14,49 +14,72 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from logwarden import __version__
-from logwarden.config import EX_CONFIG, Config, ConfigError, default_config_path, load
+from logwarden.config import EX_CONFIG, ConfigError, default_config_path, load
 from logwarden.log import LEVELS, configure, get_logger
-from logwarden.rules import RuleSet
+from logwarden.rules import load_config
 
 EX_OK = 0
 EX_FAILURE = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="logwarden", description="Watch log files, match rules, publish JSON reports.")
+    parser = argparse.ArgumentParser(
+        prog="logwarden", description="Watch log files, match rules, publish JSON reports."
+    )
     parser.add_argument("--version", action="version", version=f"logwarden {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_config(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        sub.add_argument("-c", "--config", type=Path, default=None,
-                         help="config file (default: $LOGWARDEN_CONFIG, else /etc/logwarden/logwarden.toml)")
-        sub.add_argument("--log-format", choices=("auto", "console", "json", "journal"), default="auto",
-                         help="auto: console on a terminal, journal under systemd, else json")
+        sub.add_argument(
+            "-c",
+            "--config",
+            type=Path,
+            default=None,
+            help="config file (default: $LOGWARDEN_CONFIG, else /etc/logwarden/logwarden.toml)",
+        )
+        sub.add_argument(
+            "--log-format",
+            choices=("auto", "console", "json", "journal"),
+            default="auto",
+            help="auto: console on a terminal, journal under systemd, else json",
+        )
         sub.add_argument("--log-level", choices=LEVELS, default="info", type=str.lower)
         return sub
 
-    run = with_config(commands.add_parser("run", help="run the daemon (never forks; systemd supervises it)"))
-    run.add_argument("--foreground", action="store_true", help="debug mode: echo every match, print rates")
-    with_config(commands.add_parser("check-config", help="validate the config; exit 0 if valid, 78 if not"))
-    scan = with_config(commands.add_parser("scan", help="run the rules over whole files once; NDJSON on stdout"))
-    scan.add_argument("--rule", action="append", default=[], metavar="NAME", help="only this rule (repeatable)")
-    scan.add_argument("--source", metavar="NAME", help="treat every FILE as belonging to this source")
-    scan.add_argument("files", nargs="+", metavar="FILE", help="files to scan ('-' for standard input)")
-    status = with_config(commands.add_parser("status", help="what the running daemon (or its state dir) says"))
+    run = with_config(
+        commands.add_parser("run", help="run the daemon (never forks; systemd supervises it)")
+    )
+    run.add_argument(
+        "--foreground", action="store_true", help="debug mode: echo every match, print rates"
+    )
+    with_config(
+        commands.add_parser("check-config", help="validate the config; exit 0 if valid, 78 if not")
+    )
+    scan = with_config(
+        commands.add_parser("scan", help="run the rules over whole files once; NDJSON on stdout")
+    )
+    scan.add_argument(
+        "--rule", action="append", default=[], metavar="NAME", help="only this rule (repeatable)"
+    )
+    scan.add_argument(
+        "--source", metavar="NAME", help="treat every FILE as belonging to this source"
+    )
+    scan.add_argument(
+        "files", nargs="+", metavar="FILE", help="files to scan ('-' for standard input)"
+    )
+    status = with_config(
+        commands.add_parser("status", help="what the running daemon (or its state dir) says")
+    )
     status.add_argument("--json", action="store_true", help="print the status document as JSON")
     return parser
-
-
-def load_config(path: Path | None) -> tuple[Config, RuleSet]:
-    """Load, validate and compile a config (rule samples included); ConfigError lists every problem."""
-    config, sink = load(path or default_config_path(), defer=True)
-    return config, RuleSet.compile(config, sink)  # raises with the config's and the rules' problems
 
 
 def report_config_error(error: ConfigError) -> int:
     """Print every problem, one `file:line: key: message` a line, plainly: a person fixes these."""
     count = len(error.problems)
-    print(f"logwarden: invalid config ({count} problem{'s' if count != 1 else ''}):", file=sys.stderr)
+    print(
+        f"logwarden: invalid config ({count} problem{'s' if count != 1 else ''}):", file=sys.stderr
+    )
     for problem in error.problems:
         print(f"  {problem}", file=sys.stderr)
     return EX_CONFIG
@@ -84,10 +107,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def check_config(args: argparse.Namespace) -> int:
-    config, rules = load_config(args.config)
+    config, _ = load_config(args.config)
     tests = sum(len(rule.tests) for rule in config.rules.values())
-    print(f"{config.path}: ok: {len(config.sources)} sources, {len(config.rules)} rules "
-          f"({tests} samples passed), {len(config.reports)} reports")
+    print(
+        f"{config.path}: ok: {len(config.sources)} sources, {len(config.rules)} rules "
+        f"({tests} samples passed), {len(config.reports)} reports"
+    )
     return EX_OK
 
 
@@ -102,13 +127,21 @@ def scan(args: argparse.Namespace) -> int:
             print(f"logwarden scan: {error.args[0]}", file=sys.stderr)
             return 2
     if args.source and args.source not in config.sources:
-        print(f"logwarden scan: no source named {args.source!r} (known: {', '.join(config.sources)})", file=sys.stderr)
+        print(
+            f"logwarden scan: no source named {args.source!r} (known: {', '.join(config.sources)})",
+            file=sys.stderr,
+        )
         return 2
     scanner = Scanner(config, rules, sys.stdout.buffer, progress=sys.stderr.isatty())
     summary = scanner.scan(args.files, args.source)
     sys.stdout.buffer.flush()
-    get_logger("logwarden.scan").debug("scan done", files=summary.files, lines=summary.lines,
-                                       matches=summary.matches, bytes=summary.bytes)
+    get_logger("logwarden.scan").debug(
+        "scan done",
+        files=summary.files,
+        lines=summary.lines,
+        matches=summary.matches,
+        bytes=summary.bytes,
+    )
     return EX_FAILURE if summary.failed else EX_OK
 
 
@@ -116,8 +149,14 @@ def run(args: argparse.Namespace) -> int:
     from logwarden.service import run_daemon
 
     config, rules = load_config(args.config)
-    return run_daemon(config, rules, config_path=args.config, foreground=args.foreground,
-                      log_format=args.log_format, log_level=args.log_level)
+    return run_daemon(
+        config,
+        rules,
+        config_path=args.config,
+        foreground=args.foreground,
+        log_format=args.log_format,
+        log_level=args.log_level,
+    )
 
 
 def status(args: argparse.Namespace) -> int:

@@ -42,14 +42,26 @@ ReportFormat = Literal["json", "ndjson"]
 # ---------------------------------------------------------------- human units
 
 _SIZE_UNITS = {
-    "": 1, "b": 1,
-    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
-    "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
-}  # fmt: skip
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
 _DURATION_UNITS = {
-    "ms": Fraction(1, 1000), "s": Fraction(1), "m": Fraction(60), "h": Fraction(3600),
+    "ms": Fraction(1, 1000),
+    "s": Fraction(1),
+    "m": Fraction(60),
+    "h": Fraction(3600),
     "d": Fraction(86400),
-}  # fmt: skip
+}
 # Fractions, not floats: "9007199254740993" stays exact, and "9ms" is 0.009 rather than
 # 0.009000000000000001.
 _NUMBER_WITH_UNIT = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", re.ASCII)
@@ -58,7 +70,7 @@ _NUMBER_WITH_UNIT = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", re.
 def parse_size(value: object) -> int:
     """Bytes from an integer or a string such as "64KiB", "10MiB" or "1GB"."""
     if isinstance(value, bool):
-        raise ValueError("expected a size such as 65536 or \"64KiB\"")
+        raise ValueError('expected a size such as 65536 or "64KiB"')
     if isinstance(value, int):
         if value < 0:
             raise ValueError("a size cannot be negative")
@@ -67,13 +79,13 @@ def parse_size(value: object) -> int:
         found = _NUMBER_WITH_UNIT.fullmatch(value)
         if found and found.group(2).lower() in _SIZE_UNITS:
             return int(Fraction(found.group(1)) * _SIZE_UNITS[found.group(2).lower()])
-    raise ValueError(f"{value!r} is not a size: use bytes or a string such as \"64KiB\" or \"10MiB\"")
+    raise ValueError(f'{value!r} is not a size: use bytes or a string such as "64KiB" or "10MiB"')
 
 
 def parse_duration(value: object) -> float:
     """Seconds from a number or a string such as "250ms", "10s", "5m" or "1h"."""
     if isinstance(value, bool):
-        raise ValueError("expected a duration such as \"10s\"")
+        raise ValueError('expected a duration such as "10s"')
     if isinstance(value, int | float):
         if not math.isfinite(value):  # TOML has nan and inf; neither is a duration
             raise ValueError(f"{value!r} is not a duration")
@@ -84,7 +96,9 @@ def parse_duration(value: object) -> float:
         found = _NUMBER_WITH_UNIT.fullmatch(value)
         if found and found.group(2) in _DURATION_UNITS:
             return float(Fraction(found.group(1)) * _DURATION_UNITS[found.group(2)])
-    raise ValueError(f"{value!r} is not a duration: use a string such as \"250ms\", \"10s\", \"5m\" or \"1h\"")
+    raise ValueError(
+        f'{value!r} is not a duration: use a string such as "250ms", "10s", "5m" or "1h"'
+    )
 
 
 def _parse_file_mode(value: object) -> int:
@@ -92,7 +106,7 @@ def _parse_file_mode(value: object) -> int:
         return value
     if isinstance(value, str) and re.fullmatch(r"0?o?[0-7]{3}", value):
         return int(value.removeprefix("0").removeprefix("o"), 8)
-    raise ValueError(f"{value!r} is not a file mode: use 0o640 or \"0640\"")
+    raise ValueError(f'{value!r} is not a file mode: use 0o640 or "0640"')
 
 
 Size = Annotated[int, BeforeValidator(parse_size)]
@@ -307,7 +321,9 @@ class KeyLocator:
     """
 
     _HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
-    _ASSIGN = re.compile(r"""^\s*((?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*'))*)\s*=""")
+    _ASSIGN = re.compile(
+        r"""^\s*((?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*'))*)\s*="""
+    )
     _PART = re.compile(r"""[A-Za-z0-9_-]+|"[^"]*"|'[^']*'""")
 
     def __init__(self, text: str) -> None:
@@ -367,7 +383,9 @@ class ProblemSink:
     problems: list[Problem]
 
     def add(self, path: tuple[str | int, ...], message: str) -> None:
-        self.problems.append(Problem(self.file, self.locator.line_of(path), key_path(path), message))
+        self.problems.append(
+            Problem(self.file, self.locator.line_of(path), key_path(path), message)
+        )
 
     def raise_if_any(self) -> None:
         if self.problems:
@@ -436,7 +454,9 @@ def parse(document: dict[str, Any], path: Path, sink: ProblemSink) -> Config:
             sink.add((table,), f"must be a table, e.g. {example}")
             tables[table] = {}
     if not tables["sources"] and isinstance(document.get("sources", {}), dict):
-        sink.add(("sources",), "at least one source is needed, e.g. [sources.auth] with paths = [...]")
+        sink.add(
+            ("sources",), "at least one source is needed, e.g. [sources.auth] with paths = [...]"
+        )
     if not tables["rules"] and isinstance(document.get("rules", {}), dict):
         sink.add(("rules",), "at least one rule is needed, e.g. [rules.NAME] with match = [...]")
 
@@ -453,24 +473,26 @@ def parse(document: dict[str, Any], path: Path, sink: ProblemSink) -> Config:
         state_dir = _state_dir_default()
 
     sources = {}
-    for name, raw in tables["sources"].items():
-        if isinstance(raw, dict) and isinstance(raw.get("paths"), list):
-            paths = [_resolve_glob(base, p) if _is_path_text(p) else p for p in raw["paths"]]
-            raw = raw | {"paths": paths}
-        sources[name] = _validate(SourceConfig, raw, ("sources", name), sink, name=name)
+    for name, source_raw in tables["sources"].items():
+        resolved = source_raw
+        if isinstance(source_raw, dict) and isinstance(source_raw.get("paths"), list):
+            paths = [_resolve_glob(base, p) if _is_path_text(p) else p for p in source_raw["paths"]]
+            resolved = source_raw | {"paths": paths}
+        sources[name] = _validate(SourceConfig, resolved, ("sources", name), sink, name=name)
 
     # no [reports] at all: one report beside the state is a sensible default
     reports_raw = tables["reports"] or {"default": {}}
     reports = {}
-    for name, raw in reports_raw.items():
-        if isinstance(raw, dict):
-            directory = raw.get("dir")
+    for name, report_raw in reports_raw.items():
+        resolved = report_raw
+        if isinstance(report_raw, dict):
+            directory = report_raw.get("dir")
             if _is_path_text(directory):
-                raw = raw | {"dir": _resolve(base, directory)}
-            elif "dir" not in raw:
-                raw = raw | {"dir": state_dir / "reports" / name}
+                resolved = report_raw | {"dir": _resolve(base, directory)}
+            elif "dir" not in report_raw:
+                resolved = report_raw | {"dir": state_dir / "reports" / name}
             # any other `dir` is left for validation to reject, not replaced by the default
-        reports[name] = _validate(ReportConfig, raw, ("reports", name), sink, name=name)
+        reports[name] = _validate(ReportConfig, resolved, ("reports", name), sink, name=name)
 
     rules = {}
     for name, raw in tables["rules"].items():
@@ -485,7 +507,10 @@ def parse(document: dict[str, Any], path: Path, sink: ProblemSink) -> Config:
         if report is None:
             continue
         if report.dir in seen_dirs:
-            sink.add(("reports", name, "dir"), f"already used by report {seen_dirs[report.dir]!r}; each report needs its own dir")
+            sink.add(
+                ("reports", name, "dir"),
+                f"already used by report {seen_dirs[report.dir]!r}; each report needs its own dir",
+            )
         seen_dirs[report.dir] = name
 
     valid_sources = {name: source for name, source in sources.items() if source is not None}
@@ -507,8 +532,11 @@ def parse(document: dict[str, Any], path: Path, sink: ProblemSink) -> Config:
 
 
 def _check_references(
-    name: str, raw: dict[str, Any], sources_named: Mapping[str, object],
-    reports_named: Mapping[str, object], sink: ProblemSink,
+    name: str,
+    raw: dict[str, Any],
+    sources_named: Mapping[str, object],
+    reports_named: Mapping[str, object],
+    sink: ProblemSink,
 ) -> None:
     """A rule's `sources` and `report` must name tables that exist (checked on the raw table, so
     a rule with other problems still gets these reported too)."""
@@ -516,12 +544,21 @@ def _check_references(
     if isinstance(rule_sources, list):
         for index, source in enumerate(rule_sources):
             if isinstance(source, str) and source not in sources_named:
-                sink.add(("rules", name, "sources", index), f"no source named {source!r}{_did_you_mean(source, sources_named)}")
+                sink.add(
+                    ("rules", name, "sources", index),
+                    f"no source named {source!r}{_did_you_mean(source, sources_named)}",
+                )
     report = raw.get("report")
     if report is None and len(reports_named) > 1:
-        sink.add(("rules", name), f"say which report this rule writes to (report = one of {sorted(reports_named)})")
+        sink.add(
+            ("rules", name),
+            f"say which report this rule writes to (report = one of {sorted(reports_named)})",
+        )
     elif isinstance(report, str) and report not in reports_named:
-        sink.add(("rules", name, "report"), f"no report named {report!r}{_did_you_mean(report, reports_named)}")
+        sink.add(
+            ("rules", name, "report"),
+            f"no report named {report!r}{_did_you_mean(report, reports_named)}",
+        )
 
 
 def _is_path_text(value: object) -> typing.TypeGuard[str]:
@@ -530,12 +567,20 @@ def _is_path_text(value: object) -> typing.TypeGuard[str]:
 
 def _resolve(base: Path, value: str) -> Path:
     """Relative paths in a config are relative to the config file, not the working directory."""
-    return (base / Path(value).expanduser()).resolve() if not Path(value).is_absolute() else Path(value)
+    return (
+        (base / Path(value).expanduser()).resolve()
+        if not Path(value).is_absolute()
+        else Path(value)
+    )
 
 
 def _resolve_glob(base: Path, pattern: str) -> str:
-    pattern = os.path.expanduser(pattern)  # noqa: PTH111 (as `_resolve` does for dirs)
-    return pattern if os.path.isabs(pattern) else os.path.normpath(os.path.join(base.resolve(), pattern))
+    pattern = os.path.expanduser(pattern)
+    return (
+        pattern
+        if os.path.isabs(pattern)
+        else os.path.normpath(os.path.join(base.resolve(), pattern))
+    )
 
 
 def _validate(
@@ -610,7 +655,11 @@ def _table_model(annotation: Any) -> type[BaseModel] | None:
 
 
 # pydantic inserts the union member it tried into error locations; operators never wrote those
-_PYDANTIC_UNION_TAGS = {"dict[str,nullable[str]]", "literal[False]", "function-before[parse_size(), int]"}
+_PYDANTIC_UNION_TAGS = {
+    "dict[str,nullable[str]]",
+    "literal[False]",
+    "function-before[parse_size(), int]",
+}
 
 
 # pydantic speaks Python; the operator wrote TOML

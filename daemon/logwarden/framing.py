@@ -101,7 +101,9 @@ class LineFramer:
         self._offset = state.offset  # file offset of the first byte not yet in an emitted block
         self._line_no = state.line_no
         self._skipping = state.skipping
-        self._pending = b""  # the partial line at self._offset: at most max_line_bytes (+1 for a \r)
+        self._pending = (
+            b""  # the partial line at self._offset: at most max_line_bytes (+1 for a \r)
+        )
 
     @property
     def state(self) -> FramerState:
@@ -158,7 +160,9 @@ class LineFramer:
         if len(pending) - pending.endswith(b"\r") <= self.max_line_bytes:
             self._pending = pending
             return
-        blocks.append(Block(_cut(pending, self.max_line_bytes), self._offset, self._line_no, truncated=True))
+        blocks.append(
+            Block(_cut(pending, self.max_line_bytes), self._offset, self._line_no, truncated=True)
+        )
         self._offset += len(pending)
         self._pending = b""
         self._skipping = True
@@ -180,7 +184,9 @@ class LineFramer:
             line_start = data.rfind(NEWLINE, start, window) + 1 if window > start else start
             line_end = data.find(NEWLINE, window)
             line_stop = len(data) if line_end < 0 else line_end
-            length = line_stop - line_start - (1 if data[line_start:line_stop].endswith(b"\r") else 0)
+            length = (
+                line_stop - line_start - (1 if data[line_start:line_stop].endswith(b"\r") else 0)
+            )
             next_start = len(data) if line_end < 0 else line_end + 1
             if length > limit:
                 if line_start > start:

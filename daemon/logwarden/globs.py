@@ -133,7 +133,7 @@ class PathMatcher:
         if self._exclude_path.fullmatch(path):
             return False
         # os.path on str, not pathlib: this runs once per file on every discovery pass
-        return not self._exclude_name.fullmatch(os.path.basename(path))  # noqa: PTH119
+        return not self._exclude_name.fullmatch(os.path.basename(path))
 
     @cached_property
     def _directories(self) -> re.Pattern[str]:
@@ -150,7 +150,7 @@ class PathMatcher:
 
 def first_matching(path: str, matchers: Iterable[tuple[str, PathMatcher]]) -> str | None:
     """The name of the first matcher whose globs cover `path`."""
-    absolute = os.path.abspath(path)  # noqa: PTH100 (lexical, as the globs are; resolve() follows links)
+    absolute = os.path.abspath(path)
     for name, matcher in matchers:
         if matcher.matches(absolute):
             return name

@@ -23,7 +23,15 @@ LogFormat = Literal["auto", "console", "json", "journal"]
 LEVELS = ("debug", "info", "warning", "error", "critical")
 
 # syslog priorities as journald reads them from a "<N>" line prefix (sd-daemon.h)
-_PRIORITY = {"debug": 7, "info": 6, "notice": 5, "warning": 4, "error": 3, "critical": 2, "exception": 3}
+_PRIORITY = {
+    "debug": 7,
+    "info": 6,
+    "notice": 5,
+    "warning": 4,
+    "error": 3,
+    "critical": 2,
+    "exception": 3,
+}
 
 
 def journal_attached(stream: TextIO = sys.stderr) -> bool:
@@ -63,7 +71,9 @@ def _render_json(_: WrappedLogger, __: str, event: EventDict) -> str:
     return orjson.dumps(event, default=str).decode()
 
 
-def configure(requested: LogFormat = "auto", level: str = "info", stream: TextIO = sys.stderr) -> LogFormat:
+def configure(
+    requested: LogFormat = "auto", level: str = "info", stream: TextIO = sys.stderr
+) -> LogFormat:
     """Configure structlog and stdlib logging; return the format chosen."""
     chosen = resolve_format(requested, stream)
     numeric_level = logging.getLevelNamesMapping()[level.upper()]
@@ -76,7 +86,9 @@ def configure(requested: LogFormat = "auto", level: str = "info", stream: TextIO
     renderer: Processor
     if chosen == "console":
         shared.append(structlog.processors.TimeStamper(fmt="%H:%M:%S.%f", utc=False))
-        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback)
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     elif chosen == "journal":
         shared.append(_priority_prefix)
         renderer = _render_journal

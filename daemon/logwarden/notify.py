@@ -34,7 +34,9 @@ class Notifier:
         message = "\n".join(f"{key.upper()}={value}" for key, value in fields.items())
         try:
             if self._socket is None:
-                self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                self._socket = socket.socket(
+                    socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC
+                )
             self._socket.sendto(message.encode(), self.address)
         except OSError:
             self.failures += 1
@@ -46,7 +48,9 @@ class Notifier:
 
     def reloading(self) -> bool:
         # systemd requires MONOTONIC_USEC with RELOADING=1 so it can tell this reload from the next
-        return self.send(reloading=1, monotonic_usec=time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
+        return self.send(
+            reloading=1, monotonic_usec=time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        )
 
     def stopping(self) -> bool:
         return self.send(stopping=1)

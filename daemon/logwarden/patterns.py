@@ -362,8 +362,10 @@ def compile_pattern(expanded: str, engine: str) -> Any:
         elif any(sign in message for sign in _PERL_ONLY):
             hint = 'lookaround and backreferences need engine = "regex" (per line, match_timeout)'
         else:
-            hint = ("RE2 syntax: https://github.com/google/re2/wiki/Syntax;"
-                    ' for lookaround or backreferences use engine = "regex"')
+            hint = (
+                "RE2 syntax: https://github.com/google/re2/wiki/Syntax;"
+                ' for lookaround or backreferences use engine = "regex"'
+            )
         raise PatternError([f"RE2 cannot compile this pattern: {message}; {hint}"]) from None
 
 

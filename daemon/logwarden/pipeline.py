@@ -88,14 +88,20 @@ class Pipeline:
                 self._echo(match, source)
             alert = self.thresholds.observe(match, now)
             if alert is not None:
-                self.writers[alert.report].append(dumps(self.builder.alert(alert, source, stamp)), None)
+                self.writers[alert.report].append(
+                    dumps(self.builder.alert(alert, source, stamp)), None
+                )
                 self.alerts += 1
 
     def _echo(self, match: Match, source: SourceRef) -> None:
         """Foreground debug mode: each match as it happens, on stdout, one readable line."""
         captures = " ".join(f"{key}={value}" for key, value in match.captures.items())
-        print(f"MATCH {match.rule} [{match.severity}] {source.path}:{match.line_no or '?'} {captures}\n"
-              f"      {match.line}", file=sys.stdout, flush=True)  # fmt: skip
+        print(
+            f"MATCH {match.rule} [{match.severity}] {source.path}:{match.line_no or '?'} {captures}\n"
+            f"      {match.line}",
+            file=sys.stdout,
+            flush=True,
+        )
 
     async def wait_for_room(self) -> None:
         await self._room.wait()

@@ -61,7 +61,12 @@ class RecordBuilder:
         """A threshold crossing: the triggering match's record plus `kind` and `threshold`."""
         record = self.match(alert.match, source, time)
         record["kind"] = "alert"
-        record["threshold"] = {"key": alert.key, "value": alert.value, "count": alert.count, "within_s": alert.within_s}
+        record["threshold"] = {
+            "key": alert.key,
+            "value": alert.value,
+            "count": alert.count,
+            "within_s": alert.within_s,
+        }
         return record
 
 

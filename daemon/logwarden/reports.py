@@ -14,12 +14,13 @@ the offsets could not be tied to what a reader will eventually see.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,18 +57,26 @@ class JournalState:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "report": self.report, "seq": self.seq, "opened": self.opened, "length": self.length,
-            "records": self.records, "counts": dict(self.counts), "closed": self.closed,
-        }  # fmt: skip
+            "report": self.report,
+            "seq": self.seq,
+            "opened": self.opened,
+            "length": self.length,
+            "records": self.records,
+            "counts": dict(self.counts),
+            "closed": self.closed,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> JournalState:
         return cls(
-            report=str(data["report"]), seq=int(data["seq"]), opened=str(data["opened"]),
-            length=int(data["length"]), records=int(data["records"]),
+            report=str(data["report"]),
+            seq=int(data["seq"]),
+            opened=str(data["opened"]),
+            length=int(data["length"]),
+            records=int(data["records"]),
             counts={str(k): int(v) for k, v in data.get("counts", {}).items()},
             closed=data.get("closed"),
-        )  # fmt: skip
+        )
 
 
 class Journal:
@@ -112,8 +121,14 @@ class CommitBatch:
 class ReportWriter:
     """One report: its active journal, its sealed journals awaiting publication, its dir."""
 
-    def __init__(self, config: ReportConfig, journal_dir: Path, host: str,
-                 restored: list[JournalState], next_seq: int) -> None:  # fmt: skip
+    def __init__(
+        self,
+        config: ReportConfig,
+        journal_dir: Path,
+        host: str,
+        restored: list[JournalState],
+        next_seq: int,
+    ) -> None:
         self.config = config
         self.journal_dir = journal_dir
         self.host = host
@@ -143,7 +158,9 @@ class ReportWriter:
         if self.active is not None and self._full_with(len(record)):
             self.seal_active()
         if self.active is None:
-            self.active = Journal(JournalState(self.name, self.next_seq, utc_timestamp()), self.journal_dir)
+            self.active = Journal(
+                JournalState(self.name, self.next_seq, utc_timestamp()), self.journal_dir
+            )
             self.next_seq += 1
         self.active.append(record, rule)
 
@@ -151,8 +168,11 @@ class ReportWriter:
         journal, config = self.active, self.config
         if journal is None or journal.records == 0:
             return False
-        return (config.rotate_max_records is not None and journal.records >= config.rotate_max_records) or (
-            config.rotate_max_bytes is not None and journal.length + extra_bytes > config.rotate_max_bytes
+        return (
+            config.rotate_max_records is not None and journal.records >= config.rotate_max_records
+        ) or (
+            config.rotate_max_bytes is not None
+            and journal.length + extra_bytes > config.rotate_max_bytes
         )
 
     def seal_active(self) -> None:
@@ -171,8 +191,14 @@ class ReportWriter:
         return (
             self.rotate_requested
             or (config.rotate_max_bytes is not None and journal.length >= config.rotate_max_bytes)
-            or (config.rotate_max_records is not None and journal.records >= config.rotate_max_records)
-            or (config.rotate_interval is not None and now - journal.opened_monotonic >= config.rotate_interval)
+            or (
+                config.rotate_max_records is not None
+                and journal.records >= config.rotate_max_records
+            )
+            or (
+                config.rotate_interval is not None
+                and now - journal.opened_monotonic >= config.rotate_interval
+            )
         )
 
     def take_batches(self, seal: bool) -> list[CommitBatch]:
@@ -191,14 +217,19 @@ class ReportWriter:
                 closed=journal.closed,
             )
             batches.append(CommitBatch(journal, bytes(journal.pending), target))
-            journal.inflight_bytes, journal.inflight_records = len(journal.pending), journal.pending_records
+            journal.inflight_bytes, journal.inflight_records = (
+                len(journal.pending),
+                journal.pending_records,
+            )
             journal.pending.clear()
             journal.pending_records = 0
             journal.pending_counts = {}
         return batches
 
     def states(self) -> list[JournalState]:
-        return [journal.state for journal in [*self.sealed, *([self.active] if self.active else [])]]
+        return [
+            journal.state for journal in [*self.sealed, *([self.active] if self.active else [])]
+        ]
 
     def publishable(self) -> list[Journal]:
         """Sealed journals whose whole content is committed (nothing pending)."""
@@ -226,8 +257,13 @@ class ReportWriter:
         if self.config.format == "ndjson":
             yield from _read_prefix(journal.path, state.length)
             return
-        header = {"report": self.name, "host": self.host, "opened": state.opened, "closed": state.closed,
-                  "counts": dict(state.counts)}  # fmt: skip
+        header = {
+            "report": self.name,
+            "host": self.host,
+            "opened": state.opened,
+            "closed": state.closed,
+            "counts": dict(state.counts),
+        }
         yield orjson.dumps(header)[:-1] + b',"records":['
         first = True
         carry = b""
@@ -244,7 +280,9 @@ class ReportWriter:
 
     def apply_retention(self, protected: set[str]) -> list[Path]:
         """Delete the oldest published reports beyond `keep`; never one still listed in a checkpoint."""
-        pattern = re.compile(rf"^{re.escape(self.name)}-\d{{8}}T\d{{6}}Z-\d{{{SEQ_WIDTH}}}\.(json|ndjson)$")
+        pattern = re.compile(
+            rf"^{re.escape(self.name)}-\d{{8}}T\d{{6}}Z-\d{{{SEQ_WIDTH}}}\.(json|ndjson)$"
+        )
         try:
             names = sorted(
                 (entry.name for entry in os.scandir(self.config.dir) if pattern.match(entry.name)),
@@ -278,7 +316,9 @@ def write_batches(batches: list[CommitBatch]) -> None:
                 continue
             journal = batch.journal
             is_new = not journal.path.exists()
-            descriptor = os.open(journal.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+            descriptor = os.open(
+                journal.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640
+            )
             written.append(batch)
             try:
                 view = memoryview(batch.data)
@@ -293,10 +333,9 @@ def write_batches(batches: list[CommitBatch]) -> None:
             fsync_dir(directory)
     except OSError:
         for batch in written:
-            try:
+            # if even this fails, recovery on restart cuts it back to the committed length
+            with contextlib.suppress(OSError):
                 os.truncate(batch.journal.path, batch.journal.state.length)
-            except OSError:
-                pass  # recovery on restart cuts it back to the checkpointed length anyway
         raise
 
 
@@ -331,7 +370,9 @@ def prepare_dirs(reports: Mapping[str, ReportConfig], journal_root: Path) -> Non
                 probe.write_bytes(b"")
                 probe.unlink()
             except OSError as error:
-                raise ReportDirError(f"report {report.name!r}: cannot write to {directory}: {error.strerror or error}") from error
+                raise ReportDirError(
+                    f"report {report.name!r}: cannot write to {directory}: {error.strerror or error}"
+                ) from error
         remove_stale_temporaries(report.dir)
 
 

@@ -27,12 +27,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import re2
 import structlog
 
-from logwarden.config import Config, ProblemSink, RuleConfig, RuleTest
+from logwarden.config import Config, ProblemSink, RuleConfig, RuleTest, default_config_path, load
 from logwarden.framing import Block, split_lines
 from logwarden.patterns import (
     PatternError,
@@ -198,8 +199,9 @@ class SourceMatcher:
         """Line by line, decoded with replacement: for what the prefilter cannot see exactly."""
         for offset, line_no, raw in split_lines(block):
             text = raw.decode("utf-8", "replace")
-            self._confirm(text.encode(), text, True, out, offset=offset, line_no=line_no,
-                          truncated=truncated)
+            self._confirm(
+                text.encode(), text, True, out, offset=offset, line_no=line_no, truncated=truncated
+            )
 
     def _scan_every_line(self, block: Block, out: list[Match]) -> None:
         """With `regex` rules every line is visited; RE2 rules still only look at prefilter hits."""
@@ -216,8 +218,15 @@ class SourceMatcher:
             self._confirm(line, text, candidate, out, offset=offset, line_no=line_no)
 
     def _confirm(
-        self, line: bytes, text: str | None, candidate: bool, out: list[Match], *,
-        offset: int, line_no: int | None, truncated: bool = False,
+        self,
+        line: bytes,
+        text: str | None,
+        candidate: bool,
+        out: list[Match],
+        *,
+        offset: int,
+        line_no: int | None,
+        truncated: bool = False,
     ) -> None:
         """Run the rules on one line: `line` is its valid UTF-8, `text` the same decoded if known,
         `candidate` whether RE2 rules may match (False: the prefilter said no).
@@ -245,8 +254,18 @@ class SourceMatcher:
                 captures = self._confirm_regex(rule, text)
             if captures is not None:
                 text = line.decode() if text is None else text
-                out.append(Match(rule.name, rule.severity, rule.report, offset, line_no,
-                                 text, truncated, captures))
+                out.append(
+                    Match(
+                        rule.name,
+                        rule.severity,
+                        rule.report,
+                        offset,
+                        line_no,
+                        text,
+                        truncated,
+                        captures,
+                    )
+                )
 
     def _confirm_regex(self, rule: CompiledRule, text: str) -> dict[str, str | None] | None:
         timeout = rule.config.match_timeout
@@ -265,8 +284,11 @@ class SourceMatcher:
 
 
 def _confirm_re2(
-    rule: CompiledRule, line: bytes, hits: set[int] | None,
-    match_ids: tuple[int, ...], exclude_ids: tuple[int, ...],
+    rule: CompiledRule,
+    line: bytes,
+    hits: set[int] | None,
+    match_ids: tuple[int, ...],
+    exclude_ids: tuple[int, ...],
 ) -> dict[str, str | None] | None:
     """Captures of an RE2 rule on a line, or None; `hits` is the Set's answer, None to search."""
     if hits is not None:
@@ -346,8 +368,11 @@ class RuleSet:
         try:
             everything = ruleset.for_source(None)
         except re2.error as error:  # each rule compiled alone, so only their sum can be too big
-            sink.add(("rules",), "the rules together are too large for one RE2 program"
-                                 f" ({re2_error_message(error)})")
+            sink.add(
+                ("rules",),
+                "the rules together are too large for one RE2 program"
+                f" ({re2_error_message(error)})",
+            )
         else:
             for rule in ruleset._rules:
                 _run_tests(everything, rule, sink)
@@ -370,8 +395,10 @@ class RuleSet:
         """The same rules restricted to `names` (kept in config order), for `scan --rule`."""
         wanted = set(names)
         if unknown := sorted(wanted - self._by_name.keys()):
-            raise KeyError(f"no rule named {', '.join(map(repr, unknown))};"
-                           f" known rules: {', '.join(self._by_name)}")
+            raise KeyError(
+                f"no rule named {', '.join(map(repr, unknown))};"
+                f" known rules: {', '.join(self._by_name)}"
+            )
         return RuleSet([rule for rule in self._rules if rule.name in wanted])
 
     def for_source(self, source: str | None) -> SourceMatcher:
@@ -408,22 +435,29 @@ def _compile_rule(config: Config, rule: RuleConfig, sink: ProblemSink) -> Compil
         numbers: Mapping[str, int] = matcher.groupindex
         groups.append(tuple((name, numbers[name]) for name in capture_names(pattern)))
         if rule.threshold and rule.threshold.key not in numbers:
-            sink.add((*where, "threshold", "key"),
-                     f"match[{index}] has no capture named {rule.threshold.key!r} to count by"
-                     f" (its captures: {', '.join(numbers) or 'none'})")
+            sink.add(
+                (*where, "threshold", "key"),
+                f"match[{index}] has no capture named {rule.threshold.key!r} to count by"
+                f" (its captures: {', '.join(numbers) or 'none'})",
+            )
     if len(sink.problems) > problems_before:
         return None
     return CompiledRule(
-        config=rule, name=rule.name, severity=rule.severity, report=config.report_for(rule).name,
-        uses_re2=rule.engine == "re2", match=tuple(match), exclude=tuple(exclude),
-        matchers=tuple(matchers), excluders=tuple(excluders), groups=tuple(groups),
+        config=rule,
+        name=rule.name,
+        severity=rule.severity,
+        report=config.report_for(rule).name,
+        uses_re2=rule.engine == "re2",
+        match=tuple(match),
+        exclude=tuple(exclude),
+        matchers=tuple(matchers),
+        excluders=tuple(excluders),
+        groups=tuple(groups),
         searches=tuple(span_search(m) for m in matchers) if rule.engine == "re2" else (),
     )
 
 
-def _expand_all(
-    patterns: tuple[str, ...], where: tuple[str, ...], sink: ProblemSink
-) -> list[str]:
+def _expand_all(patterns: tuple[str, ...], where: tuple[str, ...], sink: ProblemSink) -> list[str]:
     expanded = []
     for index, pattern in enumerate(patterns):
         try:
@@ -472,11 +506,16 @@ def _judge(
     if captures is None:
         why = _why_not(test.line, rule)
         return f"expected a match with {test.expect}, but the line did not match{why}"
-    wrong = [f"{key} = {captures[key]!r} (expected {want!r})"
-             for key, want in test.expect.items() if key in captures and captures[key] != want]
+    wrong = [
+        f"{key} = {captures[key]!r} (expected {want!r})"
+        for key, want in test.expect.items()
+        if key in captures and captures[key] != want
+    ]
     if missing := [repr(key) for key in test.expect if key not in captures]:
-        wrong.append(f"no capture named {', '.join(missing)}"
-                     f" (the captures are {', '.join(captures) or 'none'})")
+        wrong.append(
+            f"no capture named {', '.join(missing)}"
+            f" (the captures are {', '.join(captures) or 'none'})"
+        )
     return f"captures differ: {'; '.join(wrong)}" if wrong else None
 
 
@@ -490,3 +529,10 @@ def _why_not(line: str, rule: CompiledRule) -> str:
         if vetoes:
             return f" (exclude[{vetoes[0]}] vetoed it)"
     return ""
+
+
+def load_config(path: Path | None) -> tuple[Config, RuleSet]:
+    """Load, validate and compile a config (rule samples included); ConfigError lists every
+    problem of the tables and of the rules together."""
+    config, sink = load(path or default_config_path(), defer=True)
+    return config, RuleSet.compile(config, sink)

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from tqdm import tqdm
 
@@ -39,7 +39,9 @@ class ScanSummary:
 
 def source_for(path: str, config: Config) -> str | None:
     """The first source whose globs cover `path` (DESIGN §2), or None for a file of no source."""
-    matchers = ((name, PathMatcher(source.paths, source.exclude)) for name, source in config.sources.items())
+    matchers = (
+        (name, PathMatcher(source.paths, source.exclude)) for name, source in config.sources.items()
+    )
     return first_matching(path, matchers)
 
 
@@ -65,11 +67,18 @@ class Scanner:
 
     def _scan_one(self, path: str, source: str | None) -> bool:
         """Scan one file; False (after logging one clear error) when it cannot be read."""
-        max_line_bytes = self.config.sources[source].max_line_bytes if source else DEFAULT_MAX_LINE_BYTES
+        max_line_bytes = (
+            self.config.sources[source].max_line_bytes if source else DEFAULT_MAX_LINE_BYTES
+        )
         matcher = self.rules.for_source(source)
         try:
             with _open(path) as (stream, status):
-                ref = SourceRef(source, path if path == STDIN else os.path.abspath(path), status.st_dev, status.st_ino)
+                ref = SourceRef(
+                    source,
+                    path if path == STDIN else os.path.abspath(path),
+                    status.st_dev,
+                    status.st_ino,
+                )
                 framer = LineFramer(max_line_bytes)
                 size = status.st_size if stat.S_ISREG(status.st_mode) else None
                 with _progress(self.progress, path, size) as bar:
@@ -120,11 +129,18 @@ def _open(path: str) -> Iterator[tuple[BinaryIO, os.stat_result]]:
 
 
 @contextmanager
-def _progress(enabled: bool, path: str, total: int | None) -> Iterator[tqdm[bytes] | None]:
+def _progress(enabled: bool, path: str, total: int | None) -> Iterator[tqdm[Any] | None]:
     """A progress bar on stderr when a person is watching and the file is big enough to wait for."""
     if not enabled or (total is not None and total < 64 * 1024 * 1024):
         yield None
         return
-    with tqdm(total=total, desc=os.path.basename(path), unit="B", unit_scale=True, unit_divisor=1024,
-              file=sys.stderr, leave=False) as bar:
+    with tqdm(
+        total=total,
+        desc=os.path.basename(path),
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        file=sys.stderr,
+        leave=False,
+    ) as bar:
         yield bar

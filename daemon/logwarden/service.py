@@ -43,7 +43,7 @@ from logwarden.reports import (
     settle,
     write_batches,
 )
-from logwarden.rules import RuleSet
+from logwarden.rules import RuleSet, load_config
 from logwarden.status import StatusWriter
 from logwarden.tail import TailManager
 from logwarden.watch import PathIndex, Watcher
@@ -56,8 +56,15 @@ RETRY_MAX = 10.0
 log = get_logger("logwarden.service")
 
 
-def run_daemon(config: Config, rules: RuleSet, *, config_path: Path | None, foreground: bool,
-               log_format: str, log_level: str) -> int:  # fmt: skip
+def run_daemon(
+    config: Config,
+    rules: RuleSet,
+    *,
+    config_path: Path | None,
+    foreground: bool,
+    log_format: str,
+    log_level: str,
+) -> int:
     """Run until SIGTERM/SIGINT; the exit code for the cli."""
     daemon = Daemon(config, rules, foreground=foreground)
     return asyncio.run(daemon.serve())
@@ -110,7 +117,9 @@ class Daemon:
             log.info("stopping: reading every file to its end and committing")
             await asyncio.wait_for(self.drain(), DRAIN_TIMEOUT)
         except TimeoutError:
-            log.error("drain took too long; stopping with what is committed", timeout_s=DRAIN_TIMEOUT)
+            log.error(
+                "drain took too long; stopping with what is committed", timeout_s=DRAIN_TIMEOUT
+            )
         finally:
             await self.shutdown()
         log.info("stopped", commits=self.commit_stats.commits, lines=self.pipeline.lines)
@@ -127,19 +136,34 @@ class Daemon:
         # sealed journals a crash left unpublished are published before anything new is read
         await self.commit(seal=False)
 
-        self.pipeline = Pipeline(self.rules, self.writers, self.builder, self._records_arrived, echo=self.foreground)
+        self.pipeline = Pipeline(
+            self.rules, self.writers, self.builder, self._records_arrived, echo=self.foreground
+        )
         index = PathIndex(config.sources)
-        self.tails = TailManager(config, index, self.pipeline, restored.files, self.known_sources, log)
+        self.tails = TailManager(
+            config, index, self.pipeline, restored.files, self.known_sources, log
+        )
         self.watcher = Watcher(index, config.daemon.watcher, self.tails.changed, log)
         await self.watcher.start()
         await self.tails.start()
         self.known_sources = frozenset(config.sources)
         self.status = StatusWriter(self)
         self._install_signal_handlers()
-        for coroutine in (self._committer(), self._rescanner(), self._status_loop(), self._watchdog_loop()):
+        for coroutine in (
+            self._committer(),
+            self._rescanner(),
+            self._status_loop(),
+            self._watchdog_loop(),
+        ):
             self._tasks.append(asyncio.create_task(coroutine))
-        log.info("ready", sources=len(config.sources), rules=len(config.rules), files=len(self.tails.stats()),
-                 state_dir=str(state_dir), pid=os.getpid())  # fmt: skip
+        log.info(
+            "ready",
+            sources=len(config.sources),
+            rules=len(config.rules),
+            files=len(self.tails.stats()),
+            state_dir=str(state_dir),
+            pid=os.getpid(),
+        )
         self.notifier.ready(self.status.summary())
 
     async def drain(self) -> None:
@@ -176,8 +200,13 @@ class Daemon:
         for name, report in self.config.reports.items():
             states = restored.journals_of(name)
             recover_journals(self.journal_root, name, states)
-            writers[name] = ReportWriter(report, self.journal_root / name, self.builder.host, states,
-                                         restored.next_seq.get(name, 1))  # fmt: skip
+            writers[name] = ReportWriter(
+                report,
+                self.journal_root / name,
+                self.builder.host,
+                states,
+                restored.next_seq.get(name, 1),
+            )
         return writers
 
     def _records_arrived(self) -> None:
@@ -190,7 +219,9 @@ class Daemon:
         batches: list[CommitBatch] = []
         for writer in self.writers.values():
             due = seal or self.seal_all or writer.due_for_rotation(now)
-            batches += writer.take_batches(seal=due and (not self.seal_all or writer.config.publish_on_stop))
+            batches += writer.take_batches(
+                seal=due and (not self.seal_all or writer.config.publish_on_stop)
+            )
         files = self.tails.snapshot() if hasattr(self, "tails") else self.restored.files
         state = checkpoint.Checkpoint(
             files=files,
@@ -229,15 +260,26 @@ class Daemon:
                 try:
                     path = await asyncio.to_thread(writer.publish, journal)
                 except OSError as error:
-                    log.error("publishing a report failed; will retry", report=writer.name, error=str(error))
+                    log.error(
+                        "publishing a report failed; will retry",
+                        report=writer.name,
+                        error=str(error),
+                    )
                     return
                 writer.forget_published(journal)
                 published = True
-                log.info("report published", report=writer.name, path=str(path), records=journal.state.records)
+                log.info(
+                    "report published",
+                    report=writer.name,
+                    path=str(path),
+                    records=journal.state.records,
+                )
         if published:
             # the next checkpoint no longer lists them; retention must not delete what a crash
             # before that checkpoint would publish again, so it protects every listed journal
-            protected = {journal.state.id for writer in self.writers.values() for journal in writer.sealed}
+            protected = {
+                journal.state.id for writer in self.writers.values() for journal in writer.sealed
+            }
             for writer in self.writers.values():
                 await asyncio.to_thread(writer.apply_retention, protected)
 
@@ -251,7 +293,9 @@ class Daemon:
             self.records_waiting.clear()
             self.commit_wanted.clear()
             now = time.monotonic()
-            waiting = self.pipeline.pending_bytes > 0 or any(w.rotate_requested for w in self.writers.values())
+            waiting = self.pipeline.pending_bytes > 0 or any(
+                w.rotate_requested for w in self.writers.values()
+            )
             rotation_due = any(writer.due_for_rotation(now) for writer in self.writers.values())
             if not (waiting or rotation_due or now - last_commit >= interval):
                 continue
@@ -263,7 +307,10 @@ class Daemon:
                 retry = min(retry * 2, RETRY_MAX)
 
     async def _wanted(self) -> None:
-        waits = [asyncio.ensure_future(self.records_waiting.wait()), asyncio.ensure_future(self.commit_wanted.wait())]
+        waits = [
+            asyncio.ensure_future(self.records_waiting.wait()),
+            asyncio.ensure_future(self.commit_wanted.wait()),
+        ]
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -292,9 +339,14 @@ class Daemon:
             if self.foreground and time.monotonic() - last_rate >= rate_every:
                 now = time.monotonic()
                 rate = (self.pipeline.lines - previous_lines) / (now - previous_time)
-                log.info("rates", lines_per_s=round(rate, 1), lines=self.pipeline.lines,
-                         matches=sum(self.pipeline.matches.values()), files=len(self.tails.stats()),
-                         commits=self.commit_stats.commits)  # fmt: skip
+                log.info(
+                    "rates",
+                    lines_per_s=round(rate, 1),
+                    lines=self.pipeline.lines,
+                    matches=sum(self.pipeline.matches.values()),
+                    files=len(self.tails.stats()),
+                    commits=self.commit_stats.commits,
+                )
                 previous_lines, previous_time, last_rate = self.pipeline.lines, now, now
 
     async def _watchdog_loop(self) -> None:
@@ -312,7 +364,9 @@ class Daemon:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._on_stop, signal.SIGTERM)
         loop.add_signal_handler(signal.SIGINT, self._on_stop, signal.SIGINT)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self._tasks.append(asyncio.create_task(self.reload())))
+        loop.add_signal_handler(
+            signal.SIGHUP, lambda: self._tasks.append(asyncio.create_task(self.reload()))
+        )
         loop.add_signal_handler(signal.SIGUSR1, self._on_rotate)
 
     def _on_stop(self, signum: signal.Signals) -> None:
@@ -333,15 +387,15 @@ class Daemon:
         self.notifier.reloading()
         path = self.config.path
         try:
-            from logwarden.cli import load_config
-
             config, rules = await asyncio.to_thread(load_config, path)
             if config.daemon.state_dir != self.config.daemon.state_dir:
                 raise ConfigError([])  # handled below with a specific message
         except ConfigError as error:
             if error.problems:
-                log.error("reload refused: the new config is invalid; the old one keeps running",
-                          problems=[str(problem) for problem in error.problems])  # fmt: skip
+                log.error(
+                    "reload refused: the new config is invalid; the old one keeps running",
+                    problems=[str(problem) for problem in error.problems],
+                )
             else:
                 log.error("reload refused: state_dir cannot change while running; restart instead")
             self.notifier.ready(self.status.summary())
@@ -352,7 +406,9 @@ class Daemon:
             if name in writers:
                 writers[name].config = report
             else:
-                writers[name] = ReportWriter(report, self.journal_root / name, self.builder.host, [], 1)
+                writers[name] = ReportWriter(
+                    report, self.journal_root / name, self.builder.host, [], 1
+                )
         for name in set(writers) - set(config.reports):
             writers[name].rotate_requested = True  # publish what it holds; kept until drained
         self.config, self.rules, self.writers = config, rules, writers
@@ -363,7 +419,12 @@ class Daemon:
         self.watcher.refresh()
         self.known_sources = self.known_sources | frozenset(config.sources)
         await self.tails.rescan()
-        log.info("reloaded", sources=len(config.sources), rules=len(config.rules), reports=len(config.reports))
+        log.info(
+            "reloaded",
+            sources=len(config.sources),
+            rules=len(config.rules),
+            reports=len(config.reports),
+        )
         self.notifier.ready(self.status.summary())
 
 
@@ -378,12 +439,16 @@ def lock_state_dir(state_dir: Path) -> IO[bytes]:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         handle = open(state_dir / "lock", "ab")  # noqa: SIM115 - held open for the daemon's lifetime
     except OSError as error:
-        raise StateDirError(f"cannot use state dir {state_dir}: {error.strerror or error}") from error
+        raise StateDirError(
+            f"cannot use state dir {state_dir}: {error.strerror or error}"
+        ) from error
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as error:
         handle.close()
-        raise StateDirError(f"another logwarden holds {state_dir}/lock; one daemon per state dir") from error
+        raise StateDirError(
+            f"another logwarden holds {state_dir}/lock; one daemon per state dir"
+        ) from error
     return handle
 
 

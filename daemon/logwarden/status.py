@@ -41,8 +41,17 @@ class StatusWriter:
             self.lines_per_s = (lines - self._last_lines) / (now - self._last_time)
         self._last_lines, self._last_time = lines, now
         files = [
-            {"source": f.source, "path": f.path, "dev": f.dev, "inode": f.inode, "offset": f.offset,
-             "size": f.size, "lag_bytes": f.lag, "state": f.state, "error": f.error}  # fmt: skip
+            {
+                "source": f.source,
+                "path": f.path,
+                "dev": f.dev,
+                "inode": f.inode,
+                "offset": f.offset,
+                "size": f.size,
+                "lag_bytes": f.lag,
+                "state": f.state,
+                "error": f.error,
+            }
             for f in daemon.tails.stats()
         ]
         return {
@@ -60,8 +69,11 @@ class StatusWriter:
             "commit_failures": daemon.commit_stats.failures,
             "commit_error": daemon.commit_stats.last_error,
             "reports": {
-                name: {"published": writer.published, "dir": str(writer.config.dir),
-                       "active_records": writer.active.records if writer.active else 0}  # fmt: skip
+                name: {
+                    "published": writer.published,
+                    "dir": str(writer.config.dir),
+                    "active_records": writer.active.records if writer.active else 0,
+                }
                 for name, writer in daemon.writers.items()
             },
             "files": files,
@@ -72,13 +84,17 @@ class StatusWriter:
         daemon = self.daemon
         stats = daemon.tails.stats()
         lag = sum(f.lag for f in stats)
-        return (f"{len(stats)} files, {self.lines_per_s:.0f} lines/s, "
-                f"{sum(daemon.pipeline.matches.values())} matches, lag {lag} bytes")  # fmt: skip
+        return (
+            f"{len(stats)} files, {self.lines_per_s:.0f} lines/s, "
+            f"{sum(daemon.pipeline.matches.values())} matches, lag {lag} bytes"
+        )
 
     def write(self) -> None:
         """Blocking: run in a thread. Not fsynced: status is advisory, replaced every few seconds."""
         data = orjson.dumps(self.document(), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
-        write_atomically(self.daemon.config.daemon.state_dir / FILE_NAME, [data], mode=0o644, durable=False)
+        write_atomically(
+            self.daemon.config.daemon.state_dir / FILE_NAME, [data], mode=0o644, durable=False
+        )
 
 
 def _alive(pid: int) -> bool:
@@ -102,12 +118,21 @@ def show_status(config: Config, as_json: bool) -> int:
     except FileNotFoundError:
         saved = checkpoint.load(state_dir)
         if saved is None:
-            print(f"logwarden: no status in {state_dir}: the daemon has never run with this config", file=sys.stderr)
+            print(
+                f"logwarden: no status in {state_dir}: the daemon has never run with this config",
+                file=sys.stderr,
+            )
             return 1
-        document = {"running": False, "files": [
-            {"source": f.source, "path": f.path, "offset": f.framer.offset} for f in saved.files]}  # fmt: skip
+        document = {
+            "running": False,
+            "files": [
+                {"source": f.source, "path": f.path, "offset": f.framer.offset} for f in saved.files
+            ],
+        }
     if as_json:
-        sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+        sys.stdout.buffer.write(
+            orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+        )
         return 0
     _print_table(document, path)
     return 0
@@ -115,20 +140,27 @@ def show_status(config: Config, as_json: bool) -> int:
 
 def _print_table(document: dict[str, Any], path: Path) -> None:
     state = "running" if document.get("running") else "NOT running"
-    print(f"logwarden {state} (pid {document.get('pid', '?')}), status written {document.get('written', '?')}")
+    print(
+        f"logwarden {state} (pid {document.get('pid', '?')}), status written {document.get('written', '?')}"
+    )
     if "lines" in document:
-        print(f"  lines {document['lines']}  ({document['lines_per_s']}/s)  matches {sum(document['matches'].values())}"
-              f"  alerts {document['alerts']}  lag {document['lag_bytes']} bytes  commits {document['commits']}")
+        print(
+            f"  lines {document['lines']}  ({document['lines_per_s']}/s)  matches {sum(document['matches'].values())}"
+            f"  alerts {document['alerts']}  lag {document['lag_bytes']} bytes  commits {document['commits']}"
+        )
     if document.get("commit_error"):
         print(f"  COMMIT FAILING: {document['commit_error']}")
     for rule, count in sorted(document.get("matches", {}).items()):
         print(f"  rule {rule:<32} {count:>10}")
     for name, report in sorted(document.get("reports", {}).items()):
-        print(f"  report {name:<30} published {report['published']:>6}  active {report['active_records']:>6}  {report['dir']}")
+        published, active = report["published"], report["active_records"]
+        print(f"  report {name:<30} published {published:>6}  active {active:>6}  {report['dir']}")
     files = document.get("files", [])
     if files:
         width = max(len(f["path"]) for f in files)
         print(f"  {'FILE':<{width}}  {'SOURCE':<12} {'OFFSET':>12} {'LAG':>10}  STATE")
         for f in files:
-            print(f"  {f['path']:<{width}}  {f['source']:<12} {f['offset']:>12} {f.get('lag_bytes', ''):>10}  "
-                  f"{f.get('state', '')}{' ' + f['error'] if f.get('error') else ''}")  # fmt: skip
+            print(
+                f"  {f['path']:<{width}}  {f['source']:<12} {f['offset']:>12} {f.get('lag_bytes', ''):>10}  "
+                f"{f.get('state', '')}{' ' + f['error'] if f.get('error') else ''}"
+            )

@@ -134,8 +134,16 @@ class ThresholdTracker:
         value = match.captures.get(threshold.key)
         if value is None or not window.observe(value, now):
             return None
-        return Alert(match.rule, match.severity, match.report, threshold.key, value,
-                     threshold.count, threshold.within, match)
+        return Alert(
+            match.rule,
+            match.severity,
+            match.report,
+            threshold.key,
+            value,
+            threshold.count,
+            threshold.within,
+            match,
+        )
 
     def keys(self, rule: str) -> int:
         """How many keys a rule is tracking now (for status and tests)."""
@@ -147,8 +155,10 @@ class ThresholdTracker:
         return {
             "v": SNAPSHOT_VERSION,
             "rules": {
-                name: [[value, list(state.times), state.alerted]
-                       for value, state in window.keys.items()]
+                name: [
+                    [value, list(state.times), state.alerted]
+                    for value, state in window.keys.items()
+                ]
                 for name, window in self._windows.items()
             },
         }
@@ -165,7 +175,7 @@ class ThresholdTracker:
             if window is None:
                 continue
             window.keys.clear()
-            for value, times, alerted in entries[-self.max_keys:]:
+            for value, times, alerted in entries[-self.max_keys :]:
                 kept = deque(sorted(float(t) for t in times), maxlen=window.threshold.count)
                 window.keys[str(value)] = _KeyState(kept, bool(alerted))
 

@@ -149,7 +149,7 @@ class PathIndex:
         """
         found: dict[str, str] = {}
         listed: set[str] = set()
-        roots = sorted({os.path.abspath(static_root(p)) for p in self._patterns})  # noqa: PTH100
+        roots = sorted({os.path.abspath(static_root(p)) for p in self._patterns})
         for root in roots:
             self._walk(root, found, listed)
         return found
@@ -163,7 +163,7 @@ class PathIndex:
                 continue
             listed.add(directory)
             try:
-                status = os.stat(directory)  # noqa: PTH116 (a str path; pathlib costs per call)
+                status = os.stat(directory)
                 identity = (status.st_dev, status.st_ino)
                 if identity in ancestors:  # a symlink (or bind mount) loop
                     continue
@@ -197,7 +197,7 @@ class PathIndex:
                 if source is not None and (not via_symlink or source in self._follows):
                     found[path] = source
             elif entry.is_symlink() and self._follows:
-                target = os.stat(path)  # noqa: PTH116 (stat, not open: a FIFO target stays shut)
+                target = os.stat(path)
                 if stat.S_ISREG(target.st_mode):
                     source = self.source_of(path)
                     if source in self._follows:
@@ -233,10 +233,10 @@ class PathIndex:
         """
         wanted: dict[str, bool] = {}
         for pattern in self._patterns:
-            root = os.path.abspath(static_root(pattern))  # noqa: PTH100 (lexical on purpose)
+            root = os.path.abspath(static_root(pattern))
             recursive = spans_subdirectories(pattern)
-            while not os.path.isdir(root):  # noqa: PTH112
-                root = os.path.dirname(root)  # noqa: PTH120
+            while not os.path.isdir(root):
+                root = os.path.dirname(root)
                 recursive = root != "/"
             wanted[root] = wanted.get(root, False) or recursive
         # a root inside a recursive one needs no watch of its own, unless it is only reached
@@ -521,7 +521,7 @@ class Watcher:
     def _schedule(self, path: str, recursive: bool) -> None:
         real = os.path.realpath(path)
         try:
-            status = os.stat(real)  # noqa: PTH116
+            status = os.stat(real)
         except OSError:
             return  # gone again since watch_roots(); the next refresh looks again
         handler = _Handler(self, real, path)
@@ -579,7 +579,7 @@ class Watcher:
         if not alive:
             return False
         try:
-            status = os.stat(scheduled.path)  # noqa: PTH116
+            status = os.stat(scheduled.path)
         except OSError:
             return False
         same_inode = (status.st_dev, status.st_ino) == scheduled.identity

@@ -33,24 +33,66 @@ FORMAT_VERSION = 1  # bump to force a rebuild when the output changes without th
 
 RULES = ("ssh-failed-password", "ssh-invalid-user", "nginx-5xx", "app-error", "traceback")
 
-USERS = ["root", "admin", "oracle", "test", "ubnt", "postgres", "git", "user", "ftpuser", "pi",
-         "hadoop", "support", "guest", "ansible", "minecraft", "centos", "jenkins", "deploy",
-         "www-data", "Administrator", "user1", "es", "steam", "teamspeak", "odoo"]  # fmt: skip
+USERS = [
+    "root",
+    "admin",
+    "oracle",
+    "test",
+    "ubnt",
+    "postgres",
+    "git",
+    "user",
+    "ftpuser",
+    "pi",
+    "hadoop",
+    "support",
+    "guest",
+    "ansible",
+    "minecraft",
+    "centos",
+    "jenkins",
+    "deploy",
+    "www-data",
+    "Administrator",
+    "user1",
+    "es",
+    "steam",
+    "teamspeak",
+    "odoo",
+]
 GOOD_USERS = ["alice", "bob", "deploy", "ci-runner"]
 METHODS = ["GET"] * 14 + ["POST"] * 4 + ["HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"]
-PATHS = ["/", "/index.html", "/api/v1/products", "/api/v1/products/{n}", "/api/v1/cart",
-         "/api/v1/orders/{n}", "/v1/search?q=red+shoes&page={n}", "/static/app.{h}.js",
-         "/static/style.{h}.css", "/images/product-{n}.webp", "/health", "/login", "/checkout",
-         "/wp-login.php", "/.env", "/account/orders?page={n}", "/favicon.ico",
-         "/robots.txt"]  # fmt: skip
+PATHS = [
+    "/",
+    "/index.html",
+    "/api/v1/products",
+    "/api/v1/products/{n}",
+    "/api/v1/cart",
+    "/api/v1/orders/{n}",
+    "/v1/search?q=red+shoes&page={n}",
+    "/static/app.{h}.js",
+    "/static/style.{h}.css",
+    "/images/product-{n}.webp",
+    "/health",
+    "/login",
+    "/checkout",
+    "/wp-login.php",
+    "/.env",
+    "/account/orders?page={n}",
+    "/favicon.ico",
+    "/robots.txt",
+]
 AGENTS = [
     "Mozilla/5.0 (X11; Linux x86_64; rv:132.0) Gecko/20100101 Firefox/132.0",
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/131.0.0.0 Safari/537.36",
     "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
-    "curl/8.5.0", "okhttp/4.12.0", "kube-probe/1.30", "Go-http-client/1.1",
+    "curl/8.5.0",
+    "okhttp/4.12.0",
+    "kube-probe/1.30",
+    "Go-http-client/1.1",
     "python-requests/2.32.3",
-]  # fmt: skip
+]
 REFERERS = [
     "-",
     "-",
@@ -59,31 +101,64 @@ REFERERS = [
     "https://shop.example.com/cart",
 ]
 LEVELS = ["INFO"] * 30 + ["DEBUG"] * 8 + ["WARNING"] * 4
-THREADS = ["MainThread", "worker-1", "worker-2", "worker-3", "worker-4", "ThreadPoolExecutor-0_0",
-           "ThreadPoolExecutor-0_1", "celery-beat"]  # fmt: skip
-LOGGERS = ["billing.invoices", "shop.api.orders", "shop.api.products", "shop.db", "celery.worker",
-           "urllib3.connectionpool", "shop.auth", "shop.search"]  # fmt: skip
-INFO_MESSAGES = ["order {n} created for customer {m}", "GET /api/v1/products 200 {n}.3ms",
-                 "invoice INV-{n} sent", "cache hit for key product:{n}", "user {u} logged in",
-                 "search for 'red shoes' returned {n} results in {m}ms", "health check ok",
-                 "retrying in 2s (attempt 2/5)", "slow query took {n}ms: SELECT * FROM orders",
-                 "ERROR budget at {n}%: no action needed"]  # fmt: skip
-ERROR_MESSAGES = ["payment gateway returned 502 for invoice INV-{n}",
-                  "could not connect to redis at 127.0.0.1:6379: Connection refused",
-                  "task shop.tasks.send_receipt[{h}] raised unexpected: TimeoutError()",
-                  "unhandled error while processing request {n}"]  # fmt: skip
+THREADS = [
+    "MainThread",
+    "worker-1",
+    "worker-2",
+    "worker-3",
+    "worker-4",
+    "ThreadPoolExecutor-0_0",
+    "ThreadPoolExecutor-0_1",
+    "celery-beat",
+]
+LOGGERS = [
+    "billing.invoices",
+    "shop.api.orders",
+    "shop.api.products",
+    "shop.db",
+    "celery.worker",
+    "urllib3.connectionpool",
+    "shop.auth",
+    "shop.search",
+]
+INFO_MESSAGES = [
+    "order {n} created for customer {m}",
+    "GET /api/v1/products 200 {n}.3ms",
+    "invoice INV-{n} sent",
+    "cache hit for key product:{n}",
+    "user {u} logged in",
+    "search for 'red shoes' returned {n} results in {m}ms",
+    "health check ok",
+    "retrying in 2s (attempt 2/5)",
+    "slow query took {n}ms: SELECT * FROM orders",
+    "ERROR budget at {n}%: no action needed",
+]
+ERROR_MESSAGES = [
+    "payment gateway returned 502 for invoice INV-{n}",
+    "could not connect to redis at 127.0.0.1:6379: Connection refused",
+    "task shop.tasks.send_receipt[{h}] raised unexpected: TimeoutError()",
+    "unhandled error while processing request {n}",
+]
 SITE = "/srv/shop/venv/lib/python3.11/site-packages"
 FRAMES = [  # (where, code) of a traceback's frames
-    ('/srv/shop/current/shop/api/orders.py", line 142, in create_order',
-     "invoice = billing.create_invoice(order)"),
-    ('/srv/shop/current/shop/billing/invoices.py", line 88, in create_invoice',
-     "response = self.gateway.charge(order.total, order.customer.payment_token)"),
-    (f'{SITE}/requests/sessions.py", line 589, in request',
-     "resp = self.send(prep, **send_kwargs)"),
-    (f'{SITE}/sqlalchemy/engine/base.py", line 1965, in _exec_single_context',
-     "self.dialect.do_execute("),
+    (
+        '/srv/shop/current/shop/api/orders.py", line 142, in create_order',
+        "invoice = billing.create_invoice(order)",
+    ),
+    (
+        '/srv/shop/current/shop/billing/invoices.py", line 88, in create_invoice',
+        "response = self.gateway.charge(order.total, order.customer.payment_token)",
+    ),
+    (
+        f'{SITE}/requests/sessions.py", line 589, in request',
+        "resp = self.send(prep, **send_kwargs)",
+    ),
+    (
+        f'{SITE}/sqlalchemy/engine/base.py", line 1965, in _exec_single_context',
+        "self.dialect.do_execute(",
+    ),
     ('/srv/shop/current/shop/db.py", line 51, in save', "session.commit()"),
-]  # fmt: skip
+]
 EXCEPTIONS = [
     "requests.exceptions.HTTPError: 502 Server Error: Bad Gateway for url: "
     "https://payments.example.net/v2/charges",
@@ -144,8 +219,9 @@ class _Writer:
         self.rng = random.Random(seed)
         rng = self.rng
         octet = rng.randint
-        self.ips = [f"{octet(1, 223)}.{octet(0, 255)}.{octet(0, 255)}.{octet(1, 254)}"
-                    for _ in range(4000)]  # fmt: skip
+        self.ips = [
+            f"{octet(1, 223)}.{octet(0, 255)}.{octet(0, 255)}.{octet(1, 254)}" for _ in range(4000)
+        ]
         self.ips += [
             f"2001:db8:{rng.randint(0, 0xFFFF):x}::{rng.randint(1, 0xFFFF):x}" for _ in range(200)
         ]
@@ -180,19 +256,24 @@ class _Writer:
             counts["ssh-invalid-user"] += 1
             return [f"{head}Invalid user {rng.choice(USERS)} from {ip} port {port}"]
         user = rng.choice(GOOD_USERS)
-        return [head + rng.choice([
-            f"Accepted publickey for {user} from {ip} port {port} ssh2: ED25519 {KEY}",
-            f"Connection closed by authenticating user root {ip} port {port} [preauth]",
-            f"Received disconnect from {ip} port {port}:11: Bye Bye [preauth]",
-            f"Disconnected from authenticating user root {ip} port {port} [preauth]",
-            f"pam_unix(sshd:session): session opened for user {user}(uid=1000) by (uid=0)",
-            f"pam_unix(sshd:session): session closed for user {user}",
-            f"Connection closed by invalid user {rng.choice(USERS)} {ip} port {port} [preauth]",
-            "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= "
-            f"rhost={ip}  user=root",
-            f"Failed publickey for {user} from {ip} port {port} ssh2: RSA {KEY}",
-            "error: kex_exchange_identification: Connection closed by remote host",
-        ])]  # fmt: skip
+        return [
+            head
+            + rng.choice(
+                [
+                    f"Accepted publickey for {user} from {ip} port {port} ssh2: ED25519 {KEY}",
+                    f"Connection closed by authenticating user root {ip} port {port} [preauth]",
+                    f"Received disconnect from {ip} port {port}:11: Bye Bye [preauth]",
+                    f"Disconnected from authenticating user root {ip} port {port} [preauth]",
+                    f"pam_unix(sshd:session): session opened for user {user}(uid=1000) by (uid=0)",
+                    f"pam_unix(sshd:session): session closed for user {user}",
+                    f"Connection closed by invalid user {rng.choice(USERS)} {ip} port {port} [preauth]",
+                    "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= "
+                    f"rhost={ip}  user=root",
+                    f"Failed publickey for {user} from {ip} port {port} ssh2: RSA {KEY}",
+                    "error: kex_exchange_identification: Connection closed by remote host",
+                ]
+            )
+        ]
 
     def nginx(self, counts: Counter[str]) -> list[str]:
         rng = self.rng
@@ -209,8 +290,10 @@ class _Writer:
         path = self.fill(rng.choice(PATHS))
         protocol = rng.choice(("HTTP/1.1", "HTTP/1.1", "HTTP/2.0"))
         request = f"{rng.choice(METHODS)} {path} {protocol}"
-        return [f'{rng.choice(self.ips)} - - [{when}] "{request}" {status} {size} '
-                f'"{rng.choice(REFERERS)}" "{rng.choice(AGENTS)}"']  # fmt: skip
+        return [
+            f'{rng.choice(self.ips)} - - [{when}] "{request}" {status} {size} '
+            f'"{rng.choice(REFERERS)}" "{rng.choice(AGENTS)}"'
+        ]
 
     def app(self, counts: Counter[str]) -> list[str]:
         rng = self.rng
@@ -267,8 +350,10 @@ def main(argv: list[str] | None = None) -> int:
     corpus = ensure(args.lines, args.seed, log=lambda text: print(text, file=sys.stderr))
     matching = sum(corpus.expected.values())
     share = 100 * matching / corpus.lines
-    print(f"{corpus.path}: {corpus.lines:,} lines, {corpus.bytes / 1e6:.1f} MB, "
-          f"{matching:,} matching ({share:.2f}%): {corpus.expected}")  # fmt: skip
+    print(
+        f"{corpus.path}: {corpus.lines:,} lines, {corpus.bytes / 1e6:.1f} MB, "
+        f"{matching:,} matching ({share:.2f}%): {corpus.expected}"
+    )
     return 0
 
 

@@ -45,12 +45,12 @@ _METHOD = "(GET|HEAD|POST|PUT|DELETE|CONNECT|OPTIONS|TRACE|PATCH)"
 _STAMP = "[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.,][0-9]+)?)?"
 GREP_PATTERNS = {
     "ssh-failed-password": rf"sshd\[[0-9]+\]: Failed password for (invalid user )?"
-                           rf"[^[:space:]]+ from {_ADDRESS} port [+-]?[0-9]+",
+    rf"[^[:space:]]+ from {_ADDRESS} port [+-]?[0-9]+",
     "ssh-invalid-user": rf"sshd\[[0-9]+\]: Invalid user [^[:space:]]+ from {_ADDRESS}",
     "nginx-5xx": rf'{_ADDRESS} [^ ]+ [^ ]+ \[[^]]+\] "{_METHOD} [^ "]+ HTTP/[0-9.]+" 5[0-9][0-9] ',
     "app-error": rf"^{_STAMP} ERROR \[[^]]+\] [A-Za-z0-9_.]+: ",
     "traceback": r"^Traceback \(most recent call last\):",
-}  # fmt: skip
+}
 
 
 @dataclass
@@ -96,15 +96,21 @@ sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
-def measure(command: Sequence[str], stdout: Path | None = None,
-            env: dict[str, str] | None = None) -> Measured:  # fmt: skip
+def measure(
+    command: Sequence[str], stdout: Path | None = None, env: dict[str, str] | None = None
+) -> Measured:
     """Run `command` to completion: its wall time and its own peak RSS, through PROBE."""
     report = CORPUS_OUT / ".probe"
     environment = {**os.environ, **(env or {})}
     with stdout.open("wb") if stdout else open(os.devnull, "wb") as out:
-        probe = subprocess.Popen([sys.executable, "-c", PROBE, str(report), *command],
-                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE,
-                                 env=environment, start_new_session=True)  # fmt: skip
+        probe = subprocess.Popen(
+            [sys.executable, "-c", PROBE, str(report), *command],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.PIPE,
+            env=environment,
+            start_new_session=True,
+        )
         try:
             _, errors = probe.communicate(timeout=TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -134,9 +140,13 @@ def grep_per_rule(ctx: Context) -> dict[str, int]:
     """Each rule's line count with its own grep (untimed: this is the correctness check)."""
     counts = {}
     for rule, pattern in GREP_PATTERNS.items():
-        result = subprocess.run(["grep", "-E", "-c", "-e", pattern, str(ctx.corpus.path)],
-                                capture_output=True, env={**os.environ, "LC_ALL": "C"},
-                                timeout=TIMEOUT, check=False)  # fmt: skip
+        result = subprocess.run(
+            ["grep", "-E", "-c", "-e", pattern, str(ctx.corpus.path)],
+            capture_output=True,
+            env={**os.environ, "LC_ALL": "C"},
+            timeout=TIMEOUT,
+            check=False,
+        )
         counts[rule] = int(result.stdout)
     return counts
 
@@ -155,8 +165,12 @@ def logwarden_scan(ctx: Context) -> Row:
 def naive_python(ctx: Context) -> Row:
     out = ctx.scratch / "naive-counts.json"
     measured = measure([sys.executable, __file__, "--naive", str(ctx.corpus.path)], out)
-    return Row("naive Python (`re` per rule, orjson)", measured, orjson.loads(out.read_bytes()),
-               note="for line in file: for rule: re.search")  # fmt: skip
+    return Row(
+        "naive Python (`re` per rule, orjson)",
+        measured,
+        orjson.loads(out.read_bytes()),
+        note="for line in file: for rule: re.search",
+    )
 
 
 def naive(path: Path) -> None:
@@ -178,8 +192,12 @@ def naive(path: Path) -> None:
                     found = pattern.search(text)
                     if found:
                         counts[name] += 1
-                        record = {"rule": name, "line_no": number, "line": text,
-                                  "captures": found.groupdict()}  # fmt: skip
+                        record = {
+                            "rule": name,
+                            "line_no": number,
+                            "line": text,
+                            "captures": found.groupdict(),
+                        }
                         sink.write(dumps(record, option=orjson.OPT_APPEND_NEWLINE))
                         break
     sys.stdout.write(orjson.dumps(counts).decode())
@@ -200,8 +218,9 @@ LATER_BENCHMARKS: list[Callable[[Context], list[Row]]] = []
 # ---------------------------------------------------------------- the report
 
 
-def check_counts(expected: dict[str, int], grep_rules: dict[str, int],
-                 rows: list[Row]) -> list[str]:  # fmt: skip
+def check_counts(
+    expected: dict[str, int], grep_rules: dict[str, int], rows: list[Row]
+) -> list[str]:
     """Every disagreement between the generator, grep and each contender, as sentences."""
     problems = []
     for rule, want in expected.items():
@@ -240,8 +259,10 @@ def table(ctx: Context, rows: list[Row], grep_row: Row) -> str:
 
 def per_rule_table(expected: dict[str, int], grep_rules: dict[str, int], rows: list[Row]) -> str:
     contenders = [row for row in rows if "*" not in row.counts]
-    out = ["| rule | generator | grep -c | " + " | ".join(row.name for row in contenders) + " |",
-           "|---|---:|---:|" + "---:|" * len(contenders)]  # fmt: skip
+    out = [
+        "| rule | generator | grep -c | " + " | ".join(row.name for row in contenders) + " |",
+        "|---|---:|---:|" + "---:|" * len(contenders),
+    ]
     for rule, want in expected.items():
         cells = " | ".join(f"{row.counts.get(rule, 0):,}" for row in contenders)
         out.append(f"| {rule} | {want:,} | {grep_rules.get(rule, 0):,} | {cells} |")
@@ -257,16 +278,21 @@ def environment() -> str:
                 break
     except OSError:
         pass
-    grep = subprocess.run(["grep", "--version"], capture_output=True, text=True, timeout=10,
-                          check=False)  # fmt: skip
+    grep = subprocess.run(
+        ["grep", "--version"], capture_output=True, text=True, timeout=10, check=False
+    )
     grep_version = grep.stdout.splitlines()[0]
     return f"{cpu}, {os.cpu_count()} CPUs; Python {platform.python_version()}; {grep_version}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--lines", type=int, default=corpus_module.DEFAULT_LINES,
-                        help="corpus size in lines (default: %(default)s)")  # fmt: skip
+    parser.add_argument(
+        "--lines",
+        type=int,
+        default=corpus_module.DEFAULT_LINES,
+        help="corpus size in lines (default: %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=corpus_module.DEFAULT_SEED)
     parser.add_argument("--skip-naive", action="store_true", help="leave out the Python baseline")
     parser.add_argument("--naive", type=Path, help=argparse.SUPPRESS)  # the baseline's own process
@@ -281,9 +307,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     CORPUS_OUT.mkdir(exist_ok=True)
     ctx = Context(corpus, args, CORPUS_OUT)
     matching = sum(corpus.expected.values())
-    print(f"corpus: {corpus.path.relative_to(ROOT)}: {corpus.lines:,} lines, "
-          f"{corpus.bytes / 1e6:.0f} MB, {matching:,} matching lines "
-          f"({100 * matching / corpus.lines:.1f}%)", file=sys.stderr)  # fmt: skip
+    print(
+        f"corpus: {corpus.path.relative_to(ROOT)}: {corpus.lines:,} lines, "
+        f"{corpus.bytes / 1e6:.0f} MB, {matching:,} matching lines "
+        f"({100 * matching / corpus.lines:.1f}%)",
+        file=sys.stderr,
+    )
     with corpus.path.open("rb") as stream:  # into the page cache, so no contender pays for the disk
         while stream.read(16 << 20):
             pass
