@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import random
@@ -175,7 +176,7 @@ def test_sigkill_at_random_moments_with_rename_rotation(workdir: Path, daemon: D
     """Repeated SIGKILL while a writer appends and files rotate: every match exactly once."""
     rng = random.Random(20261124)
     log = workdir / "logs" / "app.log"
-    total = 12000
+    total = 24000
     writer = start_writer(log, 0, total, rate=1500)
     try:
         rotations = 0
@@ -183,7 +184,7 @@ def test_sigkill_at_random_moments_with_rename_rotation(workdir: Path, daemon: D
         while writer.poll() is None and time.monotonic() < deadline:
             daemon.start(timeout=30)
             time.sleep(rng.uniform(0.2, 1.2))
-            if rng.random() < 0.6 and log.exists():
+            if rng.random() < 0.8 and log.exists():
                 rotations += 1
                 os.rename(log, workdir / "logs" / f"app.log.{rotations}")
             time.sleep(rng.uniform(0.0, 0.5))
@@ -202,8 +203,8 @@ def test_sigkill_at_random_moments_with_rename_rotation(workdir: Path, daemon: D
         message="catch-up after the last restart",
     )
     assert daemon.stop() == 0
-    assert rotations >= 3
     assert_exactly_once(workdir, expected_seqs(0, total))
+    assert rotations >= 3
     for report in (workdir / "reports").iterdir():
         assert not report.name.startswith("."), "a temporary was left in the report dir"
 
@@ -245,14 +246,11 @@ def test_logrotate_at_1000_lines_per_second(workdir: Path, daemon: Daemon, mode:
         if writer.poll() is None:
             writer.kill()
     expected = expected_seqs(0, total)
-    wait_until(
-        lambda: len(set(seqs(published_records(workdir / "reports")))) >= len(expected) - 5,
-        20,
-        message="the daemon catching up",
-    )
+    with contextlib.suppress(AssertionError):  # the exactly-once check below says what is missing
+        wait_until(lambda: set(seqs(published_records(workdir / "reports"))) >= expected, 20)
     assert daemon.stop() == 0
-    assert rotations >= 4
     assert_exactly_once(workdir, expected)
+    assert rotations >= 4
 
 
 def test_hostile_input(
@@ -426,7 +424,7 @@ def test_disk_full_pauses_and_recovers(workdir: Path) -> None:
     mount.mkdir()
     mounted = (
         subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+            ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
             capture_output=True,
             check=False,
         ).returncode
@@ -444,7 +442,7 @@ def test_disk_full_pauses_and_recovers(workdir: Path) -> None:
         )
         daemon.start()
         filler = mount / "filler"
-        with open(filler, "wb") as handle:
+        with open(filler, "wb", buffering=0) as handle:
             try:
                 while True:
                     handle.write(b"\0" * 4096)

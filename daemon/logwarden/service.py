@@ -20,9 +20,10 @@ import fcntl
 import os
 import signal
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import structlog
 
@@ -45,13 +46,14 @@ from logwarden.reports import (
 )
 from logwarden.rules import RuleSet, load_config
 from logwarden.status import StatusWriter
-from logwarden.tail import TailManager
+from logwarden.tail import FileCheckpoint, TailManager
 from logwarden.watch import PathIndex, Watcher
 
 EX_OK = 0
 EX_FAILURE = 1
 DRAIN_TIMEOUT = 60.0
-RETRY_MAX = 10.0
+RETRY_MAX = 5.0
+FULL_CHECK_INTERVAL = 5.0
 
 log = get_logger("logwarden.service")
 
@@ -91,12 +93,16 @@ class Daemon:
         self.stop_requested = asyncio.Event()
         self.records_waiting = asyncio.Event()  # set by the pipeline: a commit should start soon
         self.commit_wanted = asyncio.Event()  # set by SIGUSR1 and stop: commit now, whatever waits
-        self.seal_all = False
         self.started = time.monotonic()
         self._signals = 0
+        self.exit_code = EX_OK
+        self._status_failing = False
         self._tasks: list[asyncio.Task[None]] = []
         self._lock: IO[bytes] | None = None
         self.restored = checkpoint.Checkpoint()
+        self._committed_files: list[FileCheckpoint] = []
+        self._committed_bytes = 0
+        self._commit_lock = asyncio.Lock()
         self.pipeline: Pipeline
         self.tails: TailManager
         self.watcher: Watcher
@@ -123,7 +129,7 @@ class Daemon:
         finally:
             await self.shutdown()
         log.info("stopped", commits=self.commit_stats.commits, lines=self.pipeline.lines)
-        return EX_OK
+        return self.exit_code
 
     async def startup(self) -> None:
         config = self.config
@@ -134,7 +140,7 @@ class Daemon:
         await asyncio.to_thread(prepare_dirs, config.reports, self.journal_root)
         self.writers = self._build_writers(restored)
         # sealed journals a crash left unpublished are published before anything new is read
-        await self.commit(seal=False)
+        await self.commit()
 
         self.pipeline = Pipeline(
             self.rules, self.writers, self.builder, self._records_arrived, echo=self.foreground
@@ -155,7 +161,7 @@ class Daemon:
             self._status_loop(),
             self._watchdog_loop(),
         ):
-            self._tasks.append(asyncio.create_task(coroutine))
+            self._spawn(coroutine)
         log.info(
             "ready",
             sources=len(config.sources),
@@ -166,11 +172,29 @@ class Daemon:
         )
         self.notifier.ready(self.status.summary())
 
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Start a background task; one that dies of an exception stops the daemon (exit 1, so
+        systemd restarts it) rather than leaving it running without, say, its committer."""
+        task = asyncio.create_task(coroutine, name=getattr(coroutine, "__qualname__", None))
+        self._tasks.append(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        log.error("internal task failed; stopping", task=task.get_name(), error=repr(error), exc_info=error)
+        self.exit_code = EX_FAILURE
+        self.stop_requested.set()
+
     async def drain(self) -> None:
         await self.tails.drain()
-        self.seal_all = any(writer.config.publish_on_stop for writer in self.writers.values())
-        await self.commit(seal=False)
-        await self.commit(seal=False)  # the second publishes what the first sealed
+        # the first commit seals and publishes; the second records that nothing is left sealed
+        if not (await self.commit(stopping=True) and await self.commit()):
+            # nothing is lost (uncommitted lines are read again at the next start), but the
+            # operator and systemd should know this stop was not clean
+            log.error("could not commit at stop; the next start reads the uncommitted part again")
+            self.exit_code = EX_FAILURE
 
     async def shutdown(self) -> None:
         loop = asyncio.get_running_loop()
@@ -184,7 +208,7 @@ class Daemon:
         if hasattr(self, "tails"):
             await self.tails.close()
         if hasattr(self, "status"):
-            await asyncio.to_thread(self.status.write)
+            await self._write_status()
         self.notifier.close()
         if self._lock is not None:
             self._lock.close()
@@ -212,17 +236,24 @@ class Daemon:
     def _records_arrived(self) -> None:
         self.records_waiting.set()
 
-    async def commit(self, seal: bool = False) -> bool:
-        """One commit: snapshot, write + fsync journals, replace the checkpoint, publish sealed ones."""
+    async def commit(self, stopping: bool = False) -> bool:
+        """One commit: snapshot, write + fsync journals, replace the checkpoint, publish sealed ones.
+
+        A journal is sealed when it is due for rotation (age, SIGUSR1; size and count limits
+        seal as records arrive), or when stopping and its report publishes on stop. Commits never
+        overlap (the committer's and the final one at stop): each builds on the last one's state.
+        """
+        async with self._commit_lock:
+            return await self._commit(stopping)
+
+    async def _commit(self, stopping: bool) -> bool:
         started = time.monotonic()
-        now = time.monotonic()
         batches: list[CommitBatch] = []
         for writer in self.writers.values():
-            due = seal or self.seal_all or writer.due_for_rotation(now)
-            batches += writer.take_batches(
-                seal=due and (not self.seal_all or writer.config.publish_on_stop)
-            )
-        files = self.tails.snapshot() if hasattr(self, "tails") else self.restored.files
+            seal = writer.due_for_rotation(started) or (stopping and writer.config.publish_on_stop)
+            batches += writer.take_batches(seal=seal)
+        files = self.tails.snapshot() if hasattr(self, "tails") else list(self.restored.files)
+        accepted = self.pipeline.bytes if hasattr(self, "pipeline") else 0
         state = checkpoint.Checkpoint(
             files=files,
             journals=[batch.target for batch in batches],
@@ -235,10 +266,11 @@ class Daemon:
             give_back(batches)
             self.commit_stats.failures += 1
             if self.commit_stats.last_error is None:
-                log.error("commit failed; reading paused until it succeeds", error=str(error))
+                log.error("commit failed; reading pauses until it succeeds", error=str(error))
             self.commit_stats.last_error = str(error)
             return False
         settle(batches)
+        self._committed_files, self._committed_bytes = files, accepted
         if self.commit_stats.last_error is not None:
             log.info("commit succeeded again", failed_attempts=self.commit_stats.failures)
             self.commit_stats.last_error = None
@@ -248,6 +280,13 @@ class Daemon:
         if hasattr(self, "pipeline"):
             self.pipeline.room_made()
         return True
+
+    def _progress_uncommitted(self, full_check: bool) -> bool:
+        """Whether tail offsets moved since the last commit: cheaply by the bytes accepted, and on
+        `full_check` by comparing snapshots (a truncation moves an offset without new bytes)."""
+        if self.pipeline.bytes != self._committed_bytes:
+            return True
+        return full_check and self.tails.snapshot() != self._committed_files
 
     def _write_durably(self, batches: list[CommitBatch], state: checkpoint.Checkpoint) -> None:
         write_batches(batches)
@@ -284,24 +323,29 @@ class Daemon:
                 await asyncio.to_thread(writer.apply_retention, protected)
 
     async def _committer(self) -> None:
+        """Group commit: records waiting → commit now (again as soon as the last one ends);
+        offsets that moved without records → commit every `commit_interval` at most; idle →
+        nothing at all (no fsync for a quiet host)."""
         interval = self.config.daemon.commit_interval
         retry = interval
-        last_commit = time.monotonic()
+        last_full_check = time.monotonic()
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wanted(), timeout=min(interval, 1.0))
+                await asyncio.wait_for(self._wanted(), timeout=max(interval, 1.0))
             self.records_waiting.clear()
             self.commit_wanted.clear()
             now = time.monotonic()
-            waiting = self.pipeline.pending_bytes > 0 or any(
-                w.rotate_requested for w in self.writers.values()
-            )
-            rotation_due = any(writer.due_for_rotation(now) for writer in self.writers.values())
-            if not (waiting or rotation_due or now - last_commit >= interval):
+            full_check = now - last_full_check >= FULL_CHECK_INTERVAL
+            if full_check:
+                last_full_check = now
+            records = self.pipeline.pending_bytes > 0
+            rotation = any(writer.due_for_rotation(now) or writer.sealed for writer in self.writers.values())
+            if not (records or rotation or self._progress_uncommitted(full_check)):
                 continue
             if await self.commit():
-                last_commit = time.monotonic()
                 retry = interval
+                if not records:
+                    await asyncio.sleep(interval)  # offsets only: no hurry, batch them
             else:
                 await asyncio.sleep(retry)
                 retry = min(retry * 2, RETRY_MAX)
@@ -334,7 +378,7 @@ class Daemon:
         last_rate = time.monotonic()
         while True:
             await asyncio.sleep(self.config.daemon.status_interval)
-            await asyncio.to_thread(self.status.write)
+            await self._write_status()
             self.notifier.status(self.status.summary())
             if self.foreground and time.monotonic() - last_rate >= rate_every:
                 now = time.monotonic()
@@ -348,6 +392,17 @@ class Daemon:
                     commits=self.commit_stats.commits,
                 )
                 previous_lines, previous_time, last_rate = self.pipeline.lines, now, now
+
+    async def _write_status(self) -> None:
+        """status.json is advisory: a full disk must not stop the daemon over it."""
+        try:
+            await asyncio.to_thread(self.status.write)
+        except OSError as error:
+            if not self._status_failing:
+                log.warning("cannot write status file", error=str(error))
+            self._status_failing = True
+        else:
+            self._status_failing = False
 
     async def _watchdog_loop(self) -> None:
         """WATCHDOG=1 from the event loop itself, so a wedged loop stops the pings and gets caught."""
