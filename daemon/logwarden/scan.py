@@ -88,6 +88,7 @@ class Scanner:
                         if bar is not None:
                             bar.update(len(chunk))
                     self._emit(framer.flush(), matcher, ref)
+                self.lines += (framer.state.line_no or 1) - 1  # the framer counted them
         except OSError as error:
             log.error("cannot read file", path=path, error=error.strerror or str(error))
             return False
@@ -98,7 +99,6 @@ class Scanner:
         now = time.time()
         stamp = utc_timestamp()
         for block in blocks:
-            self.lines += block.line_count
             for match in matcher.scan(block):
                 out.append(dumps(self.records.match(match, ref, stamp)))
                 alert = self.thresholds.observe(match, now)
