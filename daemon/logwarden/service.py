@@ -183,7 +183,12 @@ class Daemon:
         if task.cancelled() or task.exception() is None:
             return
         error = task.exception()
-        log.error("internal task failed; stopping", task=task.get_name(), error=repr(error), exc_info=error)
+        log.error(
+            "internal task failed; stopping",
+            task=task.get_name(),
+            error=repr(error),
+            exc_info=error,
+        )
         self.exit_code = EX_FAILURE
         self.stop_requested.set()
 
@@ -339,7 +344,9 @@ class Daemon:
             if full_check:
                 last_full_check = now
             records = self.pipeline.pending_bytes > 0
-            rotation = any(writer.due_for_rotation(now) or writer.sealed for writer in self.writers.values())
+            rotation = any(
+                writer.due_for_rotation(now) or writer.sealed for writer in self.writers.values()
+            )
             if not (records or rotation or self._progress_uncommitted(full_check)):
                 continue
             if await self.commit():
