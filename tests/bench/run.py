@@ -1,12 +1,15 @@
-"""`make bench`: logwarden scan against grep and a naive Python loop, on one corpus, in one run.
+"""`make bench`: logwarden scan and the daemon against grep (and a naive Python loop), in one run.
 
 Every contender runs as a child process over the same file (warm in the page cache after the
 first run, which is untimed), measured the same way: wall time from spawn to exit and the peak RSS
 that wait4 reports for that child alone. Before any number is printed, every contender's count
 per rule must equal what the corpus generator wrote: a fast wrong answer is not a result.
+Then the daemon benchmarks (daemons.py): catch-up on the corpus as a backlog, live latency, many
+idle files, each figure next to its target. tests/bench/README.md says what each figure means.
 
     .venv/bin/python tests/bench/run.py                  # 2,000,000 lines (~240 MB)
     .venv/bin/python tests/bench/run.py --lines 200000   # a quick run
+    .venv/bin/python tests/bench/run.py --only live      # one benchmark (grep always runs)
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ TIMEOUT = 1800  # seconds for one contender over the full corpus; a hang is a fa
 
 sys.path.insert(0, str(HERE))
 import corpus as corpus_module  # noqa: E402 (a sibling script, not a package)
+import daemons  # noqa: E402
 
 # grep -E equivalents of bench.toml's rules: on this corpus they match the same lines (checked on
 # every run). `%{user}` is RE2's \S+, `%{ip}` is loosened to the characters of an address (the
@@ -77,6 +81,7 @@ class Context:
     corpus: corpus_module.Corpus
     args: argparse.Namespace
     scratch: Path
+    grep_wall: float = 0.0  # seconds: grep's time in this run, what ratios divide by
 
 
 # wait4's peak RSS for a child of this script is not the child's own: Linux carries the RSS of
@@ -203,16 +208,32 @@ def naive(path: Path) -> None:
     sys.stdout.write(orjson.dumps(counts).decode())
 
 
-# ---------------------------------------------------------------- benchmarks still to come
-# Each takes the Context and returns rows for the table; main() runs them after the scan
-# comparison, in this order. Planned, once the daemon lands:
-# - daemon catch-up: `logwarden run` with start_at = "beginning" on the corpus; time from start
-#   until the checkpoint's offset reaches the end of the file and every report is published.
-# - live latency: append lines to a followed file at a steady rate; p50/p99/max from write() to
-#   the record being durable (journal) and to it being in a published report.
-# - many files: 10,000 idle files plus 10 busy ones; CPU %, open descriptors and RSS at rest and
-#   under load, and the latency of the busy files.
-LATER_BENCHMARKS: list[Callable[[Context], list[Row]]] = []
+# ---------------------------------------------------------------- the daemon benchmarks
+# Each takes the Context and returns an Outcome (rows for the main table, figures with their
+# targets for the daemon table, problems); main() runs them after the scan comparison, in this
+# order. The machinery (the daemon as a child, inotify on report dirs) is in daemons.py.
+
+
+def daemon_catch_up(ctx: Context) -> daemons.Outcome:
+    return daemons.catch_up(ctx, runs=ctx.args.catchup_runs)
+
+
+def daemon_live(ctx: Context) -> daemons.Outcome:
+    return daemons.live_latency(
+        ctx, rate=ctx.args.live_rate, seconds=ctx.args.live_seconds, share=ctx.args.live_share
+    )
+
+
+def daemon_many_files(ctx: Context) -> daemons.Outcome:
+    return daemons.many_files(ctx, dirs=20, per_dir=100, idle_seconds=ctx.args.idle_seconds)
+
+
+LATER_BENCHMARKS: dict[str, Callable[[Context], daemons.Outcome]] = {
+    "catchup": daemon_catch_up,
+    "live": daemon_live,
+    "idle": daemon_many_files,
+}
+BENCHMARKS = ("scan", "naive", *LATER_BENCHMARKS)  # what --only may name; grep always runs
 
 
 # ---------------------------------------------------------------- the report
@@ -285,6 +306,20 @@ def environment() -> str:
     return f"{cpu}, {os.cpu_count()} CPUs; Python {platform.python_version()}; {grep_version}"
 
 
+def _terminated(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def figures_table(figures: list[daemons.Figure]) -> str:
+    out = ["| benchmark | figure | measured | target | |", "|---|---|---:|---:|---|"]
+    for figure in figures:
+        verdict = {None: "", True: "met", False: "**MISSED**"}[figure.ok]
+        out.append(
+            f"| {figure.benchmark} | {figure.name} | {figure.value} | {figure.target} | {verdict} |"
+        )
+    return "\n".join(out)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -294,7 +329,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="corpus size in lines (default: %(default)s)",
     )
     parser.add_argument("--seed", type=int, default=corpus_module.DEFAULT_SEED)
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=BENCHMARKS,
+        metavar="NAME",
+        help=f"run only this benchmark (repeatable; grep always runs): {', '.join(BENCHMARKS)}",
+    )
     parser.add_argument("--skip-naive", action="store_true", help="leave out the Python baseline")
+    parser.add_argument(
+        "--catchup-runs", type=int, default=3, help="catch-up runs, median shown (default: 3)"
+    )
+    parser.add_argument(
+        "--live-seconds", type=float, default=10.0, help="live writer duration (default: 10)"
+    )
+    parser.add_argument(
+        "--live-rate", type=float, default=2000.0, help="live lines/s, one a write (default: 2000)"
+    )
+    parser.add_argument(
+        "--live-share",
+        type=float,
+        default=0.0,
+        help="share of live lines that match, at least the corpus' own (default: the corpus' own)",
+    )
+    parser.add_argument(
+        "--idle-seconds", type=float, default=10.0, help="many-files idle window (default: 10)"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="attach py-spy to each daemon (figures then include its overhead)",
+    )
     parser.add_argument("--naive", type=Path, help=argparse.SUPPRESS)  # the baseline's own process
     args = parser.parse_args(argv)
     if args.naive:
@@ -302,6 +367,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if shutil.which("grep") is None:
         raise SystemExit("grep is needed for the comparison")
+    signal.signal(signal.SIGTERM, _terminated)  # so that `finally` stops every daemon by PID
+    selected = set(args.only or BENCHMARKS)
+    if args.skip_naive:
+        selected.discard("naive")
 
     corpus = corpus_module.ensure(args.lines, args.seed, log=partial(print, file=sys.stderr))
     CORPUS_OUT.mkdir(exist_ok=True)
@@ -319,19 +388,51 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     grep_rules = grep_per_rule(ctx)
     grep_row = grep_all(ctx)
-    rows = [grep_row, logwarden_scan(ctx)]
-    if not args.skip_naive:
+    ctx.grep_wall = grep_row.measured.wall
+    rows = [grep_row]
+    if "scan" in selected:
+        rows.append(logwarden_scan(ctx))
+    if "naive" in selected:
         rows.append(naive_python(ctx))
-    for benchmark in LATER_BENCHMARKS:
-        rows += benchmark(ctx)
+    figures: list[daemons.Figure] = []
+    problems: list[str] = []
+    profiles: list[str] = []
+    for name, benchmark in LATER_BENCHMARKS.items():
+        if name not in selected:
+            continue
+        print(f"running the daemon benchmark {name} ...", file=sys.stderr)
+        try:
+            outcome = benchmark(ctx)
+        except daemons.BenchmarkFailed as error:
+            problems.append(f"{name}: {error}")
+            continue
+        rows += [
+            Row(r.name, Measured(r.wall, r.peak_rss, 0), r.counts, note=r.note)
+            for r in outcome.rows
+        ]
+        figures += outcome.figures
+        problems += outcome.problems
+        profiles += outcome.notes
 
-    problems = check_counts(corpus.expected, grep_rules, rows)
+    problems = check_counts(corpus.expected, grep_rules, rows) + problems
     print(f"\n{environment()}\n")
     print(table(ctx, rows, grep_row))
     print()
-    print(per_rule_table(corpus.expected, grep_rules, rows))
+    if any("*" not in row.counts for row in rows):
+        print(per_rule_table(corpus.expected, grep_rules, rows))
+    if figures:
+        print()
+        print(figures_table(figures))
+    notes = [f"- {row.name}: {row.note}" for row in rows if row.note]
+    if notes:
+        print("\n" + "\n".join(notes))
+    for profile in profiles:
+        print("\n" + profile)
     if problems:
-        print("\nCOUNTS DISAGREE:\n  " + "\n  ".join(problems), file=sys.stderr)
+        print(
+            "\nPROBLEMS (these figures are not results):\n  " + "\n  ".join(problems),
+            file=sys.stderr,
+        )
         return 1
     return 0
 
