@@ -18,6 +18,7 @@ import contextlib
 import os
 import re
 import time
+from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -137,6 +138,7 @@ class ReportWriter:
         self.next_seq = next_seq
         self.rotate_requested = False
         self.published = 0
+        self._published_names: deque[str] | None = None  # oldest first; listed at first retention
         for state in sorted(restored, key=lambda s: s.seq):
             journal = Journal(state, journal_dir)
             if state.closed is None:
@@ -245,6 +247,8 @@ class ReportWriter:
         final = self.published_path(journal.state)
         if not final.exists():
             write_atomically(final, self._render(journal), mode=self.config.file_mode)
+            if self._published_names is not None:
+                self._published_names.append(final.name)
         journal.path.unlink(missing_ok=True)
         self.published += 1
         return final
@@ -279,27 +283,40 @@ class ReportWriter:
         yield b"]}\n"
 
     def apply_retention(self, protected: set[str]) -> list[Path]:
-        """Delete the oldest published reports beyond `keep`; never one still listed in a checkpoint."""
-        pattern = re.compile(
-            rf"^{re.escape(self.name)}-\d{{8}}T\d{{6}}Z-\d{{{SEQ_WIDTH}}}\.(json|ndjson)$"
-        )
-        try:
-            names = sorted(
-                (entry.name for entry in os.scandir(self.config.dir) if pattern.match(entry.name)),
-                key=lambda name: name.rsplit("-", 1)[1],
+        """Delete the oldest published reports beyond `keep`; never one still listed in a checkpoint.
+
+        The dir is listed once; after that the names this writer publishes are tracked in memory,
+        so a publish costs no directory scan however large `keep` is. No dir fsync: a deletion
+        lost in a crash only means an old report is deleted again next time.
+        """
+        if self._published_names is None:
+            pattern = re.compile(
+                rf"^{re.escape(self.name)}-\d{{8}}T\d{{6}}Z-\d{{{SEQ_WIDTH}}}\.(json|ndjson)$"
             )
-        except FileNotFoundError:
-            return []
+            try:
+                found = [
+                    entry.name for entry in os.scandir(self.config.dir) if pattern.match(entry.name)
+                ]
+            except FileNotFoundError:
+                found = []
+            self._published_names = deque(sorted(found, key=_seq_of))
+        names = self._published_names
         removed = []
-        for name in names[: max(len(names) - self.config.keep, 0)]:
+        kept_back: list[str] = []
+        for _ in range(max(len(names) - self.config.keep, 0)):  # only the oldest beyond `keep`
+            name = names.popleft()
             if name.rsplit(".", 1)[0] in protected:
+                kept_back.append(name)
                 continue
             path = self.config.dir / name
             path.unlink(missing_ok=True)
             removed.append(path)
-        if removed:
-            fsync_dir(self.config.dir)
+        names.extendleft(reversed(kept_back))
         return removed
+
+
+def _seq_of(name: str) -> str:
+    return name.rsplit("-", 1)[1]
 
 
 def write_batches(batches: list[CommitBatch]) -> None:

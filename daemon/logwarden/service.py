@@ -53,7 +53,7 @@ EX_OK = 0
 EX_FAILURE = 1
 DRAIN_TIMEOUT = 60.0
 RETRY_MAX = 5.0
-FULL_CHECK_INTERVAL = 5.0
+FULL_CHECK_INTERVAL = 60.0  # a truncation the bytes counter misses is also caught on restart
 
 log = get_logger("logwarden.service")
 
@@ -386,7 +386,8 @@ class Daemon:
         while True:
             await asyncio.sleep(self.config.daemon.status_interval)
             await self._write_status()
-            self.notifier.status(self.status.summary())
+            if self.notifier.enabled:  # summary() walks every file: only for someone listening
+                self.notifier.status(self.status.summary())
             if self.foreground and time.monotonic() - last_rate >= rate_every:
                 now = time.monotonic()
                 rate = (self.pipeline.lines - previous_lines) / (now - previous_time)
