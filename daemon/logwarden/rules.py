@@ -149,6 +149,11 @@ class SourceMatcher:
         else:
             line_no = block.line_no
             for lo, hi, valid in _utf8_runs(block.data):
+                if valid and lo == 0 and hi == len(block.data):
+                    self._scan_run(
+                        block, lo, hi, line_no, out
+                    )  # the common case: nothing to count on
+                    break
                 if valid:
                     self._scan_run(block, lo, hi, line_no, out)
                 else:
