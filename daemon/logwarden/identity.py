@@ -1,0 +1,533 @@
+"""File identity: (device, inode) confirmed by content, and the blocking probes that establish it.
+
+Every function here blocks (stat, open, pread, scandir) and is meant to run in a worker thread;
+`tail` decides what to do with the answers in the event loop. An inode alone is not an identity
+(inodes are reused as soon as a file is deleted), so a file is also known by a fingerprint of its
+first bytes (`head`) and of the bytes just before where reading stopped (`tail`): the second
+catches a truncate-and-regrow past the offset whose first line happens to be the same.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from logwarden.framing import FramerState
+
+Identity = tuple[int, int]  # (st_dev, st_ino)
+
+HEAD_BYTES = 1024  # identity prefix, as Filebeat and OTel use (but read at once, not after 1 KiB)
+TAIL_BYTES = 64  # the sample before the read position that catches truncate + regrow
+
+# compressed rotations are never lines of text, whatever the glob says
+_COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".Z", ".zip")
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """Identity confirmation by content: the sha256 of a file's first (or some) `length` bytes."""
+
+    length: int
+    digest: str
+
+    @classmethod
+    def of(cls, data: bytes) -> Fingerprint:
+        return cls(len(data), hashlib.sha256(data).hexdigest())
+
+    def matches(self, data: bytes) -> bool:
+        return len(data) == self.length and hashlib.sha256(data).hexdigest() == self.digest
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"length": self.length, "digest": self.digest}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Fingerprint:
+        if not isinstance(d, dict):
+            raise ValueError(f"a fingerprint must be an object, not {d!r}")
+        digest = d.get("digest")
+        if not isinstance(digest, str) or len(digest) != 64:
+            raise ValueError(f"not a fingerprint: {d!r}")
+        return cls(_count(d, "length"), digest)
+
+
+@dataclass(frozen=True, slots=True)
+class FileCheckpoint:
+    """What the checkpoint stores per tracked file: who it is, and where reading resumes."""
+
+    source: str
+    path: str
+    dev: int
+    inode: int
+    head: Fingerprint  # the first min(size, 1024) bytes, as far as they were known
+    framer: FramerState  # resume point: offset of the first line not yet emitted
+    tail: Fingerprint | None  # the bytes just before `tail_end` (up to 64); None at offset 0
+    tail_end: int
+
+    @property
+    def identity(self) -> tuple[int, int]:
+        return (self.dev, self.inode)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "path": self.path,
+            "dev": self.dev,
+            "inode": self.inode,
+            "head": self.head.to_dict(),
+            "framer": {
+                "offset": self.framer.offset,
+                "line_no": self.framer.line_no,
+                "skipping": self.framer.skipping,
+            },
+            "tail": self.tail.to_dict() if self.tail is not None else None,
+            "tail_end": self.tail_end,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any) -> FileCheckpoint:
+        """Parse what `to_dict` wrote; ValueError on anything else (a checkpoint is never guessed)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a file checkpoint must be an object, not {d!r}")
+        framer = d.get("framer")
+        source, path, line_no = d.get("source"), d.get("path"), None
+        if not isinstance(framer, dict) or not isinstance(source, str) or not isinstance(path, str):
+            raise ValueError(f"not a file checkpoint: {d!r}")
+        if framer.get("line_no") is not None:
+            line_no = _count(framer, "line_no")
+        skipping = framer.get("skipping")
+        if not isinstance(skipping, bool) or line_no == 0:
+            raise ValueError(f"not a file checkpoint: {d!r}")
+        tail = d.get("tail")
+        return cls(
+            source=source,
+            path=path,
+            dev=_count(d, "dev"),
+            inode=_count(d, "inode"),
+            head=Fingerprint.from_dict(d.get("head")),
+            framer=FramerState(_count(framer, "offset"), line_no, skipping),
+            tail=None if tail is None else Fingerprint.from_dict(tail),
+            tail_end=_count(d, "tail_end"),
+        )
+
+
+def _count(d: dict[str, Any], key: str) -> int:
+    value = d.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{key} must be a count, not {value!r}")
+    return value
+
+
+# ---------------------------------------------------------------- probes (blocking)
+
+PathKind = Literal["file", "missing", "other", "symlink", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class PathStatus:
+    """What a path holds right now, seen through the source's symlink policy."""
+
+    path: str
+    kind: PathKind  # "other": FIFO, directory, socket, device; "symlink": not followed
+    dev: int = 0
+    inode: int = 0
+    size: int = 0
+    mtime_ns: int = 0
+    error: str | None = None
+
+    @property
+    def identity(self) -> tuple[int, int]:
+        return (self.dev, self.inode)
+
+
+def probe(path: str, follow_symlinks: bool) -> PathStatus:
+    """lstat a path (stat through a symlink when the source follows them); never opens it."""
+    try:
+        status = os.lstat(path)
+        if stat.S_ISLNK(status.st_mode):
+            if not follow_symlinks:
+                return PathStatus(path, "symlink")
+            status = os.stat(path)
+    except FileNotFoundError as error:
+        if os.path.islink(path):  # a dangling symlink that should be followed: worth a warning
+            return PathStatus(path, "error", error=f"symlink target missing: {error.strerror}")
+        return PathStatus(path, "missing")
+    except NotADirectoryError:
+        return PathStatus(path, "missing")
+    except OSError as error:
+        return PathStatus(path, "error", error=error.strerror or str(error))
+    if not stat.S_ISREG(status.st_mode):
+        return PathStatus(path, "other")
+    return PathStatus(
+        path, "file", status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
+    )
+
+
+class NotRegularError(OSError):
+    """The path no longer holds a regular file (it was swapped for a FIFO, directory, ...)."""
+
+
+def open_regular(path: str, follow_symlinks: bool) -> tuple[int, os.stat_result]:
+    """Open a regular file for reading without ever blocking on a FIFO; return (fd, fstat).
+
+    O_NONBLOCK makes opening a FIFO return at once (it is then refused by fstat); it has no
+    effect on reads of a regular file. O_NOFOLLOW keeps a symlink swapped in after the probe out.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_symlinks else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError as error:
+        if error.errno in (errno.ELOOP, errno.ENXIO):  # a symlink refused, or a socket
+            raise NotRegularError(error.errno, "not a regular file", path) from error
+        raise
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise NotRegularError(errno.EINVAL, "not a regular file", path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, status
+
+
+def read_at(fd: int, offset: int, length: int) -> bytes:
+    """Up to `length` bytes at `offset` (fewer only at the end of the file)."""
+    parts: list[bytes] = []
+    while length > 0:
+        part = os.pread(fd, length, offset)
+        if not part:
+            break
+        parts.append(part)
+        offset += len(part)
+        length -= len(part)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def read_checked(fd: int, head_length: int, offset: int, length: int) -> tuple[bytes, bytes]:
+    """The file's first `head_length` bytes and up to `length` bytes at `offset`: one thread hop
+    for a read that also re-reads what identifies the file (the head, and the sample before the
+    position, which the caller puts at the start of the range)."""
+    data = read_at(fd, offset, length)
+    if offset == 0 and len(data) >= head_length:
+        return data[:head_length], data
+    return (read_at(fd, 0, head_length) if head_length else b""), data
+
+
+def content_matches(fd: int, size: int, checkpoint: FileCheckpoint) -> bool:
+    """Whether a file still holds what the checkpoint saw: its head and the bytes before tail_end."""
+    head = checkpoint.head
+    if size < head.length or not head.matches(read_at(fd, 0, head.length)):
+        return False
+    tail = checkpoint.tail
+    if tail is None:
+        return size >= checkpoint.tail_end
+    if size < checkpoint.tail_end:
+        return False
+    return tail.matches(read_at(fd, checkpoint.tail_end - tail.length, tail.length))
+
+
+def check_file(path: str, follow_symlinks: bool, checkpoint: FileCheckpoint) -> bool | None:
+    """True when `path` is the checkpointed file with its content intact, False when it is that
+    inode with other content (truncated, rewritten, or the inode reused), None when it is not
+    that inode at all (or cannot be read)."""
+    try:
+        fd, status = open_regular(path, follow_symlinks)
+    except OSError:
+        return None
+    try:
+        if (status.st_dev, status.st_ino) != checkpoint.identity:
+            return None
+        return content_matches(fd, status.st_size, checkpoint)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def find_by_identity(directory: str, identity: tuple[int, int]) -> str | None:
+    """The path in `directory` (not below it) of the file with this (dev, inode), if any.
+
+    Where a renamed file went when no event said so: rotation renames within the directory.
+    """
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                try:
+                    # DirEntry.inode() is free (from getdents); only a hit pays for a stat
+                    if entry.inode() != identity[1]:
+                        continue
+                    status = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if stat.S_ISREG(status.st_mode) and (status.st_dev, status.st_ino) == identity:
+                    return entry.path
+    except OSError:
+        return None
+    return None
+
+
+def is_rotation_name(name: str, base: str) -> bool:
+    """`app.log.1`, `app.log-20261124` are rotations of `app.log`; `app.log.2.gz` is not read."""
+    return (
+        len(name) > len(base) + 1
+        and name.startswith(base)
+        and name[len(base)] in ".-"
+        and not name.endswith(_COMPRESSED)
+    )
+
+
+# ---------------------------------------------------------------- copy detection
+
+
+@dataclass(frozen=True, slots=True)
+class Lineage:
+    """What a tracked file looked like, for recognising a copy of it (copytruncate).
+
+    `head` holds the bytes when they are known (a live tailer), so that a copy still being written
+    can be recognised as a prefix; a checkpoint restored from disk has only digests.
+    """
+
+    checkpoint: FileCheckpoint
+    head: bytes | None = None
+
+
+CopyVerdict = Literal["copy", "maybe", "no"]
+
+
+def judge_copy(fd: int, size: int, lineage: Lineage) -> CopyVerdict:
+    """Is the open file a copy of the lineage's file, up to where that file was read?
+
+    "copy": same head, at least as long as the read position, same bytes before it.
+    "maybe": shorter than the read position but so far the same bytes (a copy being written, or
+    a copy of less than was read).
+    "no": anything else; it is a file of its own.
+    """
+    checkpoint = lineage.checkpoint
+    if checkpoint.tail is None or checkpoint.tail_end == 0:
+        return "no"  # nothing was read from the original: there is nothing to skip
+    if size >= checkpoint.tail_end:
+        return "copy" if content_matches(fd, size, checkpoint) else "no"
+    if lineage.head is not None:
+        known = min(size, len(lineage.head))
+        return "maybe" if read_at(fd, 0, known) == lineage.head[:known] else "no"
+    head = checkpoint.head  # only digests (a restored checkpoint): the whole head must be there
+    return "maybe" if size >= head.length and head.matches(read_at(fd, 0, head.length)) else "no"
+
+
+def judge_copies(
+    path: str, follow_symlinks: bool, identity: Identity, lineages: Sequence[Lineage]
+) -> tuple[list[CopyVerdict], int]:
+    """`judge_copy` against each lineage, and the file's size; all "no" when it cannot be read."""
+    verdicts: list[CopyVerdict] = ["no"] * len(lineages)
+    try:
+        fd, status = open_regular(path, follow_symlinks)
+    except OSError:
+        return verdicts, 0
+    try:
+        if (status.st_dev, status.st_ino) != identity:
+            return verdicts, status.st_size
+        return [judge_copy(fd, status.st_size, lineage) for lineage in lineages], status.st_size
+    except OSError:
+        return verdicts, 0
+    finally:
+        os.close(fd)
+
+
+def copy_start(
+    verdicts: Sequence[CopyVerdict], lineages: Sequence[Lineage], size: int
+) -> FramerState | None:
+    """Where to start reading a copy that is complete: at the original's resume point, or at its
+    end when it holds only bytes that were read already (at least a whole head of them, so that
+    a small file that merely starts alike is never skipped). None: a file of its own."""
+    if "copy" in verdicts:
+        return lineages[verdicts.index("copy")].checkpoint.framer
+    if "maybe" in verdicts and size >= HEAD_BYTES:
+        return FramerState(size, None, False)
+    return None
+
+
+# ---------------------------------------------------------------- what tail runs in threads
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    fd: int
+    path: str  # where the file was found (its path, or where it was renamed to)
+    size: int
+    intact: bool  # the bytes we knew (head, sample before the position) are still there
+    head: bytes
+    sample: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What a tailer knows of its file's content, to confirm it is unchanged when reopening."""
+
+    position: int
+    head: bytes = b""  # bytes read from the start (up to HEAD_BYTES, never past position)
+    sample: bytes = b""  # the bytes just before position
+    checkpoint: FileCheckpoint | None = None  # digests to check when no bytes were read yet
+
+
+def open_tailed(path: str, follow: bool, identity: Identity, known: Known) -> Opened | None:
+    """Open this identity (at `path`, or renamed within its directory) and check what we knew.
+
+    None: the file is gone (deleted, or moved out of its directory).
+    """
+    where = path
+    try:
+        fd, status = open_regular(path, follow)
+    except (FileNotFoundError, NotRegularError):
+        fd = -1
+    if fd >= 0 and (status.st_dev, status.st_ino) != identity:
+        os.close(fd)
+        fd = -1
+    if fd < 0:
+        found = find_by_identity(os.path.dirname(path), identity)
+        if found is None:
+            return None
+        try:
+            fd, status = open_regular(found, False)
+        except (FileNotFoundError, NotRegularError):
+            return None
+        if (status.st_dev, status.st_ino) != identity:
+            os.close(fd)
+            return None
+        where = found
+    try:
+        size, position = status.st_size, known.position
+        intact = size >= position
+        if intact and known.head:
+            intact = read_at(fd, 0, len(known.head)) == known.head
+        if intact and known.sample:
+            intact = read_at(fd, position - len(known.sample), len(known.sample)) == known.sample
+        if intact and known.checkpoint is not None:
+            intact = content_matches(fd, size, known.checkpoint)
+        if not intact:
+            return Opened(fd, where, size, False, b"", b"")
+        keep = min(TAIL_BYTES, position)
+        head = read_at(fd, 0, min(HEAD_BYTES, position))  # only what was read: it is known
+        return Opened(fd, where, size, True, head, read_at(fd, position - keep, keep))
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+@dataclass(frozen=True, slots=True)
+class Probed:
+    statuses: dict[str, PathStatus]
+    resumable: dict[str, FileCheckpoint]  # path → the ended file found there, content intact
+
+
+def probe_paths(
+    targets: Mapping[str, str],
+    follows: Mapping[str, bool],
+    retired: Mapping[Identity, FileCheckpoint],
+) -> Probed:
+    statuses: dict[str, PathStatus] = {}
+    resumable: dict[str, FileCheckpoint] = {}
+    for path, source in targets.items():
+        follow = follows.get(source, False)
+        status = probe(path, follow)
+        statuses[path] = status
+        ended = retired.get(status.identity) if status.kind == "file" else None
+        # an ended file of which nothing was read proves nothing: its inode may be reused
+        if ended is not None and ended.tail is not None and check_file(path, follow, ended):
+            resumable[path] = ended
+    return Probed(statuses, resumable)
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    checkpoint: FileCheckpoint
+    path: str  # where it is now
+    intact: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StartPlan:
+    resumes: list[Resume]
+    lost: list[FileCheckpoint]
+    statuses: dict[str, PathStatus]
+    # copies (copytruncate while stopped) of checkpointed files, with where to start reading
+    copies: dict[str, tuple[FileCheckpoint, PathStatus, FramerState]]
+
+
+def plan_start(
+    checkpoints: Sequence[FileCheckpoint],
+    discovered: Mapping[str, str],
+    follows: Mapping[str, bool],
+) -> StartPlan:
+    """Match checkpoints to files (at their path, or renamed within their directory while we were
+    down) and probe every discovered path; all the blocking work of a start, in one thread."""
+    resumes: list[Resume] = []
+    lost: list[FileCheckpoint] = []
+    unusable: list[FileCheckpoint] = []  # truncated, rewritten or gone: their copies may exist
+    claimed: set[Identity] = set()
+    for checkpoint in checkpoints:
+        follow = follows.get(checkpoint.source, False)
+        status = probe(checkpoint.path, follow)
+        where: str | None = checkpoint.path
+        if status.kind != "file" or status.identity != checkpoint.identity:
+            where = find_by_identity(os.path.dirname(checkpoint.path), checkpoint.identity)
+            follow = False
+        verdict = None if where is None else check_file(where, follow, checkpoint)
+        if where is None or verdict is None:
+            lost.append(checkpoint)  # gone (or unreadable right now)
+            unusable.append(checkpoint)
+            continue
+        # other content under the same inode: truncated and rewritten, or the inode was reused by
+        # a newer file of the same rotation; either way its lines were never read: read from 0
+        resumes.append(Resume(checkpoint, where, verdict))
+        claimed.add(checkpoint.identity)
+        if not verdict:
+            unusable.append(checkpoint)
+    copies: dict[str, tuple[FileCheckpoint, PathStatus, FramerState]] = {}
+    for checkpoint in unusable:
+        for status, start in find_copies(
+            [checkpoint.path], Lineage(checkpoint), frozenset(claimed)
+        ):
+            copies[status.path] = (checkpoint, status, start)
+            claimed.add(status.identity)
+    statuses = {
+        path: probe(path, follows.get(source, False)) for path, source in discovered.items()
+    }
+    return StartPlan(resumes, lost, statuses, copies)
+
+
+def find_copies(
+    names: Sequence[str], lineage: Lineage, known: frozenset[Identity]
+) -> list[tuple[PathStatus, FramerState]]:
+    """Files named as rotations of one of `names` (the paths a file had) in the same directory,
+    not in `known`, that are copies of the lineage's file (what copytruncate leaves beside a
+    file it truncated), each with where to start reading it."""
+    candidates: set[str] = set()
+    for directory in {os.path.dirname(name) for name in names}:
+        bases = [os.path.basename(name) for name in names if os.path.dirname(name) == directory]
+        try:
+            with os.scandir(directory) as entries:
+                candidates.update(
+                    entry.path
+                    for entry in entries
+                    if any(is_rotation_name(entry.name, base) for base in bases)
+                )
+        except OSError:
+            continue
+    found = []
+    for path in sorted(candidates):
+        status = probe(path, False)
+        if (
+            status.kind != "file"
+            or status.identity in known
+            or status.dev != lineage.checkpoint.dev
+        ):
+            continue
+        verdicts, size = judge_copies(path, False, status.identity, [lineage])
+        start = copy_start(verdicts, [lineage], size)
+        if start is not None:
+            found.append((status, start))
+    return found

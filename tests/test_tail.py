@@ -1,0 +1,1130 @@
+"""Tailing on the real filesystem with real asyncio: rotation, truncation, restarts, odd files.
+
+No mocks of the filesystem: every test writes, renames and truncates real files and drives the
+manager the way the watcher and the rescan timer do (`changed`, `rescan`), with bounded waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import os
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
+
+from logwarden.config import Config, DaemonConfig, SourceConfig
+from logwarden.framing import Block, FramerState, split_lines
+from logwarden.globs import PathMatcher, first_matching
+from logwarden.identity import FileCheckpoint, Fingerprint
+from logwarden.records import SourceRef
+from logwarden.tail import TailManager
+
+WAIT_S = 5.0
+MAX_LINE_BYTES = 1024
+
+# ---------------------------------------------------------------- test doubles (not of the filesystem)
+
+
+@dataclass(frozen=True)
+class Line:
+    path: str
+    inode: int
+    offset: int
+    line_no: int | None
+    text: str
+
+
+class Sink:
+    """A BlockSink that keeps every line it was given, in order."""
+
+    def __init__(self) -> None:
+        self.lines: list[Line] = []
+        self.room = asyncio.Event()
+        self.room.set()
+
+    def accept(self, source: SourceRef, blocks: list[Block]) -> None:
+        for block in blocks:
+            for offset, line_no, line in split_lines(block):
+                self.lines.append(Line(source.path, source.inode, offset, line_no, line.decode()))
+
+    async def wait_for_room(self) -> None:
+        await self.room.wait()
+
+    def texts(self, path: str | None = None) -> list[str]:
+        return [line.text for line in self.lines if path is None or line.path == path]
+
+
+class Index:
+    """Globs → source, and discovery by glob: what watch.PathIndex does, without depending on it."""
+
+    def __init__(self, sources: dict[str, SourceConfig]) -> None:
+        self.sources = sources
+        self.matchers = [(name, PathMatcher(s.paths, s.exclude)) for name, s in sources.items()]
+
+    def source_of(self, path: str) -> str | None:
+        return first_matching(path, self.matchers)
+
+    def discover(self) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for source in self.sources.values():
+            for pattern in source.paths:
+                for path in glob.glob(pattern, recursive=True):
+                    name = self.source_of(path)
+                    if name is not None:
+                        found.setdefault(os.path.abspath(path), name)
+        return found
+
+
+class RecordingLog:
+    """A structlog-like logger that records (level, event, context)."""
+
+    def __init__(
+        self, events: list[tuple[str, str, dict[str, Any]]] | None = None, **context: Any
+    ) -> None:
+        self.events = events if events is not None else []
+        self.context = context
+
+    def bind(self, **values: Any) -> RecordingLog:
+        return RecordingLog(self.events, **{**self.context, **values})
+
+    def _log(self, level: str, event: str, kw: dict[str, Any]) -> None:
+        self.events.append((level, event, {**self.context, **kw}))
+
+    def debug(self, event: str, *args: Any, **kw: Any) -> None:
+        self._log("debug", event, kw)
+
+    def info(self, event: str, *args: Any, **kw: Any) -> None:
+        self._log("info", event, kw)
+
+    def warning(self, event: str, *args: Any, **kw: Any) -> None:
+        self._log("warning", event, kw)
+
+    def exception(self, event: str, *args: Any, **kw: Any) -> None:
+        self._log("exception", event, kw)
+
+    def count(self, level: str, contains: str) -> int:
+        return sum(1 for lvl, event, _ in self.events if lvl == level and contains in event)
+
+
+def make_config(
+    directory: Path, *patterns: str, start_at: str = "beginning", follow: bool = False,
+    exclude: Sequence[str] = (), extra: dict[str, SourceConfig] | None = None,
+) -> Config:  # fmt: skip
+    source = SourceConfig(
+        name="app", paths=tuple(str(directory / p) for p in patterns or ("*.log",)), exclude=tuple(exclude),
+        start_at=start_at, follow_symlinks=follow, max_line_bytes=MAX_LINE_BYTES,
+    )  # fmt: skip
+    daemon = DaemonConfig(
+        state_dir=directory / "state",
+        commit_interval=0.05,
+        rescan_interval=1.0,
+        read_chunk_bytes=4096,
+    )
+    return Config(
+        path=directory / "x.toml",
+        daemon=daemon,
+        sources={"app": source, **(extra or {})},
+        rules={},
+        reports={},
+    )
+
+
+@dataclass
+class Rig:
+    """One watched directory, a sink and a log shared by every manager started on it."""
+
+    directory: Path
+    config: Config
+    sink: Sink = field(default_factory=Sink)
+    log: RecordingLog = field(default_factory=RecordingLog)
+
+    @classmethod
+    def on(cls, tmp_path: Path, *patterns: str, **options: Any) -> Rig:
+        directory = tmp_path / "logs"
+        directory.mkdir(exist_ok=True)
+        return cls(directory, make_config(directory, *patterns, **options))
+
+    def path(self, name: str) -> str:
+        return str(self.directory / name)
+
+    def write(self, name: str, text: str) -> str:
+        path = self.path(name)
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(text)
+        return path
+
+    async def start(
+        self, restored: Sequence[FileCheckpoint] = (), known: Iterable[str] = ()
+    ) -> TailManager:
+        index = Index(dict(self.config.sources))
+        manager = TailManager(self.config, index, self.sink, restored, frozenset(known), self.log)
+        await manager.start()
+        return manager
+
+    async def restart(self, manager: TailManager) -> TailManager:
+        """Stop as a crash would leave it (lines after the snapshot are cut) and start again."""
+        snapshot = manager.snapshot()
+        kept = len(self.sink.lines)
+        await manager.close()
+        del self.sink.lines[kept:]
+        return await self.start(snapshot, known=self.config.sources)
+
+    async def nudge(self, manager: TailManager) -> None:
+        manager.changed({self.path(name) for name in os.listdir(self.directory)}, True)
+        await manager.rescan()
+
+
+async def until(
+    predicate: Callable[[], bool], what: str = "condition", limit: float = WAIT_S
+) -> None:
+    deadline = asyncio.get_running_loop().time() + limit
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def settle(
+    rig: Rig, manager: TailManager, expected: Callable[[], bool], what: str = "lines"
+) -> None:
+    """Tell the manager everything may have changed, then wait (bounded) for `expected`."""
+    await rig.nudge(manager)
+    await until(expected, what)
+
+
+def run(main: Callable[[], Awaitable[None]]) -> None:
+    async def bounded() -> None:
+        await asyncio.wait_for(main(), 30)
+
+    asyncio.run(bounded())
+
+
+def lines(prefix: str, count: int, start: int = 0) -> str:
+    return "".join(f"{prefix}-{index}\n" for index in range(start, start + count))
+
+
+def names(prefix: str, count: int, start: int = 0) -> list[str]:
+    return [f"{prefix}-{index}" for index in range(start, start + count)]
+
+
+def size_of(path: str) -> int:
+    return os.stat(path).st_size
+
+
+def rewrite(path: str, text: str) -> None:
+    """Truncate and write in place: the same inode with other content."""
+    with open(path, "r+", encoding="utf-8") as handle:
+        handle.truncate(0)
+        handle.write(text)
+
+
+def copy_bytes(source: str, target: str, limit: int | None = None) -> None:
+    with open(source, "rb") as reader, open(target, "wb") as writer:
+        writer.write(reader.read(limit))
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+# ---------------------------------------------------------------- following
+
+
+def test_live_appends_are_read_in_order(tmp_path: Path) -> None:
+    rig = Rig.on(tmp_path)
+    path = rig.write("app.log", lines("a", 3))
+
+    async def main() -> None:
+        manager = await rig.start()
+        await until(lambda: rig.sink.texts() == names("a", 3))
+        rig.write("app.log", lines("a", 200, 3))
+        manager.changed({path}, False)
+        await until(lambda: len(rig.sink.lines) == 203)
+        assert rig.sink.texts() == names("a", 203)
+        assert [line.line_no for line in rig.sink.lines] == list(range(1, 204))
+        offsets = [line.offset for line in rig.sink.lines]
+        assert offsets[1] == len("a-0\n")
+        stats = manager.stats()
+        assert [(s.path, s.state, s.lines, s.lag) for s in stats] == [(path, "following", 203, 0)]
+        assert manager.total_lines == 203
+        assert manager.total_bytes == size_of(path)
+        await manager.close()
+
+    run(main)
+
+
+def test_partial_line_waits_for_its_newline(tmp_path: Path) -> None:
+    rig = Rig.on(tmp_path)
+    path = rig.write("app.log", "first\nabc")
+
+    async def main() -> None:
+        manager = await rig.start()
+        await until(lambda: rig.sink.texts() == ["first"])
+        await asyncio.sleep(0.05)
+        assert rig.sink.texts() == ["first"]
+        rig.write("app.log", "def\n")
+        manager.changed({path}, False)
+        await until(lambda: len(rig.sink.lines) == 2)
+        assert rig.sink.lines[1] == Line(path, os.stat(path).st_ino, 6, 2, "abcdef")
+        await manager.close()
+
+    run(main)
+
+
+def test_partial_line_waits_across_a_restart(tmp_path: Path) -> None:
+    rig = Rig.on(tmp_path)
+    rig.write("app.log", "first\nabc")
+
+    async def main() -> None:
+        manager = await rig.start()
+        await until(lambda: rig.sink.texts() == ["first"])
+        snapshot = manager.snapshot()
+        assert [cp.framer for cp in snapshot] == [FramerState(6, 2, False)]  # at the line start
+        manager = await rig.restart(manager)
+        rig.write("app.log", "def\n")
+        await settle(rig, manager, lambda: len(rig.sink.lines) == 2)
+        assert rig.sink.texts() == ["first", "abcdef"]
+        assert rig.sink.lines[1].line_no == 2
+        await manager.close()
+
+    run(main)
+
+
+def test_drain_reads_to_the_end_but_keeps_the_partial_line(tmp_path: Path) -> None:
+    rig = Rig.on(tmp_path)
+    path = rig.write("app.log", "one\n")
+
+    async def main() -> None:
+        manager = await rig.start()
+        await until(lambda: rig.sink.texts() == ["one"])
+        rig.write("app.log", lines("x", 50) + "part")
+        await manager.drain()  # no event: drain must find the data itself
+        assert rig.sink.texts() == ["one", *names("x", 50)]
+        assert manager.snapshot()[0].framer.offset == size_of(path) - len("part")
+        await manager.close()
+
+    run(main)
+
+
+def test_snapshot_is_exactly_what_was_delivered(tmp_path: Path) -> None:
+    rig = Rig.on(tmp_path)
+    rig.write("a.log", "")
+    rig.write("b.log", "")
+
+    def check(snapshot: list[FileCheckpoint]) -> None:
+        for checkpoint in snapshot:
+            mine = [line for line in rig.sink.lines if line.inode == checkpoint.inode]
+            end = mine[-1].offset + len(mine[-1].text) + 1 if mine else 0
+            assert checkpoint.framer.offset == end
+            assert checkpoint.framer.line_no == len(mine) + 1
+
+    async def main() -> None:
+        manager = await rig.start()
+        for round_ in range(40):
+            rig.write("a.log", lines(f"a{round_}", 37) + "tail-a")
+            rig.write("b.log", "x" * 300 + "\n" + lines(f"b{round_}", 5))
+            rig.write("a.log", "\n")
+            manager.changed({rig.path("a.log"), rig.path("b.log")}, False)
+            for _ in range(3):
+                await asyncio.sleep(0)
+                check(manager.snapshot())
+        await until(lambda: len(rig.sink.lines) == 40 * (38 + 6))
+        check(manager.snapshot())
+        await manager.close()
+
+    run(main)
+
+
+# ---------------------------------------------------------------- rotation
+
+
+def test_rename_rotation_while_far_behind_drains_the_old_file_first(tmp_path: Path) -> None:
+    rig = Rig.on(tmp_path)  # *.log: the rotated app.log.1 is outside the globs
+    path = rig.write("app.log", "start\n")
+
+    async def main() -> None:
+        manager = await rig.start()
+        await until(lambda: rig.sink.texts() == ["start"])
+        rig.write("app.log", lines("old", 3000) + "unterminated")  # ~30 KiB behind, no event
+        os.rename(path, rig.path("app.log.1"))
+        rig.write("app.log", lines("new", 100))
+        await settle(rig, manager, lambda: len(rig.sink.lines) >= 3101)
+        assert rig.sink.texts()[:3101] == ["start", *names("old", 3000), *names("new", 100)]
+        # the old file closes once quiet for the grace period; its partial line is its last
+        await until(lambda: "unterminated" in rig.sink.texts(), "the old file's last line", limit=5)
+        assert [s.path for s in manager.stats()] == [path]
+        assert Counter(rig.sink.texts()).most_common(1)[0][1] == 1
+        await manager.close()
+
+    run(main)
+
+
+def test_two_rotations_between_checks(tmp_path: Path) -> None:
+    rig = Rig.on(tmp_path, "app.log*")
+    path = rig.write("app.log", lines("A", 10))
+
+    async def main() -> None:
+        manager = await rig.start()
+        await until(lambda: len(rig.sink.lines) == 10)
+        rig.write("app.log", lines("A", 10, 10))
+        os.rename(path, rig.path("app.log.1"))
+        rig.write("app.log", lines("B", 20))
+        os.rename(rig.path("app.log.1"), rig.path("app.log.2"))
+        os.rename(path, rig.path("app.log.1"))
+        rig.write("app.log", lines("C", 5))
+        await settle(rig, manager, lambda: len(rig.sink.lines) == 45)
+        texts = rig.sink.texts()
+        assert sorted(texts) == sorted(names("A", 20) + names("B", 20) + names("C", 5))
+        for prefix, count in (("A", 20), ("B", 20), ("C", 5)):
+            assert [t for t in texts if t.startswith(prefix)] == names(prefix, count)
+        by_path = {s.path: s.inode for s in manager.stats()}
+        assert set(by_path) == {path, rig.path("app.log.1"), rig.path("app.log.2")}
+        await manager.close()
+
+    run(main)
+
+
+def test_rotation_while_stopped_drains_the_renamed_file_from_its_offset(tmp_path: Path) -> None:
+    rig = Rig.on(tmp_path)
+    path = rig.write("app.log", lines("old", 5))
+
+    async def main() -> None:
+        manager = await rig.start()
+        await until(lambda: len(rig.sink.lines) == 5)
+        snapshot = manager.snapshot()
+        await manager.close()
+        rig.write("app.log", lines("old", 5, 5))
+        os.rename(path, rig.path("app.log.1"))
+        rig.write("app.log", lines("new", 3))
+        manager = await rig.start(snapshot, known={"app"})
+        await until(lambda: len(rig.sink.lines) == 13)
+        assert rig.sink.texts() == names("old", 10) + names("new", 3)
+        await manager.close()
+
+    run(main)
+
+
+def test_deleted_file_is_drained_and_its_partial_line_emitted(tmp_path: Path) -> None:
+    rig = Rig.on(tmp_path)
+    path = rig.write("app.log", "one\n")
+
+    async def main() -> None:
+        before = open_fds()
+        manager = await rig.start()
+        await until(lambda: rig.sink.texts() == ["one"])
+        rig.write("app.log", "two\nthree")
+        os.unlink(path)
+        await settle(rig, manager, lambda: len(rig.sink.lines) == 3)
+        assert rig.sink.texts() == ["one", "two", "three"]
+        await until(lambda: manager.stats() == [], "the deleted file to be closed")
+        assert open_fds() == before
+        assert manager.snapshot() == []
+        await manager.close()
+
+    run(main)
+
+
+# ---------------------------------------------------------------- truncation
+
+
+def test_copytruncate_with_the_copy_outside_the_globs_restarts_at_zero(tmp_path: Path) -> None:
+    rig = Rig.on(tmp_path)  # *.log: app.log.1 is outside the globs
+    path = rig.write("app.log", lines("a", 20))
+    copy = rig.path("app.log.1")
+
+    async def main() -> None:
+        manager = await rig.start()
+        await until(lambda: len(rig.sink.lines) == 20)
+        rig.write("app.log", lines("unread", 3) + "partial")  # written after the last read
+        shutil.copy(path, copy)
+        rig.write("app.log", lines("gap", 2))  # between the copy and the truncation: lost
+        os.truncate(path, 0)
+        rig.write("app.log", lines("b", 4))
+        await settle(rig, manager, lambda: len(rig.sink.lines) >= 27)
+        assert rig.sink.texts(path) == names("a", 20) + names("b", 4)
+        assert [line.line_no for line in rig.sink.lines if line.path == path][20:] == [1, 2, 3, 4]
+        # the copy is drained from where the file was read, and closed once quiet
+        assert rig.sink.texts(copy)[:3] == names("unread", 3)
+        await until(lambda: rig.sink.texts(copy) == [*names("unread", 3), "partial"], limit=5)
+        assert manager.stats()[0].path == path and len(manager.stats()) == 1
+        [warning] = [kw for level, event, kw in rig.log.events if "truncated" in event]
+        assert warning["old_offset"] == len(lines("a", 20)) and warning["path"] == path
+        await manager.close()
+
+    run(main)
+
+
+def test_copytruncate_with_the_copy_inside_the_globs_sends_nothing_twice(tmp_path: Path) -> None:
+    rig = Rig.on(tmp_path, "app.log*")
+    path = rig.write("app.log", lines("a", 20))
+
+    async def main() -> None:
+        manager = await rig.start()
+        await until(lambda: len(rig.sink.lines) == 20)
+        rig.write("app.log", lines("a", 5, 20) + "part")  # not read yet: the copy has it
+        shutil.copy(path, rig.path("app.log.1"))
+        os.truncate(path, 0)
+        rig.write("app.log", lines("b", 4))
+        await settle(rig, manager, lambda: len(rig.sink.lines) >= 29)
+        await asyncio.sleep(0.1)
+        texts = rig.sink.texts()
+        assert sorted(texts) == sorted(names("a", 25) + names("b", 4))
+        copy_lines = [line for line in rig.sink.lines if line.path == rig.path("app.log.1")]
+        assert [line.text for line in copy_lines] == names("a", 5, 20)
+        assert copy_lines[0].line_no == 21  # the copy continues the original's numbering
+        await manager.close()
+
+    run(main)
+
+
+@pytest.mark.parametrize("same_start", ["", "first line", "whole head"])
+def test_truncate_and_regrow_past_the_offset_is_caught_by_content(
+    tmp_path: Path, same_start: str
+) -> None:
+    # "whole head": the first 1 KiB is identical too, so only the bytes before the offset differ
+    prefix = {"": "", "first line": "header\n", "whole head": lines("same", 200)}[same_start]
+    rig = Rig.on(tmp_path)
+    path = rig.write("app.log", (prefix or "HEADER\n") + lines("old", 10))
+    before = len((prefix or "HEADER\n").splitlines()) + 10
+
+    async def main() -> None:
+        manager = await rig.start()
+        await until(lambda: len(rig.sink.lines) == before)
+        fresh = (prefix or "header\n") + lines("new", 30)
+        assert len(fresh) > size_of(path)
+        rewrite(path, fresh)  # same inode: truncated and regrown past the offset in one go
+        after = before + len(fresh.splitlines())
+        await settle(rig, manager, lambda: len(rig.sink.lines) == after)
+        assert rig.sink.texts()[before:] == fresh.splitlines()
+        assert rig.sink.lines[before].offset == 0 and rig.sink.lines[before].line_no == 1
+        await manager.close()
+
+    run(main)
+
+
+def test_a_file_rotated_away_is_followed_while_it_grows(tmp_path: Path) -> None:
+    rig = Rig.on(tmp_path)
+    path = rig.write("app.log", "one\n")
+
+    async def main() -> None:
+        before = open_fds()
+        manager = await rig.start()
+        await until(lambda: rig.sink.texts() == ["one"])
+        os.rename(path, rig.path("app.log.1"))
+        rig.write("app.log", "new\n")
+        await rig.nudge(manager)
+        for number in range(5):  # a writer that has not reopened yet
+            await asyncio.sleep(0.3)
+            rig.write("app.log.1", f"late-{number}\n")
+            await rig.nudge(manager)
+        await until(lambda: "late-4" in rig.sink.texts())
+        assert [t for t in rig.sink.texts() if t.startswith("late")] == names("late", 5)
+        assert {s.state for s in manager.stats()} == {"following", "draining"}
+        await until(lambda: len(manager.stats()) == 1, "the rotated file to close", limit=5)
+        assert open_fds() == before + 1
+        await manager.close()
+
+    run(main)
+
+
+@pytest.mark.parametrize("covered", [True, False])
+def test_copytruncate_while_stopped(tmp_path: Path, covered: bool) -> None:
+    # inside the globs the copy is followed from the checkpoint; outside, drained from there
+    rig = Rig.on(tmp_path, "app.log*" if covered else "*.log")
+    path = rig.write("app.log", lines("a", 20))
+
+    async def main() -> None:
+        manager = await rig.start()
+        await until(lambda: len(rig.sink.lines) == 20)
+        snapshot = manager.snapshot()
+        await manager.close()
+        rig.write("app.log", lines("a", 5, 20))
+        shutil.copy(path, rig.path("app.log.1"))
+        os.truncate(path, 0)
+        rig.write("app.log", lines("b", 3))
+        manager = await rig.start(snapshot, known={"app"})
+        await until(lambda: len(rig.sink.lines) == 28)
+        await asyncio.sleep(0.1)
+        assert sorted(rig.sink.texts()) == sorted(names("a", 25) + names("b", 3))
+        assert rig.sink.texts(rig.path("app.log.1")) == names("a", 5, 20)
+        await manager.close()
+
+    run(main)
+
+
+def test_a_copy_still_being_written_is_recognised(tmp_path: Path) -> None:
+    rig = Rig.on(tmp_path, "app.log*")
+    path = rig.write("app.log", lines("a", 2000))
+
+    async def main() -> None:
+        manager = await rig.start()
+        await until(lambda: len(rig.sink.lines) == 2000)
+        copy = rig.path("app.log.1")
+        copy_bytes(path, copy, 3000)  # logrotate is half way through the copy
+        manager.changed({copy}, False)
+        await asyncio.sleep(0.2)
+        assert "copy" not in " ".join(event for _, event, _ in rig.log.events)
+        copy_bytes(path, copy)
+        os.truncate(path, 0)
+        rig.write("app.log", lines("b", 2))
+        await settle(rig, manager, lambda: len(rig.sink.lines) == 2002)
+        await asyncio.sleep(0.1)
+        assert rig.sink.texts() == names("a", 2000) + names("b", 2)
+        assert rig.log.count("info", "is a copy") == 1
+        await manager.close()
+
+    run(main)
+
+
+def test_truncated_while_stopped_is_read_from_the_start(tmp_path: Path) -> None:
+    rig = Rig.on(tmp_path)
+    path = rig.write("app.log", lines("old", 10))
+
+    async def main() -> None:
+        manager = await rig.start()
+        await until(lambda: len(rig.sink.lines) == 10)
+        snapshot = manager.snapshot()
+        await manager.close()
+        rewrite(path, lines("new", 30))
+        manager = await rig.start(snapshot, known={"app"})
+        await until(lambda: len(rig.sink.lines) == 40)
+        assert rig.sink.texts()[10:] == names("new", 30)
+        assert rig.log.count("warning", "truncated or rewritten while stopped") == 1
+        await manager.close()
+
+    run(main)
+
+
+# ---------------------------------------------------------------- identity
+
+
+def test_inode_reused_while_stopped_reads_the_new_file_from_zero(tmp_path: Path) -> None:
+    rig = Rig.on(tmp_path)
+    path = rig.write("app.log", lines("old", 10))
+
+    async def main() -> None:
+        manager = await rig.start()
+        await until(lambda: len(rig.sink.lines) == 10)
+        [checkpoint] = manager.snapshot()
+        await manager.close()
+        os.unlink(path)
+        rig.write("app.log", lines("new", 12))
+        # the kernel may or may not hand the inode out again; make the checkpoint say it did
+        status = os.stat(path)
+        reused = replace(checkpoint, dev=status.st_dev, inode=status.st_ino)
+        manager = await rig.start([reused], known={"app"})
+        await until(lambda: len(rig.sink.lines) == 22)
+        assert rig.sink.texts()[10:] == names("new", 12)
+        await manager.close()
+
+    run(main)
+
+
+def test_tiny_identical_files_are_both_read(tmp_path: Path) -> None:
+    rig = Rig.on(tmp_path)
+    rig.write("a.log", "same\n")
+    rig.write("b.log", "same\n")
+
+    async def main() -> None:
+        manager = await rig.start()
+        await until(lambda: len(rig.sink.lines) == 2)
+        rig.write("c.log", "same\n")
+        await settle(rig, manager, lambda: len(rig.sink.lines) == 3)
+        await asyncio.sleep(0.05)
+        assert sorted(line.path for line in rig.sink.lines) == [
+            rig.path(n) for n in ("a.log", "b.log", "c.log")
+        ]
+        await manager.close()
+
+    run(main)
+
+
+# ---------------------------------------------------------------- odd files
+
+
+def test_fifo_and_directory_matching_the_glob_are_skipped_without_blocking(tmp_path: Path) -> None:
+    rig = Rig.on(tmp_path)
+    os.mkfifo(rig.path("pipe.log"))
+    os.mkdir(rig.path("dir.log"))
+    rig.write("real.log", "ok\n")
+
+    async def main() -> None:
+        manager = await rig.start()
+        await until(lambda: rig.sink.texts() == ["ok"])
+        await rig.nudge(manager)
+        await rig.nudge(manager)
+        assert [s.path for s in manager.stats()] == [rig.path("real.log")]
+        assert rig.log.count("info", "not a regular file") == 2  # once per path, not per rescan
+        await manager.close()
+
+    run(main)
+
+
+@pytest.mark.parametrize("follow", [False, True])
+def test_symlinks_are_followed_only_when_asked(tmp_path: Path, follow: bool) -> None:
+    rig = Rig.on(tmp_path, follow=follow)
+    target = tmp_path / "target.txt"
+    target.write_text("through the link\n")
+    os.symlink(target, rig.path("link.log"))
+    rig.write("plain.log", "plain\n")
+
+    async def main() -> None:
+        manager = await rig.start()
+        expected = {"plain", "through the link"} if follow else {"plain"}
+        await settle(rig, manager, lambda: set(rig.sink.texts()) == expected)
+        await asyncio.sleep(0.05)
+        assert sorted(rig.sink.texts()) == sorted(expected)
+        if follow:
+            [linked] = [s for s in manager.stats() if s.path == rig.path("link.log")]
+            assert linked.inode == target.stat().st_ino
+        else:
+            assert rig.log.count("info", "symlink") == 1
+        await manager.close()
+
+    run(main)
+
+
+def test_unreadable_path_is_reported_once_and_retried(tmp_path: Path) -> None:
+    rig = Rig.on(tmp_path, follow=True)
+    target = tmp_path / "later.txt"
+    os.symlink(target, rig.path("dangling.log"))
+
+    async def main() -> None:
+        manager = await rig.start()
+        for _ in range(3):
+            await rig.nudge(manager)
+        assert rig.log.count("warning", "cannot read") == 1
+        [stat] = manager.stats()
+        assert stat.state == "error" and stat.error and "missing" in stat.error
+        target.write_text("finally\n")
+        await settle(rig, manager, lambda: rig.sink.texts() == ["finally"])
+        assert rig.log.count("info", "readable again") == 1
+        assert [s.state for s in manager.stats()] == ["following"]
+        await manager.close()
+
+    run(main)
+
+
+def test_read_errors_are_reported_once_and_do_not_stop_other_files(tmp_path: Path) -> None:
+    # /proc/self/mem is a regular file that even root cannot read at offset 0 (EIO)
+    rig = Rig.on(tmp_path, follow=True)
+    os.symlink("/proc/self/mem", rig.path("broken.log"))
+    good = rig.write("good.log", "fine\n")
+
+    async def main() -> None:
+        manager = await rig.start()
+        await until(lambda: rig.sink.texts() == ["fine"])
+        for _ in range(3):
+            await rig.nudge(manager)
+            await asyncio.sleep(0.02)
+        broken = [s for s in manager.stats() if s.path == rig.path("broken.log")]
+        assert [s.state for s in broken] == ["error"]
+        assert rig.log.count("warning", "cannot read") == 1
+        rig.write("good.log", "still\n")
+        manager.changed({good}, False)
+        await until(lambda: rig.sink.texts() == ["fine", "still"])
+        await manager.close()
+
+    run(main)
+
+
+# ---------------------------------------------------------------- where to start
+
+
+def test_start_at_end_for_a_new_source(tmp_path: Path) -> None:
+    rig = Rig.on(tmp_path, start_at="end")
+    path = rig.write("app.log", lines("before", 5))
+
+    async def main() -> None:
+        manager = await rig.start()
+        rig.write("app.log", "after\n")
+        await settle(rig, manager, lambda: rig.sink.texts() == ["after"])
+        assert rig.sink.lines[0].line_no is None
+        rig.write("late.log", "created while running\n")  # new files are read from 0
+        await settle(rig, manager, lambda: len(rig.sink.lines) == 2)
+        assert rig.sink.lines[1] == Line(
+            rig.path("late.log"),
+            os.stat(rig.path("late.log")).st_ino,
+            0,
+            1,
+            "created while running",
+        )
+        assert path
+        await manager.close()
+
+    run(main)
+
+
+def test_start_at_beginning_and_known_sources(tmp_path: Path) -> None:
+    rig = Rig.on(tmp_path, start_at="end")
+    rig.write("app.log", lines("x", 3))
+
+    async def main() -> None:
+        # a source the daemon watched before: a file without checkpoint appeared while stopped
+        manager = await rig.start(known={"app"})
+        await until(lambda: rig.sink.texts() == names("x", 3))
+        await manager.close()
+        beginning = Rig(rig.directory, make_config(rig.directory, start_at="beginning"))
+        manager = await beginning.start()
+        await until(lambda: beginning.sink.texts() == names("x", 3))
+        await manager.close()
+
+    run(main)
+
+
+# ---------------------------------------------------------------- lifecycle
+
+
+def test_reconfigure_keeps_offsets_and_drops_removed_sources(tmp_path: Path) -> None:
+    rig = Rig.on(tmp_path, "*.log")
+    rig.write("app.log", lines("a", 3))
+    rig.write("other.txt", lines("o", 2))
+
+    async def main() -> None:
+        manager = await rig.start()
+        await until(lambda: len(rig.sink.lines) == 3)
+        extra = SourceConfig(name="txt", paths=(rig.path("*.txt"),), start_at="beginning")
+        config = make_config(rig.directory, "*.log", extra={"txt": extra})
+        manager.reconfigure(config, Index(dict(config.sources)))
+        rig.write("app.log", lines("a", 2, 3))
+        await settle(rig, manager, lambda: len(rig.sink.lines) == 7)
+        assert rig.sink.texts("app.log") == [] and rig.sink.texts(rig.path("app.log")) == names(
+            "a", 5
+        )
+        assert rig.sink.texts(rig.path("other.txt")) == names("o", 2)
+        only_txt = Config(
+            path=config.path, daemon=config.daemon, sources={"txt": extra}, rules={}, reports={}
+        )
+        manager.reconfigure(only_txt, Index({"txt": extra}))
+        await until(lambda: [s.path for s in manager.stats()] == [rig.path("other.txt")])
+        assert [cp.source for cp in manager.snapshot()] == ["txt"]
+        await manager.close()
+
+    run(main)
+
+
+def test_idle_descriptors_are_closed_and_reopened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logwarden.tail
+
+    monkeypatch.setattr(logwarden.tail, "IDLE_CLOSE_SECONDS", 0.0)
+    rig = Rig.on(tmp_path)
+    for number in range(30):
+        rig.write(f"f{number}.log", f"line-{number}\n")
+
+    async def main() -> None:
+        before = open_fds()
+        manager = await rig.start()
+        await until(lambda: len(rig.sink.lines) == 30)
+        await manager.rescan()
+        assert open_fds() == before  # every idle descriptor given back
+        rig.write("f7.log", "more\n")
+        manager.changed({rig.path("f7.log")}, False)
+        await until(lambda: rig.sink.texts()[-1] == "more")
+        os.rename(
+            rig.path("f8.log"), rig.path("f8.log.1")
+        )  # renamed while closed: found by identity
+        rig.write("f8.log.1", "after rename\n")
+        rig.write("f8.log", "new file\n")
+        await settle(rig, manager, lambda: {"after rename", "new file"} <= set(rig.sink.texts()))
+        assert rig.sink.texts().index("after rename") < rig.sink.texts().index("new file")
+        await manager.close()
+        assert open_fds() == before
+
+    run(main)
+
+
+def test_descriptors_stay_bounded_with_many_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logwarden.tail
+
+    monkeypatch.setattr(logwarden.tail, "MAX_OPEN_FILES", 20)
+    rig = Rig.on(tmp_path)
+    for number in range(200):
+        rig.write(f"f{number}.log", f"line-{number}\n")
+
+    async def main() -> None:
+        before = open_fds()
+        index = Index(dict(rig.config.sources))
+        manager = TailManager(rig.config, index, rig.sink, (), frozenset(), rig.log)
+        peak = 0
+
+        async def watch_fds() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, open_fds() - before)
+                await asyncio.sleep(0)
+
+        watcher = asyncio.create_task(watch_fds())
+        await manager.start()
+        await until(lambda: len(rig.sink.lines) == 200)
+        watcher.cancel()
+        assert open_fds() - before <= 20
+        assert peak <= 20 + 4 + 4  # the cap, the concurrent openers, and a thread's transient fds
+        await manager.close()
+
+    run(main)
+
+
+def test_backpressure_pauses_reading(tmp_path: Path) -> None:
+    rig = Rig.on(tmp_path)
+    path = rig.write("app.log", "one\n")
+
+    async def main() -> None:
+        manager = await rig.start()
+        await until(lambda: len(rig.sink.lines) == 1)
+        rig.sink.room.clear()
+        rig.write("app.log", "two\n")
+        manager.changed({path}, False)
+        await asyncio.sleep(0.1)
+        assert rig.sink.texts() == ["one"]
+        assert manager.snapshot()[0].framer.offset == 4
+        rig.sink.room.set()
+        await until(lambda: rig.sink.texts() == ["one", "two"])
+        await manager.close()
+
+    run(main)
+
+
+def test_file_checkpoint_round_trips_and_rejects_garbage() -> None:
+    checkpoint = FileCheckpoint(
+        "app", "/var/log/app.log", 2049, 131075, Fingerprint.of(b"head"), FramerState(10, None, True),
+        Fingerprint.of(b"tail"), 12,
+    )  # fmt: skip
+    assert FileCheckpoint.from_dict(checkpoint.to_dict()) == checkpoint
+    no_tail = replace(checkpoint, tail=None, framer=FramerState())
+    assert FileCheckpoint.from_dict(no_tail.to_dict()) == no_tail
+    for broken in ({}, {**checkpoint.to_dict(), "dev": -1}, {**checkpoint.to_dict(), "head": None},
+                   {**checkpoint.to_dict(), "framer": {"offset": 1, "line_no": 0, "skipping": False}}):  # fmt: skip
+        with pytest.raises(ValueError):
+            FileCheckpoint.from_dict(broken)
+
+
+# ---------------------------------------------------------------- model-based
+
+
+@dataclass
+class Generation:
+    """One file identity as the writer sees it: its completed lines and its partial last line."""
+
+    name: str
+    lines: list[str] = field(default_factory=list)
+    partial: str = ""
+    observed: bool = False  # existed at its path when the manager last caught up
+
+
+class TailMachine(RuleBasedStateMachine):
+    """Random writes, rotations, truncations, deletions and restarts against a model of which
+    lines must arrive: each completed line exactly once, in order per file, except lines a
+    truncation or deletion destroyed before the manager could read them (those at most once)."""
+
+    NAMES = ("a", "b")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tmp = Path(tempfile.mkdtemp(prefix="logwarden-tail-"))
+        self.rig = Rig.on(self.tmp)  # *.log: rotated (a.log.N) and copied files are outside
+        self.loop = asyncio.new_event_loop()
+        self.manager: TailManager | None = None
+        self.active: dict[str, Generation] = {}
+        self.generations: list[Generation] = []
+        self.optional: set[str] = set()  # may arrive (at most once) or not
+        self.serial = 0
+        self.rotations = 0
+
+    def _run(self, coroutine: Awaitable[Any]) -> Any:
+        return self.loop.run_until_complete(asyncio.wait_for(coroutine, 20))
+
+    @initialize()
+    def begin(self) -> None:
+        self.manager = self._run(self.rig.start())
+
+    def _file(self, name: str) -> Generation:
+        if name not in self.active:
+            self.active[name] = Generation(name)
+            self.generations.append(self.active[name])
+            self.rig.write(f"{name}.log", "")
+        return self.active[name]
+
+    def _delivered(self) -> Counter[str]:
+        return Counter(self.rig.sink.texts())
+
+    @staticmethod
+    def shown(line: str) -> str:
+        """What a line looks like delivered: cut at max_line_bytes (the lines are ASCII)."""
+        return line[:MAX_LINE_BYTES]
+
+    def _lose_unread(self, generation: Generation) -> None:
+        """The bytes are gone: whatever the manager has not delivered yet may never arrive."""
+        delivered = self._delivered()
+        self.optional.update(
+            self.shown(line) for line in generation.lines if self.shown(line) not in delivered
+        )
+        if generation.partial:
+            self.optional.add(self.shown(generation.partial))
+
+    @rule(
+        name=st.sampled_from(NAMES),
+        count=st.integers(1, 4),
+        newline=st.booleans(),
+        pad=st.integers(0, 900),
+    )
+    def write(self, name: str, count: int, newline: bool, pad: int) -> None:
+        generation = self._file(name)
+        pieces = []
+        for _ in range(count):
+            self.serial += 1
+            pieces.append(f"{name}{self.serial}:" + "x" * (pad % 97 * (self.serial % 11)))
+        text = "\n".join(pieces) + ("\n" if newline else "")
+        self.rig.write(f"{name}.log", text)
+        *complete, generation.partial = (generation.partial + text).split("\n")
+        generation.lines.extend(complete)
+
+    @rule(name=st.sampled_from(NAMES), covered=st.booleans())
+    def rotate(self, name: str, covered: bool) -> None:
+        """logrotate's create: rename away (outside the globs, or to a name they cover) and
+        create the file anew."""
+        generation = self._file(name)
+        self.rotations += 1
+        suffix = ".log" if covered else ""
+        os.rename(
+            self.rig.path(f"{name}.log"), self.rig.path(f"{name}.log.{self.rotations}{suffix}")
+        )
+        if not covered and not generation.observed:  # never seen at its path: nothing finds it
+            self._lose_unread(generation)
+        elif generation.partial:
+            # outside: emitted when the file closes, maybe later; covered: waits for ever
+            self.optional.add(self.shown(generation.partial))
+        del self.active[name]
+        self._file(name)
+
+    @rule(name=st.sampled_from(NAMES))
+    def copytruncate_covered(self, name: str) -> None:
+        """copytruncate with the copy inside the globs: the copy carries the unread lines."""
+        generation = self._file(name)
+        path = self.rig.path(f"{name}.log")
+        self.rotations += 1
+        shutil.copy(path, self.rig.path(f"{name}.log.{self.rotations}.log"))
+        os.truncate(path, 0)
+        if generation.partial:
+            self.optional.add(self.shown(generation.partial))
+        self._continue(name, generation)
+
+    @rule(name=st.sampled_from(NAMES), keep_copy=st.booleans())
+    def truncate(self, name: str, keep_copy: bool) -> None:
+        """copytruncate (the copy outside the globs), or a plain truncation. What was not read
+        may be lost; the manager drains a copy from where it read the file, though."""
+        generation = self._file(name)
+        path = self.rig.path(f"{name}.log")
+        if keep_copy:
+            self.rotations += 1
+            shutil.copy(path, self.rig.path(f"{name}.log.{self.rotations}.bak"))
+        os.truncate(path, 0)
+        self._lose_unread(generation)
+        self._continue(name, generation)
+
+    def _continue(self, name: str, generation: Generation) -> None:
+        """The file goes on as a new sequence of lines (free to interleave with a copy's)."""
+        self.active[name] = Generation(name, observed=generation.observed)
+        self.generations.append(self.active[name])
+
+    @rule(name=st.sampled_from(NAMES))
+    def truncate_and_regrow(self, name: str) -> None:
+        """Truncate, then write past the old size before anyone looks: only content tells."""
+        generation = self._file(name)
+        path = self.rig.path(f"{name}.log")
+        old_size = os.path.getsize(path)
+        os.truncate(path, 0)
+        self._lose_unread(generation)
+        self._continue(name, generation)
+        generation = self.active[name]
+        written = 0
+        while written <= old_size:
+            self.serial += 1
+            line = f"{name}{self.serial}:" + "y" * 200
+            self.rig.write(f"{name}.log", line + "\n")
+            generation.lines.append(line)
+            written += len(line) + 1
+
+    @rule(name=st.sampled_from(NAMES))
+    def delete_and_recreate(self, name: str) -> None:
+        generation = self._file(name)
+        os.unlink(self.rig.path(f"{name}.log"))
+        self._lose_unread(generation)
+        del self.active[name]
+        self._file(name)
+
+    @rule()
+    def tick(self) -> None:
+        """Let the manager run a moment on a partial view (events for the active paths only)."""
+        assert self.manager is not None
+        self.manager.changed({self.rig.path(f"{name}.log") for name in self.active}, False)
+        self._run(asyncio.sleep(0.005))
+
+    @rule()
+    def restart(self) -> None:
+        assert self.manager is not None
+        self.manager = self._run(self.rig.restart(self.manager))
+
+    @rule()
+    def catch_up(self) -> None:
+        assert self.manager is not None
+        required = {self.shown(line) for g in self.generations for line in g.lines} - self.optional
+
+        async def wait() -> None:
+            assert self.manager is not None
+            await self.rig.nudge(self.manager)
+            await until(
+                lambda: required <= set(self.rig.sink.texts()), "every required line", limit=5
+            )
+
+        self._run(wait())
+        for generation in self.active.values():
+            generation.observed = True
+        self.check()
+
+    def check(self) -> None:
+        delivered = self.rig.sink.texts()
+        twice = [text for text, count in Counter(delivered).items() if count > 1]
+        assert not twice, f"delivered more than once: {twice[:5]}"
+        owner = {
+            self.shown(line): (index, position)
+            for index, g in enumerate(self.generations)
+            for position, line in enumerate([*g.lines, g.partial])
+            if position < len(g.lines) or len(line) > MAX_LINE_BYTES  # a long one is cut early
+        }
+        unknown = [text for text in delivered if text not in owner and text not in self.optional]
+        assert not unknown, f"delivered lines never written: {unknown[:5]}"
+        last: dict[int, int] = {}
+        for text in delivered:
+            if text in owner:
+                generation, position = owner[text]
+                assert position > last.get(generation, -1), f"out of order: {text}"
+                last[generation] = position
+
+    def teardown(self) -> None:
+        try:
+            if self.manager is not None:
+                self.catch_up()
+        finally:
+            if self.manager is not None:
+                self._run(self.manager.close())
+            self.loop.run_until_complete(self.loop.shutdown_default_executor())
+            self.loop.close()
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+TailMachine.TestCase.settings = settings(max_examples=30, stateful_step_count=30, deadline=None)
+test_tail_model = TailMachine.TestCase
