@@ -217,6 +217,11 @@ def names(prefix: str, count: int, start: int = 0) -> list[str]:
     return [f"{prefix}-{index}" for index in range(start, start + count)]
 
 
+def append(path: Path, text: str) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(text)
+
+
 def size_of(path: str) -> int:
     return os.stat(path).st_size
 
@@ -689,6 +694,30 @@ def test_symlinks_are_followed_only_when_asked(tmp_path: Path, follow: bool) -> 
             assert linked.inode == target.stat().st_ino
         else:
             assert rig.log.count("info", "symlink") == 1
+        await manager.close()
+
+    run(main)
+
+
+def test_a_followed_symlink_swapped_to_another_target(tmp_path: Path) -> None:
+    rig = Rig.on(tmp_path, follow=True)
+    first, second = tmp_path / "first.txt", tmp_path / "second.txt"
+    first.write_text("one\n")
+    second.write_text("two\n")
+    link = rig.path("app.log")
+    os.symlink(first, link)
+
+    async def main() -> None:
+        manager = await rig.start()
+        await until(lambda: rig.sink.texts() == ["one"])
+        append(first, "one more\n")  # written before the swap: read before the new target
+        os.unlink(link)
+        os.symlink(second, link)
+        await settle(rig, manager, lambda: len(rig.sink.lines) == 3)
+        assert rig.sink.texts() == ["one", "one more", "two"]
+        assert [line.inode for line in rig.sink.lines] == [first.stat().st_ino] * 2 + [
+            second.stat().st_ino
+        ]
         await manager.close()
 
     run(main)

@@ -9,6 +9,7 @@ catches a truncate-and-regrow past the offset whose first line happens to be the
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -195,26 +196,21 @@ def open_regular(path: str, follow_symlinks: bool) -> tuple[int, os.stat_result]
 
 
 def read_at(fd: int, offset: int, length: int) -> bytes:
-    """Up to `length` bytes at `offset` (fewer only at the end of the file)."""
-    parts: list[bytes] = []
-    while length > 0:
-        part = os.pread(fd, length, offset)
-        if not part:
-            break
-        parts.append(part)
-        offset += len(part)
-        length -= len(part)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+    """Up to `length` bytes at `offset` (fewer only at the end of the file), in one `pread`.
+
+    Not a loop of preads: a regular file returns short only at its end, and a second call after
+    a truncation and rewrite would join old bytes to new ones into a line that never existed.
+    """
+    return os.pread(fd, length, offset) if length > 0 else b""
 
 
 def read_checked(fd: int, head_length: int, offset: int, length: int) -> tuple[bytes, bytes]:
-    """The file's first `head_length` bytes and up to `length` bytes at `offset`: one thread hop
-    for a read that also re-reads what identifies the file (the head, and the sample before the
-    position, which the caller puts at the start of the range)."""
+    """Up to `length` bytes at `offset`, then the file's first `head_length` bytes: one thread
+    hop for a read that re-reads what identifies the file (the head, and the sample before the
+    position, which the caller puts at the start of the range). The head is read after the data
+    so a truncation racing with the reads shows in the head rather than passing unseen."""
     data = read_at(fd, offset, length)
-    if offset == 0 and len(data) >= head_length:
-        return data[:head_length], data
-    return (read_at(fd, 0, head_length) if head_length else b""), data
+    return read_at(fd, 0, head_length), data
 
 
 def content_matches(fd: int, size: int, checkpoint: FileCheckpoint) -> bool:
@@ -248,26 +244,39 @@ def check_file(path: str, follow_symlinks: bool, checkpoint: FileCheckpoint) -> 
         os.close(fd)
 
 
-def find_by_identity(directory: str, identity: tuple[int, int]) -> str | None:
+def find_by_identity(
+    directory: str, identity: Identity, listings: dict[str, dict[int, list[str]]] | None = None
+) -> str | None:
     """The path in `directory` (not below it) of the file with this (dev, inode), if any.
 
     Where a renamed file went when no event said so: rotation renames within the directory.
+    `listings` caches each directory's inodes when many files are looked for (a start).
     """
-    try:
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                try:
-                    # DirEntry.inode() is free (from getdents); only a hit pays for a stat
-                    if entry.inode() != identity[1]:
-                        continue
-                    status = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                if stat.S_ISREG(status.st_mode) and (status.st_dev, status.st_ino) == identity:
-                    return entry.path
-    except OSError:
-        return None
+    listing = None if listings is None else listings.get(directory)
+    if listing is None:
+        listing = {}
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    with contextlib.suppress(OSError):  # inode() is free: it comes from getdents
+                        listing.setdefault(entry.inode(), []).append(entry.path)
+        except OSError:
+            pass
+        if listings is not None:
+            listings[directory] = listing
+    for path in listing.get(identity[1], ()):
+        try:
+            status = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISREG(status.st_mode) and (status.st_dev, status.st_ino) == identity:
+            return path
     return None
+
+
+def _renamed(old: str, new: str) -> bool:
+    """`new` is `old` or a rotation of it: where a file that changed content may still be ours."""
+    return new == old or is_rotation_name(os.path.basename(new), os.path.basename(old))
 
 
 def is_rotation_name(name: str, base: str) -> bool:
@@ -400,18 +409,27 @@ def open_tailed(path: str, follow: bool, identity: Identity, known: Known) -> Op
         where = found
     try:
         size, position = status.st_size, known.position
-        intact = size >= position
-        if intact and known.head:
-            intact = read_at(fd, 0, len(known.head)) == known.head
-        if intact and known.sample:
-            intact = read_at(fd, position - len(known.sample), len(known.sample)) == known.sample
+        # the bytes kept are the bytes compared: a truncation racing with these reads shows as
+        # short reads or a mismatch, never as an empty head or sample taken for the truth
+        keep = min(TAIL_BYTES, position)
+        head = read_at(fd, 0, min(HEAD_BYTES, position))
+        sample = read_at(fd, position - keep, keep)
+        intact = (
+            size >= position
+            and len(head) == min(HEAD_BYTES, position)
+            and len(sample) == keep
+            and head.startswith(known.head)
+            and sample.endswith(known.sample)
+        )
         if intact and known.checkpoint is not None:
             intact = content_matches(fd, size, known.checkpoint)
+            intact = intact and read_at(fd, 0, len(head)) == head  # and still the same file
+        if not intact and not _renamed(path, where):
+            os.close(fd)  # the inode was reused by an unrelated file: ours is gone
+            return None
         if not intact:
             return Opened(fd, where, size, False, b"", b"")
-        keep = min(TAIL_BYTES, position)
-        head = read_at(fd, 0, min(HEAD_BYTES, position))  # only what was read: it is known
-        return Opened(fd, where, size, True, head, read_at(fd, position - keep, keep))
+        return Opened(fd, where, size, True, head, sample)
     except BaseException:
         os.close(fd)
         raise
@@ -468,20 +486,28 @@ def plan_start(
     lost: list[FileCheckpoint] = []
     unusable: list[FileCheckpoint] = []  # truncated, rewritten or gone: their copies may exist
     claimed: set[Identity] = set()
+    listings: dict[str, dict[int, list[str]]] = {}
     for checkpoint in checkpoints:
         follow = follows.get(checkpoint.source, False)
         status = probe(checkpoint.path, follow)
         where: str | None = checkpoint.path
         if status.kind != "file" or status.identity != checkpoint.identity:
-            where = find_by_identity(os.path.dirname(checkpoint.path), checkpoint.identity)
+            where = find_by_identity(
+                os.path.dirname(checkpoint.path), checkpoint.identity, listings
+            )
             follow = False
         verdict = None if where is None else check_file(where, follow, checkpoint)
-        if where is None or verdict is None:
-            lost.append(checkpoint)  # gone (or unreadable right now)
+        if (
+            where is None
+            or verdict is None
+            or (not verdict and not _renamed(checkpoint.path, where))
+        ):
+            lost.append(checkpoint)  # gone, unreadable, or its inode reused by an unrelated file
             unusable.append(checkpoint)
             continue
-        # other content under the same inode: truncated and rewritten, or the inode was reused by
-        # a newer file of the same rotation; either way its lines were never read: read from 0
+        # other content under the same inode at its path or a rotation of it: truncated and
+        # rewritten (then maybe rotated), or the inode reused by a newer file of the same
+        # rotation; either way those lines were never read: read from 0
         resumes.append(Resume(checkpoint, where, verdict))
         claimed.add(checkpoint.identity)
         if not verdict:
@@ -502,32 +528,38 @@ def plan_start(
 def find_copies(
     names: Sequence[str], lineage: Lineage, known: frozenset[Identity]
 ) -> list[tuple[PathStatus, FramerState]]:
-    """Files named as rotations of one of `names` (the paths a file had) in the same directory,
-    not in `known`, that are copies of the lineage's file (what copytruncate leaves beside a
-    file it truncated), each with where to start reading it."""
-    candidates: set[str] = set()
+    """Copies of the lineage's file lying beside it (what copytruncate leaves when it truncates a
+    file), each with where to start reading it; files in `known` are not considered.
+
+    A file named as a rotation of one of `names` (the paths the file had) is judged by content;
+    so is any other file of those directories once the original was read past a whole head (a
+    kibibyte that matches, and the bytes before the offset, do not happen by chance; fewer
+    might), but then only an exact copy counts, never one that merely starts alike.
+    """
+    loose = lineage.checkpoint.tail_end >= HEAD_BYTES
+    candidates: dict[str, bool] = {}  # path → named as a rotation
     for directory in {os.path.dirname(name) for name in names}:
         bases = [os.path.basename(name) for name in names if os.path.dirname(name) == directory]
         try:
             with os.scandir(directory) as entries:
-                candidates.update(
-                    entry.path
-                    for entry in entries
-                    if any(is_rotation_name(entry.name, base) for base in bases)
-                )
+                for entry in entries:
+                    named = any(is_rotation_name(entry.name, base) for base in bases)
+                    if (named or loose) and entry.name not in bases:
+                        candidates[entry.path] = named
         except OSError:
             continue
     found = []
-    for path in sorted(candidates):
+    for path, named in sorted(candidates.items()):
         status = probe(path, False)
         if (
             status.kind != "file"
             or status.identity in known
             or status.dev != lineage.checkpoint.dev
+            or not (named or status.size >= lineage.checkpoint.tail_end)
         ):
             continue
         verdicts, size = judge_copies(path, False, status.identity, [lineage])
-        start = copy_start(verdicts, [lineage], size)
+        start = copy_start(verdicts, [lineage], size) if named or verdicts == ["copy"] else None
         if start is not None:
             found.append((status, start))
     return found

@@ -8,14 +8,21 @@ that it corresponds to, so a snapshot is always exactly the state after the bloc
 
 Decisions, and what was rejected:
 - Wake-ups are events, not timers: an idle file costs a parked task and nothing else. Only files
-  renamed away from their path carry a timer (their grace period), and only until they close.
-- Reads are positional (`pread` of the last bytes already read plus the next chunk, run through
-  aiofiles' executor wrapper) rather than `seek` + `read`: one thread hop per chunk, no shared file
-  position, and the re-read of the last 64 bytes catches a truncate-and-regrow past the offset in
-  the same call that reads the new data. A size check alone misses that (Vector #26334).
+  renamed away from their path (their grace period) and possible copies being written carry a
+  timer, and only until they are settled.
+- Reads are positional (`pread` of the last bytes already read plus the next chunk, then the head,
+  run through aiofiles' executor wrapper) rather than `seek` + `read`: one thread hop per chunk,
+  no shared file position, and the re-read of the head and of the 64 bytes before the offset
+  catches a truncate-and-regrow past the offset in the same hop that reads the new data. A size
+  check alone misses that (Vector #26334).
 - A file renamed away is drained before the new file at its path is read (order per path, as a
   reader of the logs expects), and stays open while it grows: writers keep writing to the old
   file until they reopen. Dropping it after a fixed wait (Fluent Bit's `rotate_wait`) loses data.
+- copytruncate: when a truncation is seen, copies of the old content beside the file are looked
+  for before the reset and read from the old offset, in the same step as the reset (a snapshot
+  never has one without the other): inside the globs they are followed, outside drained, so only
+  what was written between logrotate's copy and its truncation is lost. Fluent Bit and Filebeat
+  restart at 0 and lose (or resend) the rest.
 - Files that end (deleted, or rotated away and quiet) are remembered by identity and content for
   a while, so a file that shows up again under a name the globs cover resumes where it stopped
   instead of being read twice.
@@ -182,12 +189,12 @@ class _Tailer:
     def checkpoint(self) -> FileCheckpoint:
         if self._checkpoint is None:
             if self.seed is not None and not self.head:
-                self._checkpoint = replace(self.seed, source=self.source, path=self.path)
+                self._checkpoint = replace(self.seed, source=self.source, path=self.home)
             else:
                 position = self.framer.position
                 self._checkpoint = FileCheckpoint(
                     source=self.source,
-                    path=self.path,
+                    path=self.home,
                     dev=self.dev,
                     inode=self.inode,
                     head=Fingerprint.of(self.head[:position]),  # only bytes already read
@@ -196,6 +203,13 @@ class _Tailer:
                     tail_end=position,
                 )
         return self._checkpoint
+
+    @property
+    def home(self) -> str:
+        """The path the checkpoint names: the first one it had in its directory (`app.log`, not
+        `app.log.2`), which its copies are named after; a restart finds it by identity there."""
+        directory = os.path.dirname(self.path)
+        return next(name for name in self.names if os.path.dirname(name) == directory)
 
     def lineage(self) -> Lineage:
         """For copy detection; the head bytes only when they are really known (not a file resumed
@@ -314,7 +328,6 @@ class _Tailer:
                 last_size, last_change = size, now
             quiet = now - last_change >= self.m.grace
             lineages = records + live
-            self.log.debug("DBG settle", verdicts=verdicts, size=size, records=[(l.checkpoint.path, l.checkpoint.tail_end) for l in records], live=[(l.checkpoint.path, l.checkpoint.tail_end, l.head is None) for l in live], quiet=quiet, ready=self.ready)
             self.copy_guess = lineages[verdicts.index("copy")] if "copy" in verdicts else None
             start = copy_start(verdicts[: len(records)], records, size)
             if start is None and quiet:
@@ -459,7 +472,6 @@ class _Tailer:
             lineage = self.lineage()
             known = frozenset(self.m.settled_identities())
             copies = await self._io(find_copies, list(self.names), lineage, known)
-            self.log.debug("DBG find_copies", names=self.names, copies=[(c[0].path, c[1]) for c in copies], known=len(known), pos=lineage.checkpoint.tail_end)
             self.m.adopt_copies(self, copies)
         self._restart_at_zero(why, size)
 
@@ -610,8 +622,10 @@ class TailManager:
                     old_offset=checkpoint.framer.offset,
                 )  # fmt: skip
             if resume.path != checkpoint.path:
+                tailer.names = (checkpoint.path, resume.path)
                 moved_from[checkpoint.path] = tailer
-                tailer.log.info("file was renamed while stopped", old_path=checkpoint.path)
+                if covered is None:
+                    tailer.log.info("file was renamed while stopped", old_path=checkpoint.path)
         for checkpoint in plan.lost:
             self._remember(checkpoint)
             self.log.info(
