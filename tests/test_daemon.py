@@ -6,6 +6,7 @@ import contextlib
 import itertools
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -99,6 +100,15 @@ def assert_exactly_once(workdir: Path, expected: set[int]) -> None:
     assert not duplicates, f"{len(duplicates)} duplicated matches, e.g. {duplicates[:10]}"
     assert not missing, f"{len(missing)} lost matches, e.g. {missing[:10]}"
     assert set(got) == expected
+
+
+def assert_exactly_once_among(workdir: Path, expected: set[int]) -> None:
+    """Every expected match exactly once; others (lines truncated away) at most once."""
+    got = seqs(published_records(workdir / "reports"))
+    duplicates = sorted({n for n in got if got.count(n) > 1})
+    missing = sorted(expected - set(got))
+    assert not duplicates, f"{len(duplicates)} duplicated matches, e.g. {duplicates[:10]}"
+    assert not missing, f"{len(missing)} lost matches that were on disk, e.g. {missing[:10]}"
 
 
 def write_lines(path: Path, first: int, count: int) -> None:
@@ -246,10 +256,25 @@ def test_logrotate_at_1000_lines_per_second(workdir: Path, daemon: Daemon, mode:
         if writer.poll() is None:
             writer.kill()
     expected = expected_seqs(0, total)
+    if mode == "copytruncate":
+        # copytruncate loses, by design, what the writer appends between logrotate's copy and its
+        # truncate: those bytes end up in no file. What the daemon must deliver is everything that
+        # is still on disk (in the original or in any copy), exactly once.
+        on_disk = set()
+        for path in (workdir / "logs").glob("app.log*"):
+            on_disk |= {int(n) for n in re.findall(rb"seq=(\d+) FAIL", path.read_bytes())}
+        unrecoverable = expected - on_disk
+        assert len(unrecoverable) <= len(expected) // 100, (
+            f"{len(unrecoverable)} lines vanished: the writer?"
+        )
+        expected -= unrecoverable
     with contextlib.suppress(AssertionError):  # the exactly-once check below says what is missing
         wait_until(lambda: set(seqs(published_records(workdir / "reports"))) >= expected, 20)
     assert daemon.stop() == 0
-    assert_exactly_once(workdir, expected)
+    if mode == "copytruncate":
+        assert_exactly_once_among(workdir, expected)
+    else:
+        assert_exactly_once(workdir, expected)
     assert rotations >= 4
 
 
