@@ -426,6 +426,10 @@ def test_notify_protocol(workdir: Path, daemon: Daemon) -> None:
         ready = [t for t, m in messages if m.get("READY") == "1"]
         assert ready, f"no READY=1 in {messages}"
         assert daemon.logged("ready"), "READY=1 only after startup is complete"
+        first_ready = next(i for i, (_, m) in enumerate(messages) if m.get("READY") == "1")
+        assert any("EXTEND_TIMEOUT_USEC" in m for _, m in messages[:first_ready]), (
+            "extends while starting"
+        )
         daemon.signal(signal.SIGHUP)
         pump(time.monotonic() + 2.5)
         daemon.signal(signal.SIGTERM)

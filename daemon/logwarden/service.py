@@ -53,6 +53,7 @@ EX_OK = 0
 EX_FAILURE = 1
 DRAIN_TIMEOUT = 60.0
 RETRY_MAX = 5.0
+START_EXTENSION = 15.0  # seconds asked for at a time while starting
 FULL_CHECK_INTERVAL = 60.0  # a truncation the bytes counter misses is also caught on restart
 
 log = get_logger("logwarden.service")
@@ -111,12 +112,15 @@ class Daemon:
     # ------------------------------------------------------------------ phases
 
     async def serve(self) -> int:
+        extender = asyncio.create_task(self._extend_start_timeout())
         try:
             await self.startup()
         except (ReportDirError, checkpoint.CheckpointError, StateDirError) as error:
             log.error("cannot start", error=str(error))
             await self.shutdown()
             return EX_FAILURE
+        finally:
+            extender.cancel()
         try:
             await self.stop_requested.wait()
             self.notifier.stopping()
@@ -400,6 +404,16 @@ class Daemon:
                     commits=self.commit_stats.commits,
                 )
                 previous_lines, previous_time, last_rate = self.pipeline.lines, now, now
+
+    async def _extend_start_timeout(self) -> None:
+        """Until READY=1: ask systemd for more time every few seconds, so that a long start
+        (publishing what a crash left sealed, discovering thousands of files) is not killed by
+        TimeoutStartSec, while a start that hangs for good still is."""
+        if not self.notifier.enabled:
+            return
+        while True:
+            self.notifier.extend_timeout(START_EXTENSION)
+            await asyncio.sleep(START_EXTENSION / 3)
 
     async def _write_status(self) -> None:
         """status.json is advisory: a full disk must not stop the daemon over it."""
