@@ -603,7 +603,7 @@ def test_bad_values(write_config: WriteConfig) -> None:
         rotate_max_bytes = -1
         rotate_interval = "1 hour"
         keep = 0
-        rotate_max_records = 0
+        rotate_max_records = -1
         [reports.s]
         dir = ""
         """)
@@ -626,7 +626,7 @@ def test_bad_values(write_config: WriteConfig) -> None:
         (17, "reports.r.rotate_max_bytes", "a size cannot be negative"),
         (18, "reports.r.rotate_interval", f"'1 hour' is not a duration: {DURATION_HELP}"),
         (19, "reports.r.keep", "Input should be greater than or equal to 1"),
-        (20, "reports.r.rotate_max_records", "Input should be greater than or equal to 1"),
+        (20, "reports.r.rotate_max_records", "Input should be greater than or equal to 0"),
         (22, "reports.s.dir", "must not be empty"),
     ]
 
@@ -1184,3 +1184,26 @@ def test_empty_variables_are_unset(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_ex_config_is_78() -> None:
     assert config.EX_CONFIG == 78
+
+
+def test_zero_turns_a_rotation_limit_off(write_config: WriteConfig) -> None:
+    path = write_config(
+        """
+        [sources.s]
+        paths = ["/var/log/x.log"]
+        [rules.r]
+        match = ["x"]
+        [reports.out]
+        dir = "/tmp/out"
+        rotate_max_bytes = 0
+        rotate_max_records = 0
+        rotate_interval = "0s"
+        """
+    )
+    loaded, _ = config.load(path)
+    report = loaded.reports["out"]
+    assert (report.rotate_max_bytes, report.rotate_max_records, report.rotate_interval) == (
+        None,
+        None,
+        None,
+    )

@@ -262,13 +262,19 @@ class ReportConfig(_Table):
     dir: Path
     format: ReportFormat = "json"
     rotate_max_bytes: Size | None = 10 * 1024 * 1024
-    rotate_max_records: int | None = Field(default=None, ge=1, strict=True)
+    rotate_max_records: int | None = Field(default=None, ge=0, strict=True)
     rotate_interval: Seconds | None = 3600.0
     keep: int = Field(default=48, ge=1, strict=True)
     publish_on_stop: bool = Field(default=True, strict=True)
     file_mode: FileMode = 0o640
 
     _dir_not_blank = field_validator("dir", mode="before")(_not_blank)
+
+    @field_validator("rotate_max_bytes", "rotate_max_records", "rotate_interval")
+    @classmethod
+    def _zero_is_off(cls, value: float | None) -> float | None:
+        """TOML has no null: 0 turns a rotation limit off."""
+        return None if value == 0 else value
 
 
 class Config(_Table):
