@@ -149,14 +149,7 @@ def run(args: argparse.Namespace) -> int:
     from logwarden.service import run_daemon
 
     config, rules = load_config(args.config)
-    return run_daemon(
-        config,
-        rules,
-        config_path=args.config,
-        foreground=args.foreground,
-        log_format=args.log_format,
-        log_level=args.log_level,
-    )
+    return run_daemon(config, rules, foreground=args.foreground)
 
 
 def status(args: argparse.Namespace) -> int:

@@ -25,11 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import structlog
-
 from logwarden import checkpoint
 from logwarden.config import Config, ConfigError
-from logwarden.log import configure as configure_logging
 from logwarden.log import get_logger
 from logwarden.notify import Notifier
 from logwarden.pipeline import Pipeline
@@ -59,15 +56,7 @@ FULL_CHECK_INTERVAL = 60.0  # a truncation the bytes counter misses is also caug
 log = get_logger("logwarden.service")
 
 
-def run_daemon(
-    config: Config,
-    rules: RuleSet,
-    *,
-    config_path: Path | None,
-    foreground: bool,
-    log_format: str,
-    log_level: str,
-) -> int:
+def run_daemon(config: Config, rules: RuleSet, *, foreground: bool) -> int:
     """Run until SIGTERM/SIGINT; the exit code for the cli."""
     daemon = Daemon(config, rules, foreground=foreground)
     return asyncio.run(daemon.serve())
@@ -527,10 +516,3 @@ def lock_state_dir(state_dir: Path) -> IO[bytes]:
             f"another logwarden holds {state_dir}/lock; one daemon per state dir"
         ) from error
     return handle
-
-
-def bind_context(**values: object) -> None:
-    structlog.contextvars.bind_contextvars(**values)
-
-
-__all__ = ["Daemon", "configure_logging", "run_daemon"]

@@ -68,6 +68,8 @@ class StatusWriter:
             "commits": daemon.commit_stats.commits,
             "commit_failures": daemon.commit_stats.failures,
             "commit_error": daemon.commit_stats.last_error,
+            "last_commit_ms": round(daemon.commit_stats.last_duration * 1000, 2),
+            "possibly_lost_bytes": daemon.tails.possibly_lost_bytes,  # truncated before read
             "reports": {
                 name: {
                     "published": writer.published,
