@@ -36,7 +36,7 @@ def commit(writer: ReportWriter, seal: bool = False) -> list[Path]:
     batches = writer.take_batches(seal=seal)
     write_batches(batches)
     settle(batches)
-    return [writer.publish(journal) for journal in writer.publishable()]
+    return [writer.publish(journal, journal.state) for journal in writer.publishable()]
 
 
 def test_json_report_is_one_valid_document_with_counts(tmp_path: Path) -> None:
@@ -91,12 +91,12 @@ def test_publish_is_idempotent_after_crash_between_rename_and_checkpoint(tmp_pat
     write_batches(batches)
     settle(batches)
     [journal] = writer.publishable()
-    first = writer.publish(journal)
+    first = writer.publish(journal, journal.state)
     content = first.read_bytes()
     # a restart finds the same sealed journal in the checkpoint: publishing again is a no-op
     again = ReportWriter(writer.config, writer.journal_dir, "host1", [journal.state], 1)
     [same] = again.publishable()
-    assert again.publish(same) == first
+    assert again.publish(same, same.state) == first
     assert first.read_bytes() == content
     assert len(list(first.parent.glob("*.json"))) == 1
 
@@ -139,7 +139,27 @@ def test_seal_survives_a_failed_commit(tmp_path: Path) -> None:
     settle(retry)
     [journal] = writer.publishable()
     assert journal.state.closed is not None
-    assert orjson.loads(writer.publish(journal).read_bytes())["records"] == [{"rule": "r1", "n": 1}]
+    assert orjson.loads(writer.publish(journal, journal.state).read_bytes())["records"] == [
+        {"rule": "r1", "n": 1}
+    ]
+
+
+def test_commit_retried_after_a_failed_checkpoint_writes_each_record_once(tmp_path: Path) -> None:
+    """The journals were written and fsynced, then the checkpoint could not be (disk full), and
+    even cutting the journal back failed: the retry must overwrite that part, not append it
+    after itself."""
+    writer = make_writer(tmp_path)
+    writer.append(record(1), "r1")
+    commit(writer)
+    writer.append(record(2), "r1")
+    failed = writer.take_batches(seal=False)
+    write_batches(failed)  # durable in the journal, but no checkpoint says so
+    give_back(failed)
+    writer.append(record(3), "r1")
+    [published] = commit(writer, seal=True)
+    assert orjson.loads(published.read_bytes())["records"] == [
+        {"rule": "r1", "n": n} for n in (1, 2, 3)
+    ]
 
 
 def test_write_failure_truncates_back(tmp_path: Path) -> None:

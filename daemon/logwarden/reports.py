@@ -242,11 +242,15 @@ class ReportWriter:
     def published_path(self, state: JournalState) -> Path:
         return self.config.dir / f"{state.id}.{self.config.format}"
 
-    def publish(self, journal: Journal) -> Path:
-        """Publish a sealed, committed journal; idempotent (a crash after the rename is recognised)."""
-        final = self.published_path(journal.state)
+    def publish(self, journal: Journal, state: JournalState) -> Path:
+        """Publish a sealed journal as of `state`, a durable checkpoint's view of it (the
+        committer passes the state it has just made durable, before `settle` adopts it).
+
+        Idempotent: a crash after the rename is recognised by the final name.
+        """
+        final = self.published_path(state)
         if not final.exists():
-            write_atomically(final, self._render(journal), mode=self.config.file_mode)
+            write_atomically(final, self._render(journal.path, state), mode=self.config.file_mode)
             if self._published_names is not None:
                 self._published_names.append(final.name)
         journal.path.unlink(missing_ok=True)
@@ -256,10 +260,9 @@ class ReportWriter:
     def forget_published(self, journal: Journal) -> None:
         self.sealed.remove(journal)
 
-    def _render(self, journal: Journal) -> Iterator[bytes]:
-        state = journal.state
+    def _render(self, path: Path, state: JournalState) -> Iterator[bytes]:
         if self.config.format == "ndjson":
-            yield from _read_prefix(journal.path, state.length)
+            yield from _read_prefix(path, state.length)
             return
         header = {
             "report": self.name,
@@ -271,7 +274,7 @@ class ReportWriter:
         yield orjson.dumps(header)[:-1] + b',"records":['
         first = True
         carry = b""
-        for chunk in _read_prefix(journal.path, state.length):
+        for chunk in _read_prefix(path, state.length):
             lines = (carry + chunk).split(b"\n")
             carry = lines.pop()
             for line in lines:
@@ -320,10 +323,12 @@ def _seq_of(name: str) -> str:
 
 
 def write_batches(batches: list[CommitBatch]) -> None:
-    """Append each batch to its journal file and fsync it (blocking; run in a thread).
+    """Write each batch into its journal file at its own offset and fsync it (blocking).
 
-    On failure (disk full) every journal touched is cut back to its committed length, so the
-    caller can put the data back in memory and retry without leaving half a record on disk.
+    A batch starts where the journal's committed part ends, so a commit retried after a failure
+    (disk full, here or at the checkpoint after it) overwrites what the failed attempt left
+    instead of appending it twice. On failure every journal touched is cut back to its committed
+    length, so the caller can put the data back in memory and retry.
     """
     created_dirs: set[Path] = set()
     written: list[CommitBatch] = []
@@ -332,15 +337,17 @@ def write_batches(batches: list[CommitBatch]) -> None:
             if not batch.data:
                 continue
             journal = batch.journal
-            is_new = not journal.path.exists()
-            descriptor = os.open(
-                journal.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640
-            )
+            is_new = (
+                journal.state.length == 0
+            )  # created by this commit: its dir entry needs an fsync
+            descriptor = os.open(journal.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o640)
             written.append(batch)
             try:
+                offset = journal.state.length
                 view = memoryview(batch.data)
                 while view:
-                    view = view[os.write(descriptor, view) :]
+                    done = os.pwrite(descriptor, view, offset)
+                    view, offset = view[done:], offset + done
                 os.fsync(descriptor)
             finally:
                 os.close(descriptor)
@@ -349,11 +356,17 @@ def write_batches(batches: list[CommitBatch]) -> None:
         for directory in created_dirs:
             fsync_dir(directory)
     except OSError:
-        for batch in written:
-            # if even this fails, recovery on restart cuts it back to the committed length
+        cut_back(written)
+        raise
+
+
+def cut_back(batches: list[CommitBatch]) -> None:
+    """Cut each batch's journal back to its committed length: what a failed commit wrote is not
+    committed. If even this fails, recovery on restart cuts it back."""
+    for batch in batches:
+        if batch.data:
             with contextlib.suppress(OSError):
                 os.truncate(batch.journal.path, batch.journal.state.length)
-        raise
 
 
 def give_back(batches: list[CommitBatch]) -> None:

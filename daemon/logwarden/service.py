@@ -21,7 +21,8 @@ import os
 import signal
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -33,8 +34,10 @@ from logwarden.pipeline import Pipeline
 from logwarden.records import RecordBuilder
 from logwarden.reports import (
     CommitBatch,
+    Journal,
     ReportDirError,
     ReportWriter,
+    cut_back,
     give_back,
     prepare_dirs,
     recover_journals,
@@ -60,6 +63,14 @@ def run_daemon(config: Config, rules: RuleSet, *, foreground: bool) -> int:
     """Run until SIGTERM/SIGINT; the exit code for the cli."""
     daemon = Daemon(config, rules, foreground=foreground)
     return asyncio.run(daemon.serve())
+
+
+@dataclass
+class CommitOutcome:
+    """What a commit published (once its checkpoint was durable), and what went wrong after."""
+
+    published: list[tuple[ReportWriter, Journal, Path]] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (log message, error)
 
 
 @dataclass
@@ -93,6 +104,8 @@ class Daemon:
         self._committed_files: list[FileCheckpoint] = []
         self._committed_bytes = 0
         self._commit_lock = asyncio.Lock()
+        # commits run on their own thread, never queued behind file reads in the default pool
+        self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="logwarden-commit")
         self.pipeline: Pipeline
         self.tails: TailManager
         self.watcher: Watcher
@@ -208,6 +221,7 @@ class Daemon:
         if hasattr(self, "status"):
             await self._write_status()
         self.notifier.close()
+        self._disk.shutdown(wait=True)
         if self._lock is not None:
             self._lock.close()
 
@@ -258,8 +272,11 @@ class Daemon:
             next_seq={name: writer.next_seq for name, writer in self.writers.items()},
             sources=self.known_sources,
         )
+        loop = asyncio.get_running_loop()
         try:
-            await asyncio.to_thread(self._write_durably, batches, state)
+            outcome = await loop.run_in_executor(
+                self._disk, self._commit_on_disk, dict(self.writers), batches, state
+            )
         except OSError as error:
             give_back(batches)
             self.commit_stats.failures += 1
@@ -272,7 +289,16 @@ class Daemon:
         if self.commit_stats.last_error is not None:
             log.info("commit succeeded again", failed_attempts=self.commit_stats.failures)
             self.commit_stats.last_error = None
-        await self._publish_sealed()
+        for writer, journal, path in outcome.published:
+            writer.forget_published(journal)
+            log.info(
+                "report published",
+                report=writer.name,
+                path=str(path),
+                records=journal.state.records,
+            )
+        for message, problem in outcome.problems:
+            log.error(message, error=problem)
         self.commit_stats.commits += 1
         self.commit_stats.last_duration = time.monotonic() - started
         if hasattr(self, "pipeline"):
@@ -286,39 +312,46 @@ class Daemon:
             return True
         return full_check and self.tails.snapshot() != self._committed_files
 
-    def _write_durably(self, batches: list[CommitBatch], state: checkpoint.Checkpoint) -> None:
-        write_batches(batches)
-        checkpoint.save(self.config.daemon.state_dir, state)
+    def _commit_on_disk(
+        self,
+        writers: dict[str, ReportWriter],
+        batches: list[CommitBatch],
+        state: checkpoint.Checkpoint,
+    ) -> CommitOutcome:
+        """All of a commit's disk work, in one trip to the disk thread (each trip costs a wake-up
+        on both sides): journals, then the checkpoint, then publishing what it sealed.
 
-    async def _publish_sealed(self) -> None:
-        published = False
-        for writer in self.writers.values():
-            for journal in writer.publishable():
+        Raises OSError only when the commit itself failed (journals cut back, nothing committed).
+        A failed publish or retention is only reported: the journal stays sealed and listed, and
+        the next commit publishes it again.
+        """
+        try:
+            write_batches(batches)
+            checkpoint.save(self.config.daemon.state_dir, state)
+        except OSError:
+            cut_back(batches)
+            raise
+        outcome = CommitOutcome()
+        for batch in batches:
+            if batch.target.closed is None:
+                continue
+            writer = writers[batch.target.report]
+            try:
+                path = writer.publish(batch.journal, batch.target)
+            except OSError as error:
+                outcome.problems.append(("publishing a report failed; will retry", str(error)))
+                break
+            outcome.published.append((writer, batch.journal, path))
+        if outcome.published:
+            # a crash now restarts from this checkpoint, which still lists what was just
+            # published; retention must leave every journal it lists to be recognised as done
+            protected = {journal.id for journal in state.journals if journal.closed is not None}
+            for writer in writers.values():
                 try:
-                    path = await asyncio.to_thread(writer.publish, journal)
+                    writer.apply_retention(protected)
                 except OSError as error:
-                    log.error(
-                        "publishing a report failed; will retry",
-                        report=writer.name,
-                        error=str(error),
-                    )
-                    return
-                writer.forget_published(journal)
-                published = True
-                log.info(
-                    "report published",
-                    report=writer.name,
-                    path=str(path),
-                    records=journal.state.records,
-                )
-        if published:
-            # the next checkpoint no longer lists them; retention must not delete what a crash
-            # before that checkpoint would publish again, so it protects every listed journal
-            protected = {
-                journal.state.id for writer in self.writers.values() for journal in writer.sealed
-            }
-            for writer in self.writers.values():
-                await asyncio.to_thread(writer.apply_retention, protected)
+                    outcome.problems.append(("retention failed; will retry", str(error)))
+        return outcome
 
     async def _committer(self) -> None:
         """Group commit: records waiting → commit now (again as soon as the last one ends);
