@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from harness import Daemon, published_records, wait_until, write_config
+from logwarden import checkpoint
 
 pytestmark = pytest.mark.integration
 
@@ -159,8 +160,7 @@ def test_restart_resumes_without_loss_or_duplicates(workdir: Path, daemon: Daemo
     log = workdir / "logs" / "a.log"
     daemon.start()
     write_lines(log, 0, 300)
-    checkpoint = workdir / "state" / "checkpoint.json"
-    wait_until(checkpoint.exists, 10, message="a checkpoint")
+    wait_until(lambda: checkpoint.load(workdir / "state") is not None, 10, message="a checkpoint")
     assert daemon.stop() == 0
     write_lines(log, 300, 300)  # written while the daemon was down
     with open(log, "ab") as handle:

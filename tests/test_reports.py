@@ -10,13 +10,17 @@ import pytest
 
 from logwarden.config import ReportConfig
 from logwarden.reports import (
+    STAGED_PREFIX,
     JournalState,
     ReportDirError,
     ReportWriter,
+    cut_back,
     give_back,
     prepare_dirs,
+    publish_sealed,
     recover_journals,
     settle,
+    staged_path,
     write_batches,
 )
 
@@ -33,10 +37,15 @@ def record(n: int, rule: str = "r1") -> bytes:
 
 
 def commit(writer: ReportWriter, seal: bool = False) -> list[Path]:
+    """What the daemon's commit does, minus the checkpoint: write, settle, publish."""
     batches = writer.take_batches(seal=seal)
     write_batches(batches)
     settle(batches)
-    return [writer.publish(journal, journal.state) for journal in writer.publishable()]
+    published, error = publish_sealed(batches)
+    assert error is None
+    for _, journal, _ in published:
+        writer.forget_published(journal)
+    return [path for _, _, path in published]
 
 
 def test_json_report_is_one_valid_document_with_counts(tmp_path: Path) -> None:
@@ -111,7 +120,7 @@ def test_recovery_cuts_uncommitted_tail_and_removes_unknown_journals(tmp_path: P
         stream.write(record(2)[:7])  # a torn, uncommitted write
     stray = writer.journal_dir / "sec-20260101T000000Z-00000099.ndjson"
     stray.write_bytes(record(3))
-    recover_journals(tmp_path / "journals", "sec", [committed])
+    assert recover_journals(tmp_path / "journals", writer.config, [committed]) == []
     assert writer.active.path.read_bytes() == record(1)
     assert not stray.exists()
 
@@ -229,3 +238,114 @@ def test_byte_limit_never_exceeded_by_a_report_of_several_records(tmp_path: Path
         writer.append(record(n), "r1")  # ~20 bytes each
     for path in commit(writer, seal=True):
         assert path.stat().st_size <= 100
+
+
+def test_a_report_opened_and_sealed_in_one_commit_never_writes_a_journal(tmp_path: Path) -> None:
+    writer = make_writer(tmp_path, rotate_max_records=1)
+    writer.append(record(1), "r1")
+    writer.append(record(2), "r1")  # seals the first
+    batches = writer.take_batches(seal=True)
+    write_batches(batches)
+    assert list(writer.journal_dir.iterdir()) == []
+    staged = sorted(path.name for path in writer.config.dir.iterdir())
+    assert len(staged) == 2 and all(name.startswith(STAGED_PREFIX) for name in staged)
+    settle(batches)
+    published, error = publish_sealed(batches)
+    assert error is None
+    assert [orjson.loads(path.read_bytes())["records"] for _, _, path in published] == [
+        [{"rule": "r1", "n": 1}],
+        [{"rule": "r1", "n": 2}],
+    ]
+    assert not list(writer.config.dir.glob(".*"))
+
+
+def test_a_long_lived_journal_is_published_whole_and_its_file_removed(tmp_path: Path) -> None:
+    writer = make_writer(tmp_path, format="ndjson")
+    writer.append(record(1), "r1")
+    commit(writer)
+    writer.append(record(2), "r1")
+    commit(writer)
+    assert writer.active is not None
+    journal_file = writer.active.path
+    assert journal_file.read_bytes() == record(1) + record(2)
+    writer.append(record(3), "r1")  # still in memory when the journal is sealed
+    [published] = commit(writer, seal=True)
+    assert published.read_bytes() == record(1) + record(2) + record(3)
+    assert not journal_file.exists()
+
+
+def test_a_failed_commit_removes_what_it_staged(tmp_path: Path) -> None:
+    writer = make_writer(tmp_path)
+    writer.append(record(1), "r1")
+    batches = writer.take_batches(seal=True)
+    write_batches(batches)
+    cut_back(batches)  # the checkpoint after it failed
+    give_back(batches)
+    assert list(writer.config.dir.iterdir()) == []
+    [published] = commit(writer)
+    assert orjson.loads(published.read_bytes())["records"] == [{"rule": "r1", "n": 1}]
+
+
+def test_recovery_after_a_crash_between_staging_and_checkpoint(tmp_path: Path) -> None:
+    """The checkpoint still lists the journal as open: what was staged is forgotten, and the
+    journal goes back to its committed length (its lines are read again)."""
+    writer = make_writer(tmp_path)
+    writer.append(record(1), "r1")
+    commit(writer)
+    assert writer.active is not None
+    durable = writer.active.state
+    writer.append(record(2), "r1")
+    write_batches(writer.take_batches(seal=True))  # then the crash
+    other = make_writer(tmp_path, name="sec-x")  # a report whose name extends this one's
+    other.append(record(9), "r1")
+    write_batches(other.take_batches(seal=True))
+    assert recover_journals(tmp_path / "journals", writer.config, [durable]) == []
+    assert writer.active is None and [j.path.read_bytes() for j in writer.sealed] == [record(1)]
+    left = sorted(path.name for path in writer.config.dir.iterdir())
+    assert len(left) == 1 and left[0].startswith(f"{STAGED_PREFIX}sec-x-"), "not ours to remove"
+
+
+def test_recovery_after_a_crash_between_checkpoint_and_rename(tmp_path: Path) -> None:
+    writer = make_writer(tmp_path)
+    writer.append(record(1), "r1")
+    batches = writer.take_batches(seal=True)
+    write_batches(batches)
+    settle(batches)  # the checkpoint holds the sealed state; then the crash
+    [sealed] = writer.sealed
+    assert recover_journals(tmp_path / "journals", writer.config, [sealed.state]) == []
+    restarted = ReportWriter(writer.config, writer.journal_dir, "host1", [sealed.state], 2)
+    [published] = commit(restarted)
+    assert orjson.loads(published.read_bytes())["records"] == [{"rule": "r1", "n": 1}]
+
+
+def test_recovery_names_a_sealed_report_removed_by_hand(tmp_path: Path) -> None:
+    writer = make_writer(tmp_path)
+    writer.append(record(1), "r1")
+    batches = writer.take_batches(seal=True)
+    write_batches(batches)
+    settle(batches)
+    [sealed] = writer.sealed
+    staged_path(sealed.state).unlink()
+    assert recover_journals(tmp_path / "journals", writer.config, [sealed.state]) == [sealed.state]
+
+
+def test_a_reload_changing_dir_and_format_applies_to_journals_sealed_after_it(
+    tmp_path: Path,
+) -> None:
+    writer = make_writer(tmp_path)
+    writer.append(record(1), "r1")
+    batches = writer.take_batches(seal=True)  # sealed under the old config
+    writer.config = ReportConfig.model_validate(
+        {"name": "sec", "dir": tmp_path / "new", "format": "ndjson"}
+    )  # SIGHUP, while the commit runs
+    prepare_dirs({"sec": writer.config}, tmp_path / "journals")
+    write_batches(batches)
+    settle(batches)
+    published, error = publish_sealed(batches)
+    assert error is None
+    [(_, _, old)] = published
+    assert old.parent == tmp_path / "out" and old.suffix == ".json"
+    writer.forget_published(batches[0].journal)
+    writer.append(record(2), "r1")
+    [new] = commit(writer, seal=True)
+    assert new.parent == tmp_path / "new" and new.read_bytes() == record(2)

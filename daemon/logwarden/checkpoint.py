@@ -1,13 +1,28 @@
-"""The checkpoint: one file, replaced atomically, tying tail offsets to committed journal lengths.
+"""The checkpoint: the one truth after a crash, tying tail offsets to committed journal lengths.
 
-It is the single truth after a crash (DESIGN §5): each tailed file's identity and resume point,
-each journal's committed length, and the sources the daemon has seen (so that `start_at` applies
-only to a source seen for the first time). Versioned, so a later release can migrate it; a
-checkpoint of a newer version is refused rather than misread.
+It holds each tailed file's identity and resume point, each journal's committed length, and the
+sources the daemon has seen (so that `start_at` applies only to a source seen for the first
+time). Versioned, so a later release can migrate it; a checkpoint of a newer version is refused
+rather than misread.
+
+It lives in two slot files, `checkpoint-a.json` and `checkpoint-b.json`, written in turn in
+place: each save overwrites the older slot and makes it durable with one fdatasync, while the
+other slot still holds the previous checkpoint whole. A slot is a JSON document whose header
+carries a generation number and a CRC-32 of the checkpoint it wraps; loading takes the highest
+generation whose CRC holds, so a save torn by a crash falls back to the one before it, which is
+exactly what the journals and offsets of that crash agree with.
+
+Rejected: one file replaced by rename (temp file, fsync, rename, fsync of the dir). Correct,
+but it costs a new inode, a rename, a second fsync and a freed inode per commit; with a report
+per match (`rotate_max_records = 1`) that alone was a fifth of the publish latency.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,13 +30,15 @@ from typing import Any
 
 import orjson
 
-from logwarden.atomic import write_atomically
+from logwarden.atomic import fsync_dir
 from logwarden.records import utc_timestamp
 from logwarden.reports import JournalState
 from logwarden.tail import FileCheckpoint
 
-VERSION = 1
-FILE_NAME = "checkpoint.json"
+VERSION = 2
+SLOT_NAMES = ("checkpoint-a.json", "checkpoint-b.json")
+_HEADER = re.compile(rb'\{"generation":(\d+),"crc32":"([0-9a-f]{8})","length":(\d+),"checkpoint":')
+_TRAILER = b"}\n"
 
 
 class CheckpointError(Exception):
@@ -47,7 +64,7 @@ class Checkpoint:
             "journals": [journal.to_dict() for journal in self.journals],
             "files": [file.to_dict() for file in self.files],
         }
-        return orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+        return orjson.dumps(document, option=orjson.OPT_INDENT_2)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Checkpoint:
@@ -65,26 +82,131 @@ class Checkpoint:
         )
 
 
-def path_in(state_dir: Path) -> Path:
-    return state_dir / FILE_NAME
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    generation: int
+    body: bytes  # the checkpoint's own JSON, CRC verified
+
+
+def _slot_bytes(generation: int, body: bytes) -> bytes:
+    header = b'{"generation":%d,"crc32":"%08x","length":%d,"checkpoint":' % (
+        generation,
+        zlib.crc32(body),
+        len(body),
+    )
+    return header + body + _TRAILER
+
+
+def _parse_slot(data: bytes) -> _Slot | None:
+    """The slot's checkpoint, or None when it is empty or torn (its CRC does not hold)."""
+    header = _HEADER.match(data)
+    if header is None:
+        return None
+    start = header.end()
+    end = start + int(header[3])
+    body = data[start:end]
+    if len(body) != int(header[3]) or data[end : end + len(_TRAILER)] != _TRAILER:
+        return None
+    if f"{zlib.crc32(body):08x}".encode() != header[2]:
+        return None
+    return _Slot(int(header[1]), body)
+
+
+def _read_slots(state_dir: Path) -> tuple[list[_Slot | None], int]:
+    """Each slot's checkpoint (None: missing, empty or torn), and how many slot files have
+    content at all."""
+    slots: list[_Slot | None] = []
+    written = 0
+    for name in SLOT_NAMES:
+        try:
+            data = (state_dir / name).read_bytes()
+        except FileNotFoundError:
+            data = b""
+        written += bool(data)
+        slots.append(_parse_slot(data) if data else None)
+    return slots, written
+
+
+def _newest(slots: list[_Slot | None]) -> tuple[int, _Slot] | None:
+    valid = [(index, slot) for index, slot in enumerate(slots) if slot is not None]
+    return max(valid, key=lambda item: item[1].generation, default=None)
 
 
 def load(state_dir: Path) -> Checkpoint | None:
     """The last durable checkpoint, or None on a first start."""
-    path = path_in(state_dir)
+    return _decode(state_dir, *_read_slots(state_dir))
+
+
+def _decode(state_dir: Path, slots: list[_Slot | None], written: int) -> Checkpoint | None:
+    newest = _newest(slots)
+    if newest is None:
+        if written == len(SLOT_NAMES):
+            # the second slot is written only after the first save is whole, so two slots with
+            # content and no valid one is damage, not a crash
+            raise CheckpointError(
+                f"{state_dir}/checkpoint-a.json and checkpoint-b.json are both damaged; "
+                "move them away to start afresh"
+            )
+        return None  # a first start, or a crash during the very first save
+    index, slot = newest
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    try:
-        return Checkpoint.from_bytes(data)
+        return Checkpoint.from_bytes(slot.body)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-        # atomic replacement means this is not a torn write: something else damaged the file
         raise CheckpointError(
-            f"{path} is damaged ({error}); move it away to start afresh"
+            f"{state_dir / SLOT_NAMES[index]} passes its checksum but cannot be read ({error})"
         ) from error
 
 
-def save(state_dir: Path, checkpoint: Checkpoint) -> None:
-    """Replace the checkpoint durably (blocking: run it in a thread)."""
-    write_atomically(path_in(state_dir), [checkpoint.to_bytes()], mode=0o640)
+class CheckpointStore:
+    """The daemon's handle on its checkpoint: loads the newest slot once, then saves in turn.
+
+    Both slot files stay open for the daemon's life, so a save is one pwrite and one fdatasync.
+    A slot is padded with spaces to its previous length instead of truncated: a shorter
+    checkpoint then changes no file size, so fdatasync has no metadata to commit.
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        slots, written = _read_slots(state_dir)
+        self.restored = _decode(state_dir, slots, written)
+        newest = _newest(slots)
+        self._generation = newest[1].generation if newest else 0
+        self._next = 1 - newest[0] if newest else 0  # the older slot is overwritten first
+        self._descriptors: list[int] = []
+        self._lengths: list[int] = []
+        try:
+            for name in SLOT_NAMES:
+                descriptor = os.open(state_dir / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+                self._descriptors.append(descriptor)
+                self._lengths.append(os.fstat(descriptor).st_size)
+            fsync_dir(state_dir)  # the slots' names are durable before any save relies on them
+        except OSError as error:
+            self.close()
+            raise CheckpointError(
+                f"cannot open the checkpoint in {state_dir}: {error.strerror or error}"
+            ) from error
+
+    def save(self, checkpoint: Checkpoint) -> None:
+        """Make `checkpoint` the durable one (blocking: run it in a thread)."""
+        generation = self._generation + 1
+        data = _slot_bytes(generation, checkpoint.to_bytes())
+        index = self._next
+        padding = self._lengths[index] - len(data)
+        if padding > 0:
+            data += b" " * padding
+        descriptor = self._descriptors[index]
+        view = memoryview(data)
+        offset = 0
+        try:
+            while offset < len(data):
+                offset += os.pwrite(descriptor, view[offset:], offset)
+            os.fdatasync(descriptor)
+        finally:
+            self._lengths[index] = os.fstat(descriptor).st_size
+        self._generation, self._next = generation, 1 - index
+
+    def close(self) -> None:
+        for descriptor in self._descriptors:
+            with contextlib.suppress(OSError):
+                os.close(descriptor)
+        self._descriptors = []

@@ -2,10 +2,15 @@
 
 Matches land first in memory (`Journal.pending`), then in the journal file when the committer
 writes and fsyncs it, and only then does the checkpoint record the journal's committed length
-together with the tail offsets that produced it (DESIGN §5). A journal is sealed at a commit
-(size, record count, age, SIGUSR1 or stop) and published after the checkpoint that seals it is
-durable. Its final name is derived from its id, so a publish interrupted by a crash is simply
-done again, or recognised as done, on restart.
+together with the tail offsets that produced it (DESIGN §5).
+
+A journal is sealed at a commit (size, record count, age, SIGUSR1 or stop). That commit renders
+the whole report, the journal file's committed part plus the records still in memory, into a
+staged file in the report dir (`.logwarden-staged-<id>.json`, fsynced, and the dir too), and
+only then writes the checkpoint that lists the journal as sealed. Publishing is then a rename
+of the staged file to its final name, derived from the journal's id, so a publish interrupted by
+a crash is simply done again, or recognised as done, on restart. A report opened and sealed in
+one commit (every `rotate_max_records = 1` report) never touches a journal file at all.
 
 Rejected: writing reports directly in the report dir and renaming at rotation. A reader could
 then see nothing of the current report, but a crash would leave matches only in a temp file, and
@@ -15,6 +20,7 @@ the offsets could not be tied to what a reader will eventually see.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import time
@@ -27,12 +33,13 @@ from typing import Any
 
 import orjson
 
-from logwarden.atomic import fsync_dir, remove_stale_temporaries, write_atomically
+from logwarden.atomic import fsync_dir, remove_stale_temporaries
 from logwarden.config import ReportConfig
 from logwarden.records import utc_timestamp
 
 SEQ_WIDTH = 8
 READ_CHUNK = 1024 * 1024
+STAGED_PREFIX = ".logwarden-staged-"
 
 
 class ReportDirError(Exception):
@@ -50,6 +57,9 @@ class JournalState:
     records: int = 0
     counts: Mapping[str, int] = field(default_factory=dict)  # match records per rule
     closed: str | None = None  # set when sealed
+    # where a sealed journal's report goes, fixed at sealing: a reload that changes the report's
+    # dir or format applies to the journals sealed after it, not to one already staged
+    publish_to: str | None = None
 
     @property
     def id(self) -> str:
@@ -65,10 +75,13 @@ class JournalState:
             "records": self.records,
             "counts": dict(self.counts),
             "closed": self.closed,
+            "publish_to": self.publish_to,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> JournalState:
+        if data.get("closed") is not None and not data.get("publish_to"):
+            raise ValueError(f"sealed journal {data.get('seq')} has no publish_to")
         return cls(
             report=str(data["report"]),
             seq=int(data["seq"]),
@@ -77,6 +90,7 @@ class JournalState:
             records=int(data["records"]),
             counts={str(k): int(v) for k, v in data.get("counts", {}).items()},
             closed=data.get("closed"),
+            publish_to=data.get("publish_to"),
         )
 
 
@@ -93,6 +107,9 @@ class Journal:
         self.inflight_records = 0
         self.opened_monotonic = time.monotonic()
         self.closed = state.closed  # set in memory at sealing; durable once a checkpoint holds it
+        # its report is rendered in the report dir, waiting for its rename (a checkpoint lists a
+        # journal as sealed only once it is staged, so every restored sealed journal is)
+        self.staged = state.closed is not None
 
     @property
     def length(self) -> int:
@@ -114,9 +131,15 @@ class Journal:
 class CommitBatch:
     """What one commit writes for one journal: taken from memory at the snapshot instant."""
 
+    writer: ReportWriter
     journal: Journal
     data: bytes
     target: JournalState  # the state the checkpoint will record once `data` is durable
+    staged_now: bool = False  # this commit staged the report (undone if the commit fails)
+
+    @property
+    def sealed(self) -> bool:
+        return self.target.closed is not None
 
 
 class ReportWriter:
@@ -217,8 +240,10 @@ class ReportWriter:
                 records=journal.records,
                 counts=_add_counts(journal.state.counts, journal.pending_counts),
                 closed=journal.closed,
+                publish_to=journal.state.publish_to
+                or (str(self._new_report_path(journal.state)) if journal.closed else None),
             )
-            batches.append(CommitBatch(journal, bytes(journal.pending), target))
+            batches.append(CommitBatch(self, journal, bytes(journal.pending), target))
             journal.inflight_bytes, journal.inflight_records = (
                 len(journal.pending),
                 journal.pending_records,
@@ -239,19 +264,39 @@ class ReportWriter:
 
     # ------------------------------------------------------------ blocking I/O, run in a thread
 
-    def published_path(self, state: JournalState) -> Path:
+    def _new_report_path(self, state: JournalState) -> Path:
         return self.config.dir / f"{state.id}.{self.config.format}"
 
-    def publish(self, journal: Journal, state: JournalState) -> Path:
-        """Publish a sealed journal as of `state`, a durable checkpoint's view of it (the
-        committer passes the state it has just made durable, before `settle` adopts it).
+    def stage(self, batch: CommitBatch) -> None:
+        """Render a sealed journal's whole report (its journal file's committed part, then the
+        batch) into its staged file and fsync it; the caller fsyncs the dir."""
+        journal, target = batch.journal, batch.target
+        path = staged_path(target)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        descriptor = os.open(path, flags, 0o600)
+        try:
+            with os.fdopen(descriptor, "wb", buffering=READ_CHUNK) as stream:
+                for chunk in self._render(journal.path, journal.state.length, batch.data, target):
+                    stream.write(chunk)
+                stream.flush()
+                os.fchmod(stream.fileno(), self.config.file_mode)
+                os.fsync(stream.fileno())
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        journal.staged = batch.staged_now = True
 
-        Idempotent: a crash after the rename is recognised by the final name.
+    def publish(self, journal: Journal, state: JournalState) -> Path:
+        """Rename a staged report to its final name, once the checkpoint sealing it is durable
+        (the committer passes the state it has just made durable, before `settle` adopts it).
+
+        Idempotent: a crash after the rename is recognised by the final name. The caller fsyncs
+        the report dir.
         """
-        final = self.published_path(state)
+        final = report_path(state)
         if not final.exists():
-            write_atomically(final, self._render(journal.path, state), mode=self.config.file_mode)
-            if self._published_names is not None:
+            os.rename(staged_path(state), final)
+            if self._published_names is not None and final.parent == self.config.dir:
                 self._published_names.append(final.name)
         journal.path.unlink(missing_ok=True)
         self.published += 1
@@ -260,9 +305,14 @@ class ReportWriter:
     def forget_published(self, journal: Journal) -> None:
         self.sealed.remove(journal)
 
-    def _render(self, path: Path, state: JournalState) -> Iterator[bytes]:
-        if self.config.format == "ndjson":
-            yield from _read_prefix(path, state.length)
+    def _render(
+        self, path: Path, committed: int, tail: bytes, state: JournalState
+    ) -> Iterator[bytes]:
+        """The report of `state`: the first `committed` bytes of the journal at `path`, then
+        `tail`, as NDJSON or wrapped in one JSON document, as its name says."""
+        chunks = itertools.chain(_read_prefix(path, committed), [tail] if tail else [])
+        if report_path(state).suffix == ".ndjson":
+            yield from chunks
             return
         header = {
             "report": self.name,
@@ -274,7 +324,7 @@ class ReportWriter:
         yield orjson.dumps(header)[:-1] + b',"records":['
         first = True
         carry = b""
-        for chunk in _read_prefix(path, state.length):
+        for chunk in chunks:
             lines = (carry + chunk).split(b"\n")
             carry = lines.pop()
             for line in lines:
@@ -322,26 +372,43 @@ def _seq_of(name: str) -> str:
     return name.rsplit("-", 1)[1]
 
 
-def write_batches(batches: list[CommitBatch]) -> None:
-    """Write each batch into its journal file at its own offset and fsync it (blocking).
+def report_path(state: JournalState) -> Path:
+    """Where a sealed journal is published."""
+    if state.publish_to is None:
+        raise ValueError(f"journal {state.id} is not sealed")
+    return Path(state.publish_to)
 
-    A batch starts where the journal's committed part ends, so a commit retried after a failure
-    (disk full, here or at the checkpoint after it) overwrites what the failed attempt left
-    instead of appending it twice. On failure every journal touched is cut back to its committed
-    length, so the caller can put the data back in memory and retry.
+
+def staged_path(state: JournalState) -> Path:
+    """Where a sealed journal's report waits for its rename: hidden, beside its final name."""
+    final = report_path(state)
+    return final.with_name(STAGED_PREFIX + final.name)
+
+
+def write_batches(batches: list[CommitBatch]) -> None:
+    """Make every batch durable before the checkpoint that counts it (blocking; run in a thread).
+
+    An open journal's batch goes into its journal file at its own offset, then fsync: it starts
+    where the committed part ends, so a commit retried after a failure (disk full, here or at the
+    checkpoint after it) overwrites what the failed attempt left instead of appending it twice.
+    A sealed journal's report is staged in its report dir instead. Then each dir holding a new
+    file is fsynced. On failure, `cut_back` undoes it all, so the caller can put the data back in
+    memory and retry.
     """
-    created_dirs: set[Path] = set()
-    written: list[CommitBatch] = []
+    new_entries: set[Path] = set()
     try:
         for batch in batches:
+            journal = batch.journal
+            if batch.sealed:
+                if not journal.staged:
+                    batch.writer.stage(batch)
+                    new_entries.add(report_path(batch.target).parent)
+                continue
             if not batch.data:
                 continue
-            journal = batch.journal
-            is_new = (
-                journal.state.length == 0
-            )  # created by this commit: its dir entry needs an fsync
+            if journal.state.length == 0:  # created by this commit: its dir entry needs an fsync
+                new_entries.add(journal.path.parent)
             descriptor = os.open(journal.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o640)
-            written.append(batch)
             try:
                 offset = journal.state.length
                 view = memoryview(batch.data)
@@ -351,22 +418,55 @@ def write_batches(batches: list[CommitBatch]) -> None:
                 os.fsync(descriptor)
             finally:
                 os.close(descriptor)
-            if is_new:
-                created_dirs.add(journal.path.parent)
-        for directory in created_dirs:
+        for directory in new_entries:
             fsync_dir(directory)
     except OSError:
-        cut_back(written)
+        cut_back(batches)
         raise
 
 
 def cut_back(batches: list[CommitBatch]) -> None:
-    """Cut each batch's journal back to its committed length: what a failed commit wrote is not
-    committed. If even this fails, recovery on restart cuts it back."""
+    """Undo what a failed commit wrote: journals back to their committed length, reports it
+    staged removed. If even this fails, recovery on restart does it."""
     for batch in batches:
-        if batch.data:
-            with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):
+            if batch.staged_now:
+                staged_path(batch.target).unlink(missing_ok=True)
+                batch.journal.staged = batch.staged_now = False
+            elif batch.data and not batch.sealed and batch.journal.path.exists():
                 os.truncate(batch.journal.path, batch.journal.state.length)
+
+
+def publish_sealed(
+    batches: list[CommitBatch],
+) -> tuple[list[tuple[ReportWriter, Journal, Path]], OSError | None]:
+    """Once the checkpoint sealing them is durable: publish every sealed journal of the commit,
+    then fsync each report dir once.
+
+    Returns the reports whose rename is durable, and the error that stopped the rest, if any:
+    those stay sealed and listed, and the next commit publishes them (or finds them published).
+    """
+    renamed: list[tuple[ReportWriter, Journal, Path]] = []
+    error: OSError | None = None
+    for batch in batches:
+        if not batch.sealed:
+            continue
+        try:
+            renamed.append(
+                (batch.writer, batch.journal, batch.writer.publish(batch.journal, batch.target))
+            )
+        except OSError as failure:
+            error = failure
+            break
+    published = []
+    for directory in {path.parent for _, _, path in renamed}:
+        try:
+            fsync_dir(directory)
+        except OSError as failure:
+            error = error or failure
+            continue
+        published += [item for item in renamed if item[2].parent == directory]
+    return published, error
 
 
 def give_back(batches: list[CommitBatch]) -> None:
@@ -406,24 +506,46 @@ def prepare_dirs(reports: Mapping[str, ReportConfig], journal_root: Path) -> Non
         remove_stale_temporaries(report.dir)
 
 
-def recover_journals(journal_root: Path, report: str, states: list[JournalState]) -> None:
-    """On start: cut journals back to their committed length, delete journals no checkpoint knows.
+def recover_journals(
+    journal_root: Path, report: ReportConfig, states: list[JournalState]
+) -> list[JournalState]:
+    """On start, make the journal and report dirs agree with the checkpoint's `states`.
 
-    A journal longer than its committed length holds records of lines whose offsets were never
-    committed: those lines will be read again, so the records must go. An unknown journal was
-    opened after the last checkpoint: the same holds for all of it.
+    An open journal longer than its committed length holds records of lines whose offsets were
+    never committed: those lines will be read again, so the records must go. A journal or a staged
+    report the checkpoint does not list (as open, or as sealed) was written by a commit that never
+    completed: the same holds for all of it. Returns the sealed journals whose report is neither
+    published nor staged (removed by hand): they cannot be published and are dropped.
     """
-    directory = journal_root / report
+    directory = journal_root / report.name
     known = {f"{state.id}.ndjson": state for state in states}
     for entry in list(os.scandir(directory)) if directory.exists() else []:
         state = known.get(entry.name)
         if state is None:
             Path(entry.path).unlink(missing_ok=True)
-        elif entry.stat().st_size != state.length:
+        elif state.closed is None and entry.stat().st_size != state.length:
             os.truncate(entry.path, state.length)
+    sealed = {state.id: state for state in states if state.closed is not None}
+    staged = re.compile(
+        rf"^{re.escape(STAGED_PREFIX)}({re.escape(report.name)}-\d{{8}}T\d{{6}}Z-\d{{{SEQ_WIDTH}}})"
+        rf"\.(json|ndjson)$"
+    )
+    directories = {report.dir} | {report_path(state).parent for state in sealed.values()}
+    for directory in directories:
+        for entry in list(os.scandir(directory)) if directory.exists() else []:
+            match = staged.match(entry.name)
+            if match and match[1] not in sealed:
+                Path(entry.path).unlink(missing_ok=True)
+    return [
+        state
+        for state in sealed.values()
+        if not report_path(state).exists() and not staged_path(state).exists()
+    ]
 
 
 def _read_prefix(path: Path, length: int) -> Iterator[bytes]:
+    if length == 0:  # a journal sealed in the commit that opened it has no file
+        return
     with open(path, "rb", buffering=0) as stream:
         remaining = length
         while remaining > 0:

@@ -40,6 +40,7 @@ from logwarden.reports import (
     cut_back,
     give_back,
     prepare_dirs,
+    publish_sealed,
     recover_journals,
     settle,
     write_batches,
@@ -106,6 +107,7 @@ class Daemon:
         self._commit_lock = asyncio.Lock()
         # commits run on their own thread, never queued behind file reads in the default pool
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="logwarden-commit")
+        self.checkpoints: checkpoint.CheckpointStore
         self.pipeline: Pipeline
         self.tails: TailManager
         self.watcher: Watcher
@@ -141,7 +143,8 @@ class Daemon:
         config = self.config
         state_dir = config.daemon.state_dir
         self._lock = lock_state_dir(state_dir)
-        self.restored = restored = checkpoint.load(state_dir) or checkpoint.Checkpoint()
+        self.checkpoints = await asyncio.to_thread(checkpoint.CheckpointStore, state_dir)
+        self.restored = restored = self.checkpoints.restored or checkpoint.Checkpoint()
         self.known_sources = restored.sources
         await asyncio.to_thread(prepare_dirs, config.reports, self.journal_root)
         self.writers = self._build_writers(restored)
@@ -222,6 +225,8 @@ class Daemon:
             await self._write_status()
         self.notifier.close()
         self._disk.shutdown(wait=True)
+        if hasattr(self, "checkpoints"):
+            self.checkpoints.close()
         if self._lock is not None:
             self._lock.close()
 
@@ -235,7 +240,15 @@ class Daemon:
         writers = {}
         for name, report in self.config.reports.items():
             states = restored.journals_of(name)
-            recover_journals(self.journal_root, name, states)
+            for lost in recover_journals(self.journal_root, report, states):
+                log.error(
+                    "a sealed report is gone from the report dir before it was published; "
+                    "its records cannot be recovered",
+                    report=name,
+                    id=lost.id,
+                    records=lost.records,
+                )
+                states.remove(lost)
             writers[name] = ReportWriter(
                 report,
                 self.journal_root / name,
@@ -249,7 +262,8 @@ class Daemon:
         self.records_waiting.set()
 
     async def commit(self, stopping: bool = False) -> bool:
-        """One commit: snapshot, write + fsync journals, replace the checkpoint, publish sealed ones.
+        """One commit: snapshot, write + fsync journals and stage sealed reports, save the
+        checkpoint, publish what it sealed.
 
         A journal is sealed when it is due for rotation (age, SIGUSR1; size and count limits
         seal as records arrive), or when stopping and its report publishes on stop. Commits never
@@ -319,29 +333,22 @@ class Daemon:
         state: checkpoint.Checkpoint,
     ) -> CommitOutcome:
         """All of a commit's disk work, in one trip to the disk thread (each trip costs a wake-up
-        on both sides): journals, then the checkpoint, then publishing what it sealed.
+        on both sides): journals and staged reports, the checkpoint, then the renames it allows.
 
-        Raises OSError only when the commit itself failed (journals cut back, nothing committed).
-        A failed publish or retention is only reported: the journal stays sealed and listed, and
+        Raises OSError only when the commit itself failed (all undone, nothing committed). A
+        failed publish or retention is only reported: the journal stays sealed and listed, and
         the next commit publishes it again.
         """
         try:
             write_batches(batches)
-            checkpoint.save(self.config.daemon.state_dir, state)
+            self.checkpoints.save(state)
         except OSError:
             cut_back(batches)
             raise
         outcome = CommitOutcome()
-        for batch in batches:
-            if batch.target.closed is None:
-                continue
-            writer = writers[batch.target.report]
-            try:
-                path = writer.publish(batch.journal, batch.target)
-            except OSError as error:
-                outcome.problems.append(("publishing a report failed; will retry", str(error)))
-                break
-            outcome.published.append((writer, batch.journal, path))
+        outcome.published, error = publish_sealed(batches)
+        if error is not None:
+            outcome.problems.append(("publishing a report failed; will retry", str(error)))
         if outcome.published:
             # a crash now restarts from this checkpoint, which still lists what was just
             # published; retention must leave every journal it lists to be recognised as done
@@ -349,8 +356,8 @@ class Daemon:
             for writer in writers.values():
                 try:
                     writer.apply_retention(protected)
-                except OSError as error:
-                    outcome.problems.append(("retention failed; will retry", str(error)))
+                except OSError as failure:
+                    outcome.problems.append(("retention failed; will retry", str(failure)))
         return outcome
 
     async def _committer(self) -> None:
