@@ -179,6 +179,21 @@ def test_restart_resumes_without_loss_or_duplicates(workdir: Path, daemon: Daemo
 
 
 @pytest.mark.slow
+def test_stop_right_after_start_while_matches_arrive(workdir: Path, daemon: Daemon) -> None:
+    """SIGTERM just as the first lines are read and committed: every stop is clean and prompt,
+    and ten short lives add up to exactly once. (The committer's `wait_for` once swallowed the
+    shutdown's cancellation and hung the daemon; that race is narrow, and showed in about one
+    run in six of test_restart_resumes_without_loss_or_duplicates.)"""
+    log = workdir / "logs" / "a.log"
+    for round_ in range(10):
+        daemon.start()
+        write_lines(log, round_ * 150, 150)
+        stopping = time.monotonic()
+        assert daemon.stop(timeout=15) == 0
+        assert time.monotonic() - stopping < 15
+    assert_exactly_once(workdir, expected_seqs(0, 10 * 150))
+
+
 def test_sigkill_at_random_moments_with_rename_rotation(workdir: Path, daemon: Daemon) -> None:
     """Repeated SIGKILL while a writer appends and files rotate: every match exactly once."""
     rng = random.Random(20261124)

@@ -204,13 +204,17 @@ def read_at(fd: int, offset: int, length: int) -> bytes:
     return os.pread(fd, length, offset) if length > 0 else b""
 
 
-def read_checked(fd: int, head_length: int, offset: int, length: int) -> tuple[bytes, bytes]:
-    """Up to `length` bytes at `offset`, then the file's first `head_length` bytes: one thread
-    hop for a read that re-reads what identifies the file (the head, and the sample before the
-    position, which the caller puts at the start of the range). The head is read after the data
-    so a truncation racing with the reads shows in the head rather than passing unseen."""
+def read_checked(
+    fd: int, head_length: int, offset: int, length: int
+) -> tuple[os.stat_result, bytes, bytes]:
+    """The file's status, up to `length` bytes at `offset`, then its first `head_length` bytes:
+    one thread hop for a read that also re-reads what identifies the file (the head, and the
+    sample before the position, which the caller puts at the start of the range). The head is
+    read after the data so a truncation racing with the reads shows in the head rather than
+    passing unseen."""
+    status = os.fstat(fd)
     data = read_at(fd, offset, length)
-    return read_at(fd, 0, head_length), data
+    return status, read_at(fd, 0, head_length), data
 
 
 def content_matches(fd: int, size: int, checkpoint: FileCheckpoint) -> bool:

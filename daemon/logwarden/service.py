@@ -15,7 +15,6 @@ nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import os
 import signal
@@ -368,8 +367,7 @@ class Daemon:
         retry = interval
         last_full_check = time.monotonic()
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wanted(), timeout=max(interval, 1.0))
+            await self._wanted(within=max(interval, 1.0))
             self.records_waiting.clear()
             self.commit_wanted.clear()
             now = time.monotonic()
@@ -390,13 +388,15 @@ class Daemon:
                 await asyncio.sleep(retry)
                 retry = min(retry * 2, RETRY_MAX)
 
-    async def _wanted(self) -> None:
+    async def _wanted(self, within: float) -> None:
+        """Until records wait or a commit is wanted, or `within` seconds. Not `asyncio.wait_for`: on
+        3.11 it can swallow the cancellation at stop, and the daemon then hangs in shutdown."""
         waits = [
             asyncio.ensure_future(self.records_waiting.wait()),
             asyncio.ensure_future(self.commit_wanted.wait()),
         ]
         try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, timeout=within, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiting in waits:
                 waiting.cancel()

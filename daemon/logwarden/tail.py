@@ -392,12 +392,14 @@ class _Tailer:
     async def _read_open(self, ending: bool) -> None:
         assert self.fd is not None
         try:
-            status = await self._io(os.fstat, self.fd)
-            self.mtime_ns = status.st_mtime_ns
-            grew = await self._read_to_end()
+            grew, status = await self._read_to_end()
         except OSError as error:
             self._fail(error)
             return
+        if status is None:  # closed or finished while waiting for room: the next round reads
+            self.settled.set()
+            return
+        self.mtime_ns = status.st_mtime_ns
         self.size = max(status.st_size, self.framer.position)
         if self.state == "error":
             self.log.info("file is readable again")
@@ -415,19 +417,21 @@ class _Tailer:
         elif self.attached and self.m.open_count > self.m.max_open:
             self.close_fd()
 
-    async def _read_to_end(self) -> bool:
-        """Read chunks until a short read; each re-reads the sample first, to catch truncation."""
+    async def _read_to_end(self) -> tuple[bool, os.stat_result | None]:
+        """Read chunks until a short read; each re-reads the sample first, to catch truncation.
+        Returns whether the file grew, and its status as of the last read (None: none was made)."""
         chunk_bytes = self.m.config.daemon.read_chunk_bytes
         grew = False
+        status: os.stat_result | None = None
         while True:
             await self.m.sink.wait_for_room()
             fd = self.fd
             if fd is None or self.done:
-                return grew
+                return grew, status
             position = self.framer.position
             overlap = len(self.sample)
             known_head = self.head[:position]  # not what lies past the position: it may change
-            head, data = await self._shielded(
+            status, head, data = await self._shielded(
                 _read_checked(fd, len(known_head), position - overlap, overlap + chunk_bytes)
             )
             if head != known_head or data[:overlap] != self.sample:
@@ -439,7 +443,7 @@ class _Tailer:
                 self._consume(position, fresh)
                 grew = True
             if len(fresh) < chunk_bytes:
-                return grew
+                return grew, status
 
     def _consume(self, start: int, fresh: bytes) -> None:
         """Feed, remember and deliver in one step (no await): snapshot() sees all of it or none."""
