@@ -11,6 +11,7 @@ import pytest
 from logwarden.config import ReportConfig
 from logwarden.reports import (
     STAGED_PREFIX,
+    Journal,
     JournalState,
     ReportDirError,
     ReportWriter,
@@ -34,6 +35,16 @@ def make_writer(tmp_path: Path, **overrides: object) -> ReportWriter:
 
 def record(n: int, rule: str = "r1") -> bytes:
     return orjson.dumps({"rule": rule, "n": n}) + b"\n"
+
+
+def sealed_then_crash(writer: ReportWriter) -> Journal:
+    """One record, sealed and staged, its checkpoint durable; then the crash, before any rename."""
+    writer.append(record(1), "r1")
+    batches = writer.take_batches(seal=True)
+    write_batches(batches)
+    settle(batches)
+    [journal] = writer.sealed
+    return journal
 
 
 def commit(writer: ReportWriter, seal: bool = False) -> list[Path]:
@@ -95,11 +106,7 @@ def test_rotation_by_records_bytes_and_request(tmp_path: Path) -> None:
 
 def test_publish_is_idempotent_after_crash_between_rename_and_checkpoint(tmp_path: Path) -> None:
     writer = make_writer(tmp_path)
-    writer.append(record(1), "r1")
-    batches = writer.take_batches(seal=True)
-    write_batches(batches)
-    settle(batches)
-    [journal] = writer.publishable()
+    journal = sealed_then_crash(writer)
     first = writer.publish(journal, journal.state)
     content = first.read_bytes()
     # a restart finds the same sealed journal in the checkpoint: publishing again is a no-op
@@ -307,11 +314,7 @@ def test_recovery_after_a_crash_between_staging_and_checkpoint(tmp_path: Path) -
 
 def test_recovery_after_a_crash_between_checkpoint_and_rename(tmp_path: Path) -> None:
     writer = make_writer(tmp_path)
-    writer.append(record(1), "r1")
-    batches = writer.take_batches(seal=True)
-    write_batches(batches)
-    settle(batches)  # the checkpoint holds the sealed state; then the crash
-    [sealed] = writer.sealed
+    sealed = sealed_then_crash(writer)
     assert recover_journals(tmp_path / "journals", writer.config, [sealed.state]) == []
     restarted = ReportWriter(writer.config, writer.journal_dir, "host1", [sealed.state], 2)
     [published] = commit(restarted)
@@ -320,11 +323,7 @@ def test_recovery_after_a_crash_between_checkpoint_and_rename(tmp_path: Path) ->
 
 def test_recovery_names_a_sealed_report_removed_by_hand(tmp_path: Path) -> None:
     writer = make_writer(tmp_path)
-    writer.append(record(1), "r1")
-    batches = writer.take_batches(seal=True)
-    write_batches(batches)
-    settle(batches)
-    [sealed] = writer.sealed
+    sealed = sealed_then_crash(writer)
     staged_path(sealed.state).unlink()
     assert recover_journals(tmp_path / "journals", writer.config, [sealed.state]) == [sealed.state]
 
