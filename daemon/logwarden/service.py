@@ -223,7 +223,7 @@ class Daemon:
         if hasattr(self, "status"):
             await self._write_status()
         self.notifier.close()
-        self._disk.shutdown(wait=True)
+        await asyncio.to_thread(self._disk.shutdown)  # lets a commit in flight finish
         if hasattr(self, "checkpoints"):
             self.checkpoints.close()
         if self._lock is not None:
