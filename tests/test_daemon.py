@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,8 +91,8 @@ def expected_seqs(first: int, count: int) -> set[int]:
     return {n for n in range(first, first + count) if n % 3 == 0}
 
 
-def seqs(records: list[dict[str, object]]) -> list[int]:
-    return [int(r["captures"]["seq"]) for r in records if "kind" not in r]  # type: ignore[index]
+def seqs(records: list[dict[str, Any]]) -> list[int]:
+    return [int(r["captures"]["seq"]) for r in records if "kind" not in r]
 
 
 def assert_exactly_once(workdir: Path, expected: set[int]) -> None:
@@ -151,8 +152,8 @@ def test_live_appends_new_files_and_clean_stop(workdir: Path, daemon: Daemon) ->
     assert daemon.stop() == 0
     assert_exactly_once(workdir, expected_seqs(0, 120))
     record = published_records(workdir / "reports")[0]
-    assert record["source"]["name"] == "app" and record["rule"] == "hit"  # type: ignore[index]
-    assert record["line"] == "seq=0 FAIL" and record["source"]["offset"] == 0  # type: ignore[index]
+    assert record["source"]["name"] == "app" and record["rule"] == "hit"
+    assert record["line"] == "seq=0 FAIL" and record["source"]["offset"] == 0
     assert not list((workdir / "reports").glob(".*")), "no temporaries left behind"
 
 
@@ -326,7 +327,7 @@ def test_hostile_input(
     )
     assert daemon.stop() == 0
     assert peak < 150, f"peak RSS {peak:.0f} MiB while a 100 MiB line streamed in"
-    records = {int(r["captures"]["seq"]): r for r in published_records(workdir / "reports")}  # type: ignore[index]
+    records = {int(r["captures"]["seq"]): r for r in published_records(workdir / "reports")}
     assert set(records) == {3, 6, 9, 12}, "nothing from the symlinked file outside the tree"
     assert "\ufffd" in str(records[3]["line"])
     assert records[6]["line"] == "seq=6 FAIL with\0nul\0bytes"
@@ -382,11 +383,11 @@ def test_reload_valid_and_invalid(workdir: Path, daemon: Daemon) -> None:
     write_lines(workdir / "logs" / "a.log", 33, 3)  # 33 FAIL, 34 ok, 35 ok: extra still active
     assert daemon.stop() == 0
     records = published_records(workdir / "reports")
-    extra = sorted(int(r["captures"]["seq"]) for r in records if r["rule"] == "extra")  # type: ignore[index]
+    extra = sorted(int(r["captures"]["seq"]) for r in records if r["rule"] == "extra")
     assert extra == [31, 32, 34, 35]
     assert sorted(int(r["captures"]["seq"]) for r in records if r["rule"] == "hit") == sorted(
         expected_seqs(0, 36)
-    )  # type: ignore[index]
+    )
 
 
 def test_invalid_config_exits_78(workdir: Path) -> None:

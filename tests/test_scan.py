@@ -85,7 +85,8 @@ def parse_duration(value: float | str) -> float:
         return float(value)
     found = re.fullmatch(r"(\d+)(ms|s|m|h)", value)
     assert found, f"the reference does not know the duration {value!r}"
-    unit = {"ms": Fraction(1, 1000), "s": 1, "m": 60, "h": 3600}[found.group(2)]
+    units = {"ms": Fraction(1, 1000), "s": Fraction(1), "m": Fraction(60), "h": Fraction(3600)}
+    unit = units[found.group(2)]
     return float(int(found.group(1)) * unit)
 
 

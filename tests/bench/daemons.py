@@ -180,9 +180,9 @@ def profile_summary(path: Path, top: int = 12) -> str:
         "Python line that called it)",
         "  self%  incl%  frame",
     ]
-    for frame, count in own.most_common(top):
+    for frame, samples in own.most_common(top):
         lines.append(
-            f"  {100 * count / total:5.1f}  {100 * inclusive[frame] / total:5.1f}  {frame}"
+            f"  {100 * samples / total:5.1f}  {100 * inclusive[frame] / total:5.1f}  {frame}"
         )
     return "\n".join(lines)
 
@@ -529,7 +529,7 @@ def catch_up(ctx: Any, runs: int) -> Outcome:
         """,
     )
     outcome = Outcome()
-    results = []
+    results: list[tuple[float, float, float, Exited, dict[str, int], int]] = []
     for _ in range(runs):
         for directory in ("state", "reports"):
             fresh_dir(work / directory)
@@ -573,14 +573,14 @@ def catch_up(ctx: Any, runs: int) -> Outcome:
             outcome.problems.append(f"catch-up run {len(results) + 1} published {dict(counts)}")
         results.append((published, ready, seen_caught_up, exited, dict(counts), len(reports)))
     results.sort(key=lambda result: result[0])
-    published, ready, seen_caught_up, exited, counts, files = results[len(results) // 2]
+    published, ready, seen_caught_up, exited, median_counts, files = results[len(results) // 2]
     spread = ", ".join(f"{result[0]:.2f}" for result in results)
     outcome.rows.append(
         TableRow(
             "`logwarden run` catch-up (start → published)",
             published,
             exited.peak_rss,
-            counts,
+            median_counts,
             note=f"median of {runs} ({spread} s); ready {ready:.2f} s, lag 0 seen "
             f"{seen_caught_up:.2f} s, published {published:.2f} s, exit {exited.at:.2f} s; "
             f"{files} report(s)",
