@@ -16,6 +16,8 @@ from typing import Protocol
 import pytest
 from hypothesis import settings
 
+from logcapture import capture_logs  # noqa: F401 (the fixture, for every test module)
+
 # Real-filesystem properties (tailing, checkpoints) cannot keep hypothesis' 200 ms deadline on a
 # loaded CI machine, and a deadline failure there says nothing about the code.
 settings.register_profile("logwarden", deadline=None)

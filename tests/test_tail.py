@@ -22,12 +22,16 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
+from logcapture import RecordingLog
 from logwarden.config import Config, DaemonConfig, SourceConfig
 from logwarden.framing import Block, FramerState, split_lines
 from logwarden.globs import PathMatcher, first_matching
 from logwarden.identity import FileCheckpoint, Fingerprint
 from logwarden.records import SourceRef
 from logwarden.tail import TailManager
+from logwarden.watch import Changes
+
+pytestmark = pytest.mark.usefixtures("capture_logs")
 
 WAIT_S = 5.0
 MAX_LINE_BYTES = 1024
@@ -85,37 +89,6 @@ class Index:
         return found
 
 
-class RecordingLog:
-    """A structlog-like logger that records (level, event, context)."""
-
-    def __init__(
-        self, events: list[tuple[str, str, dict[str, Any]]] | None = None, **context: Any
-    ) -> None:
-        self.events = events if events is not None else []
-        self.context = context
-
-    def bind(self, **values: Any) -> RecordingLog:
-        return RecordingLog(self.events, **{**self.context, **values})
-
-    def _log(self, level: str, event: str, kw: dict[str, Any]) -> None:
-        self.events.append((level, event, {**self.context, **kw}))
-
-    def debug(self, event: str, *args: Any, **kw: Any) -> None:
-        self._log("debug", event, kw)
-
-    def info(self, event: str, *args: Any, **kw: Any) -> None:
-        self._log("info", event, kw)
-
-    def warning(self, event: str, *args: Any, **kw: Any) -> None:
-        self._log("warning", event, kw)
-
-    def exception(self, event: str, *args: Any, **kw: Any) -> None:
-        self._log("exception", event, kw)
-
-    def count(self, level: str, contains: str) -> int:
-        return sum(1 for lvl, event, _ in self.events if lvl == level and contains in event)
-
-
 def make_config(
     directory: Path, *patterns: str, start_at: str = "beginning", follow: bool = False,
     exclude: Sequence[str] = (), extra: dict[str, SourceConfig] | None = None,
@@ -167,7 +140,7 @@ class Rig:
         self, restored: Sequence[FileCheckpoint] = (), known: Iterable[str] = ()
     ) -> TailManager:
         index = Index(dict(self.config.sources))
-        manager = TailManager(self.config, index, self.sink, restored, frozenset(known), self.log)
+        manager = TailManager(self.config, index, self.sink, restored, frozenset(known))
         await manager.start()
         return manager
 
@@ -180,8 +153,14 @@ class Rig:
         return await self.start(snapshot, known=self.config.sources)
 
     async def nudge(self, manager: TailManager) -> None:
-        manager.changed({self.path(name) for name in os.listdir(self.directory)}, True)
+        paths = frozenset(self.path(name) for name in os.listdir(self.directory))
+        manager.changed(Changes(frozenset(), paths, rediscover=True))
         await manager.rescan()
+
+
+def grown(*paths: str) -> Changes:
+    """What the watcher delivers for appends: the readers of these paths read."""
+    return Changes(frozenset(paths), frozenset(), rediscover=False)
 
 
 async def until(
@@ -253,7 +232,7 @@ def test_live_appends_are_read_in_order(tmp_path: Path) -> None:
         manager = await rig.start()
         await until(lambda: rig.sink.texts() == names("a", 3))
         rig.write("app.log", lines("a", 200, 3))
-        manager.changed({path}, False)
+        manager.changed(grown(path))
         await until(lambda: len(rig.sink.lines) == 203)
         assert rig.sink.texts() == names("a", 203)
         assert [line.line_no for line in rig.sink.lines] == list(range(1, 204))
@@ -278,7 +257,7 @@ def test_partial_line_waits_for_its_newline(tmp_path: Path) -> None:
         await asyncio.sleep(0.05)
         assert rig.sink.texts() == ["first"]
         rig.write("app.log", "def\n")
-        manager.changed({path}, False)
+        manager.changed(grown(path))
         await until(lambda: len(rig.sink.lines) == 2)
         assert rig.sink.lines[1] == Line(path, os.stat(path).st_ino, 6, 2, "abcdef")
         await manager.close()
@@ -339,7 +318,7 @@ def test_snapshot_is_exactly_what_was_delivered(tmp_path: Path) -> None:
             rig.write("a.log", lines(f"a{round_}", 37) + "tail-a")
             rig.write("b.log", "x" * 300 + "\n" + lines(f"b{round_}", 5))
             rig.write("a.log", "\n")
-            manager.changed({rig.path("a.log"), rig.path("b.log")}, False)
+            manager.changed(grown(rig.path("a.log"), rig.path("b.log")))
             for _ in range(3):
                 await asyncio.sleep(0)
                 check(manager.snapshot())
@@ -576,7 +555,7 @@ def test_a_copy_still_being_written_is_recognised(tmp_path: Path) -> None:
         await until(lambda: len(rig.sink.lines) == 2000)
         copy = rig.path("app.log.1")
         copy_bytes(path, copy, 3000)  # logrotate is half way through the copy
-        manager.changed({copy}, False)
+        manager.changed(grown(copy))
         await asyncio.sleep(0.2)
         assert "copy" not in " ".join(event for _, event, _ in rig.log.events)
         copy_bytes(path, copy)
@@ -760,7 +739,7 @@ def test_read_errors_are_reported_once_and_do_not_stop_other_files(tmp_path: Pat
         assert [s.state for s in broken] == ["error"]
         assert rig.log.count("warning", "cannot read") == 1
         rig.write("good.log", "still\n")
-        manager.changed({good}, False)
+        manager.changed(grown(good))
         await until(lambda: rig.sink.texts() == ["fine", "still"])
         await manager.close()
 
@@ -859,7 +838,7 @@ def test_idle_descriptors_are_closed_and_reopened(
         await manager.rescan()
         assert open_fds() == before  # every idle descriptor given back
         rig.write("f7.log", "more\n")
-        manager.changed({rig.path("f7.log")}, False)
+        manager.changed(grown(rig.path("f7.log")))
         await until(lambda: rig.sink.texts()[-1] == "more")
         os.rename(
             rig.path("f8.log"), rig.path("f8.log.1")
@@ -887,7 +866,7 @@ def test_descriptors_stay_bounded_with_many_files(
     async def main() -> None:
         before = open_fds()
         index = Index(dict(rig.config.sources))
-        manager = TailManager(rig.config, index, rig.sink, (), frozenset(), rig.log)
+        manager = TailManager(rig.config, index, rig.sink, (), frozenset())
         peak = 0
 
         async def watch_fds() -> None:
@@ -916,7 +895,7 @@ def test_backpressure_pauses_reading(tmp_path: Path) -> None:
         await until(lambda: len(rig.sink.lines) == 1)
         rig.sink.room.clear()
         rig.write("app.log", "two\n")
-        manager.changed({path}, False)
+        manager.changed(grown(path))
         await asyncio.sleep(0.1)
         assert rig.sink.texts() == ["one"]
         assert manager.snapshot()[0].framer.offset == 4
@@ -1099,7 +1078,7 @@ class TailMachine(RuleBasedStateMachine):
     def tick(self) -> None:
         """Let the manager run a moment on a partial view (events for the active paths only)."""
         assert self.manager is not None
-        self.manager.changed({self.rig.path(f"{name}.log") for name in self.active}, False)
+        self.manager.changed(grown(*(self.rig.path(f"{name}.log") for name in self.active)))
         self._run(asyncio.sleep(0.005))
 
     @rule()

@@ -15,8 +15,13 @@ from typing import Any
 import pytest
 from watchdog.observers.inotify_c import InotifyConstants, InotifyEvent, InotifyFD, WatchDescriptor
 
+from logcapture import RecordingLog
 from logwarden.config import SourceConfig
-from logwarden.watch import PathIndex, Watcher, WatchKind
+from logwarden.discovery import PathIndex
+from logwarden.watch import Changes as Delivered
+from logwarden.watch import Watcher, WatchKind
+
+pytestmark = pytest.mark.usefixtures("capture_logs")
 
 WAIT_S = 5.0  # the most any single wait may take
 POLL_INTERVAL_S = 0.1
@@ -36,33 +41,8 @@ def source(
     )
 
 
-def index_of(*sources: SourceConfig, log: RecordingLog | None = None) -> PathIndex:
-    return PathIndex({s.name: s for s in sources}, log=log)
-
-
-class RecordingLog:
-    """A logger that keeps what it was told."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[str, str, dict[str, Any]]] = []
-
-    def _record(self, level: str, event: str, kw: dict[str, Any]) -> None:
-        self.records.append((level, event, kw))
-
-    def debug(self, event: str, *args: Any, **kw: Any) -> None:
-        self._record("debug", event, kw)
-
-    def info(self, event: str, *args: Any, **kw: Any) -> None:
-        self._record("info", event, kw)
-
-    def warning(self, event: str, *args: Any, **kw: Any) -> None:
-        self._record("warning", event, kw)
-
-    def exception(self, event: str, *args: Any, **kw: Any) -> None:
-        self._record("exception", event, kw)
-
-    def warnings(self) -> list[str]:
-        return [event for level, event, _ in self.records if level in ("warning", "exception")]
+def index_of(*sources: SourceConfig) -> PathIndex:
+    return PathIndex({s.name: s for s in sources})
 
 
 class Changes:
@@ -70,11 +50,13 @@ class Changes:
 
     def __init__(self) -> None:
         self.calls: list[tuple[set[str], bool]] = []
+        self.grown: list[set[str]] = []  # of each call, the paths only written to
         self.threads: set[int] = set()
         self._arrived = asyncio.Event()
 
-    def __call__(self, paths: set[str], rediscover: bool) -> None:
-        self.calls.append((set(paths), rediscover))
+    def __call__(self, delivered: Delivered) -> None:
+        self.calls.append((set(delivered.paths), delivered.rediscover))
+        self.grown.append(set(delivered.grown))
         self.threads.add(threading.get_ident())
         self._arrived.set()
 
@@ -109,11 +91,9 @@ class Changes:
 
 
 @asynccontextmanager
-async def watching(
-    index: PathIndex, kind: WatchKind, log: RecordingLog | None = None
-) -> AsyncIterator[tuple[Watcher, Changes]]:
+async def watching(index: PathIndex, kind: WatchKind) -> AsyncIterator[tuple[Watcher, Changes]]:
     changes = Changes()
-    watcher = Watcher(index, kind, changes, log or RecordingLog(), poll_interval=POLL_INTERVAL_S)
+    watcher = Watcher(index, kind, changes, poll_interval=POLL_INTERVAL_S)
     await watcher.start()
     try:
         yield watcher, changes
@@ -245,15 +225,13 @@ def test_a_flood_of_events_costs_few_wake_ups(tmp_path: Path) -> None:
     """
     from watchdog.events import FileModifiedEvent
 
-    from logwarden.watch import _Handler
+    from logwarden.watch import _PolledHandler
 
     names = [str(tmp_path / f"f{n}.log") for n in range(1000)]
 
     async def body() -> None:
         changes = Changes()
-        watcher = Watcher(
-            index_of(source("app", tmp_path / "*.log")), "inotify", changes, RecordingLog()
-        )
+        watcher = Watcher(index_of(source("app", tmp_path / "*.log")), "inotify", changes)
         wake_ups = 0
         deliver = watcher._deliver
 
@@ -265,7 +243,7 @@ def test_a_flood_of_events_costs_few_wake_ups(tmp_path: Path) -> None:
         watcher._deliver = counting_deliver  # type: ignore[method-assign]
         await watcher.start()
         try:
-            handler = _Handler(watcher, str(tmp_path), str(tmp_path))
+            handler = _PolledHandler(watcher, str(tmp_path), str(tmp_path))
 
             def flood() -> None:
                 for round_ in range(100):
@@ -393,14 +371,13 @@ def test_refresh_adopts_a_new_index(tmp_path: Path) -> None:
 
     async def body() -> None:
         async with watching(index_of(source("a", tmp_path / "one/*.log")), "inotify") as (w, ch):
-            w.index = index_of(source("b", tmp_path / "two/*.log"))  # as a reload does
-            w.refresh()
+            await w.reconfigure(index_of(source("b", tmp_path / "two/*.log")))  # a reload
             assert set(w.watched) == {str(tmp_path / "two")}
             (tmp_path / "one" / "x.log").write_text("")
             (tmp_path / "two" / "y.log").write_text("")
             await ch.seen(tmp_path / "two" / "y.log")
             assert str(tmp_path / "one" / "x.log") not in ch.paths
-            w.refresh(index_of(source("c", tmp_path / "one/*.log")))  # the same, in one call
+            await w.reconfigure(index_of(source("c", tmp_path / "one/*.log")))
             assert set(w.watched) == {str(tmp_path / "one")}
 
     run(body())
@@ -416,7 +393,7 @@ def test_queue_overflow_asks_for_rediscovery(tmp_path: Path) -> None:
             # would mean outrunning the reader thread, which is not reliable in a test
             overflow = InotifyEvent(WatchDescriptor(-1), InotifyConstants.IN_Q_OVERFLOW, 0, b"")
             assert w._inotify is not None
-            w._inotify.inotify_fd.handle_event(overflow)
+            w._inotify.handle_event(overflow)
             await ch.until(lambda: ch.rediscovered, "rediscover")
             log = tmp_path / "after.log"  # and watching goes on
             log.write_text("")
@@ -440,7 +417,7 @@ def test_a_failing_inotify_event_does_not_end_the_reader(
     log = RecordingLog()
 
     async def body() -> None:
-        async with watching(index_of(source("app", tmp_path / "*.log")), "inotify", log) as (_, ch):
+        async with watching(index_of(source("app", tmp_path / "*.log")), "inotify") as (_, ch):
             (tmp_path / "lost.log").write_text("")  # its event is the one that fails
             await ch.until(lambda: ch.rediscovered, "rediscover after the failure")
             log_file = tmp_path / "after.log"
@@ -464,7 +441,7 @@ def test_a_directory_registered_twice_warns_nothing(tmp_path: Path) -> None:
     async def body() -> None:
         async with watching(index_of(source("app", tmp_path / "*.log")), "inotify") as (w, _):
             assert w._inotify is not None
-            inotify_fd = w._inotify.inotify_fd
+            inotify_fd = w._inotify
             mask, callback, id_ = Mask(InotifyConstants.IN_CREATE), Callback(), CallbackId(7)
             wd = inotify_fd.add_callback(bytes(tmp_path), mask, callback, id_)
             assert inotify_fd.add_callback(bytes(tmp_path), mask, callback, id_) == wd
@@ -473,21 +450,36 @@ def test_a_directory_registered_twice_warns_nothing(tmp_path: Path) -> None:
     run(body())  # a warning fails the test (filterwarnings = error)
 
 
-def test_a_dead_inotify_reader_is_replaced_on_refresh(tmp_path: Path) -> None:
+def test_a_failing_inotify_reader_is_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from logwarden.watch import _InotifyFD
+
+    read_now = _InotifyFD.read_now
+    failures = [OSError(errno.EIO, "Input/output error")]
+
+    def failing_once(self: _InotifyFD) -> list[InotifyEvent]:
+        if failures:
+            raise failures.pop()
+        return read_now(self)
+
+    monkeypatch.setattr(_InotifyFD, "read_now", failing_once)
     log = RecordingLog()
 
     async def body() -> None:
-        async with watching(index_of(source("app", tmp_path / "*.log")), "inotify", log) as (w, ch):
+        async with watching(index_of(source("app", tmp_path / "*.log")), "inotify") as (w, ch):
             assert w._inotify is not None
             dead = w._inotify
-            dead.inotify_fd.stop()  # as if the reader thread had died
-            dead.inotify_fd.join(WAIT_S)
-            w.refresh()  # what the daemon's periodic rescan does
+            (tmp_path / "lost.log").write_text("")  # reading its event fails
+            await ch.until(lambda: ch.rediscovered, "rediscover after the failure")
             assert w._inotify is not dead and w.watched == {str(tmp_path): (False, "inotify")}
             log_file = tmp_path / "a.log"
             log_file.write_text("")
             await ch.seen(log_file)
-        assert log.warnings() == ["the inotify reader stopped; starting a new one"]
+        assert log.warnings() == [
+            "reading inotify failed; rediscovering, and replacing the reader",
+            "the inotify reader stopped; starting a new one",
+        ]
 
     run(body())
 
@@ -523,7 +515,7 @@ def test_watch_limit_on_a_root_falls_back_to_polling(
 
     async def body() -> None:
         with inotify_watch_limit(monkeypatch, lambda path: path.endswith(b"/b")):
-            async with watching(index, "inotify", log) as (watcher, ch):
+            async with watching(index, "inotify") as (watcher, ch):
                 kinds = {path: kind for path, (_, kind) in watcher.watched.items()}
                 assert kinds == {
                     str(tmp_path / "a"): "inotify",  # scheduled before the limit: kept
@@ -550,7 +542,7 @@ def test_watch_limit_inside_a_recursive_root_falls_back_to_polling(
     async def body() -> None:
         with inotify_watch_limit(monkeypatch, lambda path: path.endswith(b"/er")) as refused:
             index = index_of(source("app", tmp_path / "**/*.log"))
-            async with watching(index, "inotify", log) as (watcher, ch):
+            async with watching(index, "inotify") as (watcher, ch):
                 assert refused
                 assert watcher.watched == {str(tmp_path): (True, "polling")}
                 deep_log = tmp_path / "deep" / "er" / "x.log"
@@ -572,7 +564,7 @@ def test_instance_limit_falls_back_to_polling(
     log = RecordingLog()
 
     async def body() -> None:
-        async with watching(index_of(source("app", tmp_path / "*.log")), "inotify", log) as (w, ch):
+        async with watching(index_of(source("app", tmp_path / "*.log")), "inotify") as (w, ch):
             assert w.watched == {str(tmp_path): (False, "polling")}
             (tmp_path / "a.log").write_text("")
             await ch.seen(tmp_path / "a.log")
@@ -586,9 +578,7 @@ def test_events_after_the_loop_closed_do_not_raise(tmp_path: Path) -> None:
     """watchdog's thread may still report after the loop is gone: nothing may raise there."""
     log = tmp_path / "a.log"
     log.write_text("")
-    watcher = Watcher(
-        index_of(source("app", log)), "inotify", lambda paths, rediscover: None, RecordingLog()
-    )
+    watcher = Watcher(index_of(source("app", log)), "inotify", lambda delivered: None)
 
     async def start() -> None:
         await watcher.start()
@@ -608,13 +598,13 @@ def test_on_change_failure_does_not_stop_deliveries(tmp_path: Path) -> None:
     log = RecordingLog()
     changes = Changes()
 
-    def flaky(paths: set[str], rediscover: bool) -> None:
-        changes(paths, rediscover)
+    def flaky(delivered: Delivered) -> None:
+        changes(delivered)
         if len(changes.calls) == 1:
             raise ValueError("a consumer bug")
 
     async def body() -> None:
-        watcher = Watcher(index_of(source("app", tmp_path / "*.log")), "inotify", flaky, log)
+        watcher = Watcher(index_of(source("app", tmp_path / "*.log")), "inotify", flaky)
         await watcher.start()
         try:
             (tmp_path / "a.log").write_text("")
@@ -634,9 +624,7 @@ def test_stop_leaves_no_thread(tmp_path: Path, kind: WatchKind) -> None:
     before = set(threading.enumerate())
 
     async def body() -> None:
-        watcher = Watcher(
-            index_of(source("app", tmp_path / "**/*.log")), kind, Changes(), RecordingLog()
-        )
+        watcher = Watcher(index_of(source("app", tmp_path / "**/*.log")), kind, Changes())
         await watcher.start()
         assert set(threading.enumerate()) - before  # it did start threads
         await watcher.stop()
@@ -648,9 +636,7 @@ def test_stop_leaves_no_thread(tmp_path: Path, kind: WatchKind) -> None:
 
 def test_stop_without_start(tmp_path: Path) -> None:
     async def body() -> None:
-        watcher = Watcher(
-            index_of(source("app", tmp_path / "*.log")), "inotify", Changes(), RecordingLog()
-        )
+        watcher = Watcher(index_of(source("app", tmp_path / "*.log")), "inotify", Changes())
         await watcher.stop()
 
     run(body())
@@ -785,7 +771,7 @@ def test_discover_unreadable_directory_is_logged_once(
 
     monkeypatch.setattr(os, "scandir", refusing)
     log = RecordingLog()
-    index = index_of(source("app", tmp_path / "**/*.log"), log=log)
+    index = index_of(source("app", tmp_path / "**/*.log"))
     assert index.discover() == {str(tmp_path / "open" / "o.log"): "app"}
     assert index.discover() == {str(tmp_path / "open" / "o.log"): "app"}
     assert len(log.warnings()) == 1

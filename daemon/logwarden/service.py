@@ -27,6 +27,7 @@ from typing import IO, Any
 
 from logwarden import checkpoint
 from logwarden.config import Config, ConfigError
+from logwarden.discovery import PathIndex
 from logwarden.log import get_logger
 from logwarden.notify import Notifier
 from logwarden.pipeline import Pipeline
@@ -47,7 +48,7 @@ from logwarden.reports import (
 from logwarden.rules import RuleSet, load_config
 from logwarden.status import StatusWriter
 from logwarden.tail import FileCheckpoint, TailManager
-from logwarden.watch import PathIndex, Watcher
+from logwarden.watch import Watcher
 
 EX_OK = 0
 EX_FAILURE = 1
@@ -154,10 +155,8 @@ class Daemon:
             self.rules, self.writers, self.builder, self._records_arrived, echo=self.foreground
         )
         index = PathIndex(config.sources)
-        self.tails = TailManager(
-            config, index, self.pipeline, restored.files, self.known_sources, log
-        )
-        self.watcher = Watcher(index, config.daemon.watcher, self.tails.changed, log)
+        self.tails = TailManager(config, index, self.pipeline, restored.files, self.known_sources)
+        self.watcher = Watcher(index, config.daemon.watcher, self.tails.changed)
         await self.watcher.start()
         await self.tails.start()
         self.known_sources = frozenset(config.sources)
@@ -408,7 +407,7 @@ class Daemon:
             await asyncio.sleep(self.config.daemon.rescan_interval)
             try:
                 await self.tails.rescan()
-                self.watcher.refresh()
+                await self.watcher.refresh()
             except Exception:  # a rescan failing must never take the daemon down
                 log.exception("rescan failed")
 
@@ -521,8 +520,7 @@ class Daemon:
         self.pipeline.reconfigure(rules, writers)
         index = PathIndex(config.sources)
         self.tails.reconfigure(config, index)
-        self.watcher.index = index
-        self.watcher.refresh()
+        await self.watcher.reconfigure(index)
         self.known_sources = self.known_sources | frozenset(config.sources)
         await self.tails.rescan()
         log.info(

@@ -1,4 +1,4 @@
-"""Which files exist and which may have changed: glob discovery, and watchdog events for asyncio.
+"""Which paths may have changed: inotify read on the event loop, polling where inotify cannot see.
 
 Decisions, and what they replaced:
 
@@ -6,32 +6,36 @@ Decisions, and what they replaced:
   start, or appears in a new `**` subdirectory; a watch on the file's inode sees none of that, and
   one watch per file would spend the inotify budget that directories need. So the static root of
   each glob is watched (recursively when the glob has wildcards in a directory part), and a root
-  that does not exist yet is waited for at its nearest existing ancestor.
-- A pending set, not a queue. watchdog calls handlers on its own thread; each event adds its path
-  to a set under a lock, and only the add that makes the set non-empty wakes the loop
-  (`call_soon_threadsafe`). One delivery then swaps the set out. A file appended to 100,000 times a
-  second costs one wake-up per delivery instead of one per event, memory is bounded by the number
-  of distinct paths, and the consumer learns *that* a path may have changed, which is all it needs:
-  it reads the file to its end anyway. A queue of events would grow without bound while the loop
-  is busy and make the consumer replay every event. Nothing is filtered by source here, so a
-  tracked file moved or deleted out of its glob is still reported.
-- At most one delivery per `min_interval` (2 ms, well within a 10 ms publish-latency budget).
-  The first change after a quiet spell is delivered at once; under a flood of distinct events
-  a free loop would otherwise be woken for nearly every one (measured: 3,000 wake-ups for
-  100,000 events), and each wake-up costs the consumer a round of reads.
+  that does not exist yet is waited for at its nearest existing ancestor (`discovery.PathIndex`).
+- inotify is read on the event loop (`loop.add_reader`), not through watchdog's observer. An
+  event used to cross three threads (watchdog's inotify reader, its emitter, its dispatcher)
+  before a `call_soon_threadsafe` woke the loop; a profile at 200 lines/s showed that chain, and
+  the hops around it, as most of the daemon's CPU. watchdog still does the inotify work that is
+  easy to get wrong (the ctypes calls, parsing the event buffer, watch bookkeeping, IN_IGNORED,
+  IN_Q_OVERFLOW): `InotifyFD` is used as a library and never started as a thread. What
+  watchdog's `InotifyWatchGroup` did (one watch per directory of a recursive root, mapping a
+  watch descriptor back to its path) is `_DirWatches` here, without its move pairing, which held
+  a rename's first half for 0.5 s and is not needed: the consumer learns that both paths changed.
+- Content and structure are told apart. A file written to (IN_MODIFY, IN_CLOSE_WRITE) is
+  `grown`: its reader reads, nothing else happens. Created, deleted, renamed, attribute changes
+  are `moved`: what the path holds may have changed, so the consumer looks again. Appends are
+  nearly every event on a busy host, and they cost no stat, no probe, no discovery.
+- Coalescing. After reading the inotify queue the reader stays away from it for `min_interval`
+  (2 ms): the kernel folds identical unread events into one, so a file appended to 2,000 times a
+  second costs at most 500 wake-ups, not 2,000, and the first change after a quiet spell is
+  still seen at once. Polled roots report from watchdog's thread into a pending set (a set, not a
+  queue: memory bounded by distinct paths) that one delivery on the loop swaps out.
 - The events watched leave out opens, reads and closes without writing (IN_OPEN, IN_ACCESS,
   IN_CLOSE_NOWRITE): the tailer's own reads of a file would otherwise wake the loop again.
 - Polling as a fallback. inotify sees nothing on NFS or CIFS, so `kind="polling"` exists for them.
   And when the kernel refuses more watches or instances (ENOSPC: `fs.inotify.max_user_watches`;
   EMFILE: `fs.inotify.max_user_instances`), the remaining roots are polled: the daemon logs one
-  warning and keeps going, rather than dying or watching silently less. watchdog swallows the
-  error for a subdirectory of a recursive watch, so a hook on `InotifyFD.add_callback` notices it.
-  Polling lstat()s (PollingObserverVFS), because PollingObserver's stat() walks symlink loops.
-- Queue overflow. watchdog 7 reads IN_Q_OVERFLOW (wd == -1) and rebuilds its recursive watches,
-  but tells no handler. `InotifyFD.handle_event` is hooked to deliver `rediscover=True`, so the
-  consumer reconciles at once. The consumer's periodic rescan stays the safety net for what no
-  watch can see: NFS, and changes reached through symlinks (a followed link's target elsewhere,
-  a symlinked directory inside a recursive root), which are not watched, to keep loops out.
+  warning and keeps going, rather than dying or watching silently less. Polling lstat()s
+  (PollingObserverVFS), because PollingObserver's stat() walks symlink loops.
+- Queue overflow (IN_Q_OVERFLOW) asks the consumer to rediscover at once and rebuilds the
+  recursive watches. The consumer's periodic rescan stays the safety net for what no watch can
+  see: NFS, and changes reached through symlinks (a followed link's target elsewhere, a symlinked
+  directory inside a recursive root), which are not watched, to keep loops out.
 - Roots are watched by their real path and events are reported by the configured one: with
   IN_DONT_FOLLOW, a watch on a symlinked root (`/var/log -> /data/log`) would watch the link.
 """
@@ -42,11 +46,10 @@ import asyncio
 import contextlib
 import errno
 import os
-import stat
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Literal
 
 from watchdog.events import (
     DirCreatedEvent,
@@ -62,10 +65,10 @@ from watchdog.events import (
     FileSystemEventHandler,
     FileSystemMovedEvent,
 )
-from watchdog.observers.api import BaseObserver, ObservedWatch
-from watchdog.observers.inotify import InotifyEmitter
+from watchdog.observers.api import ObservedWatch
 from watchdog.observers.inotify_c import (
     CallbackId,
+    InotifyConstants,
     InotifyEvent,
     InotifyFD,
     Mask,
@@ -74,21 +77,38 @@ from watchdog.observers.inotify_c import (
 )
 from watchdog.observers.polling import PollingObserverVFS
 
-from logwarden.config import SourceConfig
-from logwarden.globs import PathMatcher, first_matching, spans_subdirectories, static_root
+from logwarden.discovery import PathIndex, is_below
 from logwarden.log import get_logger
 
+__all__ = ["Changes", "OnChange", "PathIndex", "WatchKind", "Watcher"]
+
+log = get_logger(__name__)
+
 WatchKind = Literal["inotify", "polling"]
-OnChange = Callable[[set[str], bool], None]
 
 # the sysctl an operator raises for each inotify error, named in the one warning
 _INOTIFY_LIMITS = {
     errno.ENOSPC: "fs.inotify.max_user_watches",
     errno.EMFILE: "fs.inotify.max_user_instances",
 }
-# Everything that can mean "a file's content or name changed". Directory events are here only to
-# trigger rediscovery. Opens, reads and close-without-write are left out (see the module doc).
-_EVENTS: list[type[FileSystemEvent]] = [
+_I = InotifyConstants
+_CONTENT = _I.IN_MODIFY | _I.IN_CLOSE_WRITE
+# no IN_OPEN, IN_ACCESS, IN_CLOSE_NOWRITE: see the module doc
+_MASK = Mask(
+    _CONTENT
+    | _I.IN_ATTRIB
+    | _I.IN_CREATE
+    | _I.IN_DELETE
+    | _I.IN_MOVED_FROM
+    | _I.IN_MOVED_TO
+    | _I.IN_DELETE_SELF
+    | _I.IN_MOVE_SELF
+    | _I.IN_DONT_FOLLOW
+    | _I.IN_ONLYDIR
+)
+_READ_BYTES = 64 * 1024  # one read of the inotify queue: about 2,000 events
+# what the polling observer reports; directory events only trigger rediscovery
+_POLLED_EVENTS: list[type[FileSystemEvent]] = [
     FileModifiedEvent,
     FileAttribEvent,
     FileClosedEvent,
@@ -102,217 +122,172 @@ _EVENTS: list[type[FileSystemEvent]] = [
 _STOP_TIMEOUT_S = 5.0
 
 
-class WatchLog(Protocol):
-    """The part of a structlog logger this module uses."""
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What changed since the last delivery (absolute paths, as configured)."""
 
-    def debug(self, event: str, *args: Any, **kw: Any) -> Any: ...
-    def info(self, event: str, *args: Any, **kw: Any) -> Any: ...
-    def warning(self, event: str, *args: Any, **kw: Any) -> Any: ...
-    def exception(self, event: str, *args: Any, **kw: Any) -> Any: ...
+    grown: frozenset[str]  # written to: their readers should read
+    moved: frozenset[str]  # created, deleted, renamed, attributes: what the path holds may differ
+    rediscover: bool  # a directory came, went or moved, or events were lost: walk the globs again
 
-
-# ---------------------------------------------------------------- discovery
-
-
-class PathIndex:
-    """Which source a path belongs to, which files exist now, and which directories to watch."""
-
-    def __init__(self, sources: Mapping[str, SourceConfig], *, log: WatchLog | None = None) -> None:
-        self.sources = dict(sources)
-        self._log: WatchLog = log if log is not None else get_logger("logwarden.watch")
-        self._matchers = [
-            (name, PathMatcher(source.paths, source.exclude)) for name, source in sources.items()
-        ]
-        self._follows = {name for name, source in sources.items() if source.follow_symlinks}
-        self._patterns = [pattern for source in sources.values() for pattern in source.paths]
-        self._unreadable: set[str] = set()  # directories already warned about
-        self._unreadable_lock = threading.Lock()
-
-    def source_of(self, path: str) -> str | None:
-        """The first source (in config order) whose globs match `path` and excludes do not."""
-        return first_matching(path, self._matchers)
-
-    def _may_contain(self, directory: str, *, via_symlink: bool) -> bool:
-        return any(
-            matcher.may_contain(directory)
-            for name, matcher in self._matchers
-            if not via_symlink or name in self._follows
-        )
-
-    def discover(self) -> dict[str, str]:
-        """Every existing regular file that a source covers now, as {absolute path: source}.
-
-        Blocking: run it in a thread. Only directories that can hold a match are listed. FIFOs,
-        sockets and devices are recognised from their directory entry and never opened. A symlink
-        (to a file, or to a directory on the way) counts only for a source with follow_symlinks;
-        the link's path is reported. The literal directories of a glob are followed as written.
-        """
-        found: dict[str, str] = {}
-        listed: set[str] = set()
-        roots = sorted({os.path.abspath(static_root(p)) for p in self._patterns})
-        for root in roots:
-            self._walk(root, found, listed)
-        return found
-
-    def _walk(self, root: str, found: dict[str, str], listed: set[str]) -> None:
-        # (directory, reached through a symlinked directory?, (dev, inode) of its ancestors)
-        stack: list[tuple[str, bool, frozenset[tuple[int, int]]]] = [(root, False, frozenset())]
-        while stack:
-            directory, via_symlink, ancestors = stack.pop()
-            if directory in listed:
-                continue
-            listed.add(directory)
-            try:
-                status = os.stat(directory)
-                identity = (status.st_dev, status.st_ino)
-                if identity in ancestors:  # a symlink (or bind mount) loop
-                    continue
-                with os.scandir(directory) as listing:
-                    entries = list(listing)
-            except (FileNotFoundError, NotADirectoryError):
-                continue  # a root not created yet, or a directory removed while walking
-            except OSError as error:
-                self._warn_unreadable(directory, error)
-                continue
-            self._readable(directory)
-            below = ancestors | {identity}
-            for entry in entries:
-                self._visit(entry, via_symlink, below, found, stack)
-
-    def _visit(
-        self,
-        entry: os.DirEntry[str],
-        via_symlink: bool,
-        ancestors: frozenset[tuple[int, int]],
-        found: dict[str, str],
-        stack: list[tuple[str, bool, frozenset[tuple[int, int]]]],
-    ) -> None:
-        path = entry.path
-        try:
-            if entry.is_dir(follow_symlinks=False):
-                if self._may_contain(path, via_symlink=via_symlink):
-                    stack.append((path, via_symlink, ancestors))
-            elif entry.is_file(follow_symlinks=False):
-                source = self.source_of(path)
-                if source is not None and (not via_symlink or source in self._follows):
-                    found[path] = source
-            elif entry.is_symlink() and self._follows:
-                target = os.stat(path)
-                if stat.S_ISREG(target.st_mode):
-                    source = self.source_of(path)
-                    if source in self._follows:
-                        found[path] = source
-                elif stat.S_ISDIR(target.st_mode) and self._may_contain(path, via_symlink=True):
-                    stack.append((path, True, ancestors))
-            # anything else (FIFO, socket, device) is skipped without being opened
-        except OSError:
-            pass  # vanished, a dangling or looping symlink: nothing to tail
-
-    def _warn_unreadable(self, directory: str, error: OSError) -> None:
-        with self._unreadable_lock:
-            if directory in self._unreadable:
-                return
-            self._unreadable.add(directory)
-        self._log.warning(
-            "cannot list directory; its files are skipped until it can be read",
-            path=directory,
-            error=str(error),
-        )
-
-    def _readable(self, directory: str) -> None:
-        if self._unreadable:  # unlocked peek: the common case costs nothing
-            with self._unreadable_lock:
-                self._unreadable.discard(directory)
-
-    def watch_roots(self) -> dict[str, bool]:
-        """The directories to watch, each mapped to whether its subdirectories need watching too.
-
-        Each glob's static root, or the nearest existing ancestor of a root not created yet
-        (watched recursively, so that `mkdir -p` and a first file are seen; except `/`, which
-        would mean watching the whole file system). Roots inside a recursive root are dropped.
-        """
-        wanted: dict[str, bool] = {}
-        for pattern in self._patterns:
-            root = os.path.abspath(static_root(pattern))
-            recursive = spans_subdirectories(pattern)
-            while not os.path.isdir(root):
-                root = os.path.dirname(root)
-                recursive = root != "/"
-            wanted[root] = wanted.get(root, False) or recursive
-        # a root inside a recursive one needs no watch of its own, unless it is only reached
-        # through a symlink, which a recursive watch does not follow
-        real = {root: os.path.realpath(root) for root in wanted}
-        return {
-            root: recursive
-            for root, recursive in sorted(wanted.items())
-            if not any(
-                outer != root and _is_below(root, outer) and _is_below(real[root], real[outer])
-                for outer, outer_recursive in wanted.items()
-                if outer_recursive
-            )
-        }
+    @property
+    def paths(self) -> frozenset[str]:
+        return self.grown | self.moved
 
 
-def _is_below(path: str, directory: str) -> bool:
-    """Whether `path` is `directory` or inside it (both normalised absolute paths)."""
-    return path == directory or path.startswith(directory.rstrip("/") + "/")
+OnChange = Callable[[Changes], None]
 
 
-# ---------------------------------------------------------------- watching
+# ---------------------------------------------------------------- inotify on the loop
 
 
 class _InotifyFD(InotifyFD):
-    """watchdog's inotify reader, telling the Watcher what it otherwise only logs or swallows."""
+    """watchdog's inotify wrapper, used as a library: read on the loop, never run as a thread."""
 
     def __init__(self, watcher: Watcher) -> None:
         super().__init__()
-        self.name = "logwarden-inotify-reader"
         self._watcher = watcher
+        self._is_reading = False  # no thread reads it: close() releases the descriptor itself
+        os.set_blocking(self._inotify_fd, False)
 
-    def handle_event(self, event: InotifyEvent) -> None:
+    @property
+    def fileno(self) -> int:
+        return self._inotify_fd
+
+    def read_now(self) -> list[InotifyEvent]:
+        """The events queued now (none when the queue is empty); never blocks."""
         try:
-            if event.is_queue_overflow:
-                self._watcher._touch((), rediscover=True)
-            super().handle_event(event)
-        except Exception:
-            # an exception here would end the reader thread, and every watch with it
-            self._watcher._reader_failed(event)
+            buffer = os.read(self._inotify_fd, _READ_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return []
+        return [
+            InotifyEvent(wd, mask, cookie, name)
+            for wd, mask, cookie, name in InotifyFD._parse_event_buffer(buffer)
+            # the kernel reports IN_Q_OVERFLOW with wd -1; other events without a watch are stale
+            if wd != -1 or mask & _I.IN_Q_OVERFLOW
+        ]
 
     def add_callback(
         self, path: bytes, mask: Mask, callback: WatchCallback, id_: CallbackId
     ) -> WatchDescriptor:
-        # watchdog's own add_callback, minus its RuntimeWarning for a callback registered twice:
-        # that happens whenever `mkdir -p a/b` is seen (a's creation already added a/b), is
-        # harmless, and its message (a unique repr each time) would flood the log
+        # watchdog's own add_callback, minus its RuntimeWarning for a callback registered twice
+        # (a directory seen created while its parent was being walked): harmless, and its
+        # message, a unique repr each time, would flood the log
         try:
             with self._lock:
                 watch = self._get_or_create_watch(path, mask)
                 watch.callbacks[id_] = callback
                 return watch.wd
         except OSError as error:
-            # raised for a root, but swallowed by watchdog for a subdirectory of a recursive watch
             if error.errno in _INOTIFY_LIMITS:
                 self._watcher._limit_hit(os.fsdecode(path), error.errno)
             raise
 
 
-class _InotifyObserver(BaseObserver):
-    """watchdog's InotifyObserver, on an `_InotifyFD` of our own."""
+class _DirWatches:
+    """One watched root on inotify: a watch per directory (below it too, when recursive), and
+    the translation of its events into changed paths. Implements watchdog's `WatchCallback`."""
 
-    def __init__(self, inotify_fd: _InotifyFD) -> None:
-        self.inotify_fd = inotify_fd
-        super().__init__(InotifyEmitter, inotify_fd=inotify_fd)
-        self.name = "logwarden-inotify"
+    def __init__(
+        self, inotify: _InotifyFD, watcher: Watcher, real: str, shown: str, recursive: bool
+    ) -> None:
+        self._inotify = inotify
+        self._watcher = watcher
+        self._real = real
+        self._shown = shown
+        self.recursive = recursive
+        self._id = CallbackId(id(self))
+        self._lock = threading.Lock()  # added to by a refresh thread, read by the loop
+        self._paths: dict[WatchDescriptor, bytes] = {}  # watch → the real directory it watches
+        self._root_wd: WatchDescriptor | None = None
+        self.stale = False  # events were lost (overflow): rebuild on the next refresh
 
-    def on_thread_stop(self) -> None:
-        super().on_thread_stop()
-        self.inotify_fd.stop()
-        if self.inotify_fd.is_alive():
-            self.inotify_fd.join(_STOP_TIMEOUT_S)
+    def add_all(self) -> None:
+        """Watch the root (raising if that fails) and, when recursive, every directory below."""
+        root = os.fsencode(self._real)
+        self._root_wd = self._add(root)
+        if self.recursive:
+            self._add_below(root)
+
+    def _add(self, directory: bytes) -> WatchDescriptor:
+        wd = self._inotify.add_callback(directory, _MASK, self, self._id)
+        with self._lock:
+            self._paths[wd] = directory
+        return wd
+
+    def _add_below(self, top: bytes) -> list[bytes]:
+        """Watch every directory below `top`; return the files found on the way."""
+        files: list[bytes] = []
+        # symlinked directories are not walked into (os.walk's default): loops stay out
+        for root, directories, names in os.walk(top):
+            files += (os.path.join(root, name) for name in names)
+            for name in directories:
+                with contextlib.suppress(OSError):  # gone or unreadable since the listing
+                    self._add(os.path.join(root, name))
+        return files
+
+    def remove_all(self) -> None:
+        with self._lock:
+            watches, self._paths = list(self._paths), {}
+        with contextlib.suppress(OSError, KeyError):
+            self._inotify.remove_callbacks([(wd, self._id) for wd in watches])
+
+    @property
+    def alive(self) -> bool:
+        """Whether the root's own watch is still in place (it goes when the directory does)."""
+        with self._lock:
+            return not self.stale and self._root_wd in self._paths
+
+    # -- watchdog's WatchCallback, called on the loop's thread
+
+    def on_event(self, event: InotifyEvent) -> None:
+        with self._lock:
+            directory = self._paths.get(event.wd)
+        if directory is None:
+            return
+        mask = event.mask
+        if not event.name:  # the watched directory itself was deleted or moved
+            self._watcher._add_pending((), (), rediscover=True)
+            return
+        raw = os.path.join(directory, event.name)
+        if mask & _I.IN_ISDIR:
+            found: list[str] = []
+            if self.recursive and mask & (_I.IN_CREATE | _I.IN_MOVED_TO):
+                # watched before the consumer lists it, so nothing created in it later is
+                # missed; what was created before its watch (`mkdir -p a/b && touch a/b/f`) is
+                # reported from the walk. A new directory in a log tree is small and rare enough
+                # to walk on the loop.
+                with contextlib.suppress(OSError):
+                    self._add(raw)
+                    found = [self._path(path) for path in self._add_below(raw)]
+            self._watcher._add_pending((), found, rediscover=True)
+            return
+        path = self._path(raw)
+        if mask & _CONTENT:
+            self._watcher._add_pending((path,), (), rediscover=False)
+        else:
+            self._watcher._add_pending((), (path,), rediscover=False)
+
+    def on_watch_deleted(self, wd: WatchDescriptor) -> None:
+        with self._lock:
+            self._paths.pop(wd, None)
+
+    def on_queue_overflow(self) -> None:
+        self.stale = self.recursive  # a directory created meanwhile may have no watch
+        self._watcher._add_pending((), (), rediscover=True)
+
+    def _path(self, raw: bytes) -> str:
+        path = os.fsdecode(raw)
+        if self._real != self._shown and is_below(path, self._real):
+            return self._shown + path[len(self._real) :]
+        return path
 
 
-class _Handler(FileSystemEventHandler):
-    """Turns one watch's events into paths (under the root's configured name) for the Watcher."""
+# ---------------------------------------------------------------- polling
+
+
+class _PolledHandler(FileSystemEventHandler):
+    """Turns one polled root's events (on watchdog's thread) into paths, as configured."""
 
     def __init__(self, watcher: Watcher, real: str, shown: str) -> None:
         self._watcher = watcher
@@ -321,7 +296,7 @@ class _Handler(FileSystemEventHandler):
 
     def _path(self, raw: bytes | str) -> str:
         path = os.fsdecode(raw)
-        if self._real != self._shown and _is_below(path, self._real):
+        if self._real != self._shown and is_below(path, self._real):
             return self._shown + path[len(self._real) :]
         return path
 
@@ -329,33 +304,35 @@ class _Handler(FileSystemEventHandler):
         # dispatch, not on_<kind>: one call per event on watchdog's thread, kept short
         if event.is_directory:
             if isinstance(event, DirCreatedEvent | DirDeletedEvent | DirMovedEvent):
-                self._watcher._touch((), rediscover=True)
+                self._watcher._add_pending((), (), rediscover=True)
             return  # a directory's own modified/attrib events say nothing about files
-        if isinstance(event, FileSystemMovedEvent):
-            paths = [self._path(p) for p in (event.src_path, event.dest_path) if p]
-            self._watcher._touch(paths, rediscover=False)
+        if isinstance(event, FileModifiedEvent | FileClosedEvent):
+            self._watcher._add_pending((self._path(event.src_path),), (), rediscover=False)
+        elif isinstance(event, FileSystemMovedEvent):
+            moved = [self._path(p) for p in (event.src_path, event.dest_path) if p]
+            self._watcher._add_pending((), moved, rediscover=False)
         else:
-            self._watcher._touch_one(self._path(event.src_path))
+            self._watcher._add_pending((), (self._path(event.src_path),), rediscover=False)
 
 
 @dataclass(slots=True)
 class _Scheduled:
     path: str  # as configured (what events are reported under)
     recursive: bool
-    real: str  # what the observer watches
+    real: str  # what is watched
     identity: tuple[int, int]  # (st_dev, st_ino) of the directory when scheduled
-    observer: BaseObserver
-    watch: ObservedWatch
+    inotify: _DirWatches | None  # one of these two
+    polled: ObservedWatch | None
+
+
+# ---------------------------------------------------------------- the watcher
 
 
 class Watcher:
-    """Watches the index's roots and tells `on_change`, on the loop's thread, which paths moved.
+    """Watches the index's roots and tells `on_change`, on the loop's thread, what changed.
 
-    `on_change(paths, rediscover)`: the absolute file paths touched since the last call (written,
-    created, deleted, moved from or to, closed after writing); `rediscover` when a directory came,
-    went or moved under a watch, or events may have been lost, so globs must be evaluated again.
-    Directory changes also make the Watcher `refresh()` itself before telling the consumer, so a
-    new watch is in place before the consumer walks the directories.
+    Directory changes also make the Watcher refresh its watches before telling the consumer, so
+    a new watch is in place before the consumer walks the directories.
     """
 
     def __init__(
@@ -363,7 +340,6 @@ class Watcher:
         index: PathIndex,
         kind: WatchKind,
         on_change: OnChange,
-        log: WatchLog,
         *,
         poll_interval: float = 1.0,
         min_interval: float = 0.002,
@@ -371,29 +347,33 @@ class Watcher:
         self._index = index
         self._kind = kind
         self._on_change = on_change
-        self._log = log
         self._poll_interval = poll_interval
         self._min_interval = min_interval
 
-        # written by watchdog's threads, read by the loop's: all under `_lock`
+        # written from the loop and from watchdog's polling thread: under `_lock`
         self._lock = threading.Lock()
-        self._pending: set[str] = set()
+        self._grown: set[str] = set()
+        self._moved: set[str] = set()
         self._rediscover = False
         self._wake_scheduled = False
+        self._limit_hits: list[tuple[str, int]] = []
+        self._refresh_again = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        # the loop's alone: when the last delivery went, and the timer of a held-back one
+        # the loop's alone
+        self._loop_thread: int | None = None
         self._last_delivery = float("-inf")
         self._timer: asyncio.TimerHandle | None = None
-        self._limit_hits: list[tuple[str, int]] = []
+        self._resume: asyncio.TimerHandle | None = None
+        self._hold_until = float("-inf")
+        self._reader_broken = False
 
-        # the loop's (or one refresh's) alone, under `_schedule_lock`
+        # the loop's (or one refresh thread's), under `_schedule_lock`
         self._schedule_lock = threading.Lock()
-        self._inotify: _InotifyObserver | None = None
+        self._inotify: _InotifyFD | None = None
         self._polling: PollingObserverVFS | None = None
         self._inotify_exhausted = False  # a limit was hit: new roots are polled
         self._watches: dict[str, _Scheduled] = {}
         self._unwatchable: set[str] = set()  # warned about once, until a watch succeeds
-        self._refresh_again = False
         self._closed = False
 
     # ------------------------------------------------------------ lifecycle
@@ -402,71 +382,76 @@ class Watcher:
         """Watch every root of the index; changes are delivered on the running loop."""
         if self._closed or self._loop is not None:
             raise RuntimeError("a Watcher is started once")
-        with self._lock:
-            self._loop = asyncio.get_running_loop()
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         if self._kind == "inotify":
             self._start_inotify()
-        # adding watches walks recursive roots (and polling takes a first snapshot): not on the loop
         try:
-            await asyncio.to_thread(self.refresh)
+            await self.refresh()
         except BaseException:
             await self.stop()
             raise
 
     async def stop(self) -> None:
-        """Stop watching and join watchdog's threads, waiting at most a few seconds."""
+        """Stop watching; watchdog's polling thread, if any, is waited for a few seconds at most."""
         with self._schedule_lock:
             self._closed = True
-            observers = [obs for obs in (self._inotify, self._polling) if obs is not None]
+            inotify, polling = self._inotify, self._polling
             self._inotify = self._polling = None
             self._watches.clear()
+        for timer in (self._resume, self._timer):
+            if timer is not None:
+                timer.cancel()
+        self._resume = self._timer = None
+        if inotify is not None:
+            self._stop_reading(inotify)
         with self._lock:
             self._loop = None
-            self._pending.clear()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if not observers:
+            self._grown.clear()
+            self._moved.clear()
+        if polling is None:
             return
         # observer.stop() joins each emitter without a timeout, and a poll stuck on a dead NFS
-        # server would hang it: so it runs on a daemon thread of its own that is waited for with a
-        # bound (not in the default executor, which asyncio.run would wait for at exit)
+        # server would hang it: so it runs on a daemon thread of its own, waited for with a bound
         loop = asyncio.get_running_loop()
         done = loop.create_future()
 
-        def stop_all() -> None:
+        def stop_polling() -> None:
             try:
-                for observer in observers:
-                    observer.stop()
-                for observer in observers:
-                    if observer.is_alive():
-                        observer.join(_STOP_TIMEOUT_S)
+                polling.stop()
+                if polling.is_alive():
+                    polling.join(_STOP_TIMEOUT_S)
             finally:
                 with contextlib.suppress(RuntimeError):  # the loop is gone; nobody is waiting
                     loop.call_soon_threadsafe(_set_done, done)
 
-        stopper = threading.Thread(target=stop_all, name="logwarden-watch-stop", daemon=True)
+        stopper = threading.Thread(target=stop_polling, name="logwarden-watch-stop", daemon=True)
         stopper.start()
         try:
-            await asyncio.wait_for(asyncio.shield(done), _STOP_TIMEOUT_S + 1)
+            async with asyncio.timeout(_STOP_TIMEOUT_S + 1):
+                await asyncio.shield(done)
         except TimeoutError:
-            self._log.warning("file watcher threads did not stop in time; leaving them behind")
+            log.warning("file watcher threads did not stop in time; leaving them behind")
         else:
             stopper.join(1.0)  # it has done its last act (waking us): returns at once
 
-    def refresh(self, index: PathIndex | None = None) -> None:
-        """Match the watches to the index's roots again (after a directory appeared, on reload).
+    async def refresh(self) -> None:
+        """Match the watches to the index's roots again (after a rescan, or a reload). Adding
+        watches walks recursive roots (and polling takes a first snapshot): in a thread."""
+        await asyncio.to_thread(self._refresh)
 
-        With `index`, adopt it first (a reload with new sources). Blocking while new watches are
-        added; safe from any thread.
-        """
+    async def reconfigure(self, index: PathIndex) -> None:
+        """A reload: watch the new index's roots."""
         with self._schedule_lock:
-            if index is not None:
-                self._index = index
+            self._index = index
+        await self.refresh()
+
+    def _refresh(self) -> None:
+        with self._schedule_lock:
             self._refresh_locked()
 
     def _refresh_soon(self) -> None:
-        """Refresh now, or have the refresh already running (`start`'s, in a thread) go again."""
+        """Refresh now, or have the refresh already running (in a thread) go again."""
         if not self._schedule_lock.acquire(blocking=False):
             with self._lock:
                 self._refresh_again = True
@@ -499,20 +484,14 @@ class Watcher:
 
     @property
     def index(self) -> PathIndex:
-        """The index whose roots are watched; set a new one on reload, then `refresh()`."""
         return self._index
-
-    @index.setter
-    def index(self, index: PathIndex) -> None:
-        with self._schedule_lock:
-            self._index = index
 
     @property
     def watched(self) -> dict[str, tuple[bool, WatchKind]]:
         """What is watched now: {directory: (recursive, "inotify" or "polling")}."""
         with self._schedule_lock:
             return {
-                path: (w.recursive, "inotify" if w.observer is self._inotify else "polling")
+                path: (w.recursive, "inotify" if w.inotify is not None else "polling")
                 for path, w in self._watches.items()
             }
 
@@ -524,35 +503,49 @@ class Watcher:
             status = os.stat(real)
         except OSError:
             return  # gone again since watch_roots(); the next refresh looks again
-        handler = _Handler(self, real, path)
-        observer = self._observer_for_new_root()
+        identity = (status.st_dev, status.st_ino)
+        inotify = self._inotify if not self._inotify_exhausted else None
         try:
-            watch = observer.schedule(handler, real, recursive=recursive, event_filter=_EVENTS)
+            if inotify is not None:
+                watches = _DirWatches(inotify, self, real, path, recursive)
+                try:
+                    watches.add_all()
+                except BaseException:
+                    watches.remove_all()
+                    raise
+                scheduled = _Scheduled(path, recursive, real, identity, watches, None)
+            else:
+                handler = _PolledHandler(self, real, path)
+                watch = self._polling_observer().schedule(
+                    handler, real, recursive=recursive, event_filter=_POLLED_EVENTS
+                )
+                scheduled = _Scheduled(path, recursive, real, identity, None, watch)
         except (FileNotFoundError, NotADirectoryError):
             return  # gone again: the same
         except OSError as error:
-            if observer is self._inotify and error.errno in _INOTIFY_LIMITS:
+            if inotify is not None and error.errno in _INOTIFY_LIMITS:
                 self._inotify_limit_reached(error.errno, path)
-                self._schedule(path, recursive)  # on the polling observer now
+                with self._lock:  # this root is polled now: no need to move it again
+                    self._limit_hits.clear()
+                self._schedule(path, recursive)
             elif path not in self._unwatchable:
                 self._unwatchable.add(path)
-                self._log.warning("cannot watch directory; retrying", path=path, error=str(error))
+                log.warning("cannot watch directory; retrying", path=path, error=str(error))
             return
         self._unwatchable.discard(path)
-        self._watches[path] = _Scheduled(
-            path, recursive, real, (status.st_dev, status.st_ino), observer, watch
-        )
-        self._log.debug("watching", path=path, recursive=recursive, real=real)
+        self._watches[path] = scheduled
+        log.debug("watching", path=path, recursive=recursive, real=real)
 
     def _unschedule(self, scheduled: _Scheduled) -> None:
         del self._watches[scheduled.path]
-        with contextlib.suppress(KeyError):  # already gone with its emitter
-            scheduled.observer.unschedule(scheduled.watch)
-        self._log.debug("stopped watching", path=scheduled.path)
+        if scheduled.inotify is not None:
+            scheduled.inotify.remove_all()
+        elif scheduled.polled is not None and self._polling is not None:
+            with contextlib.suppress(KeyError):  # already gone with its emitter
+                self._polling.unschedule(scheduled.polled)
+        log.debug("stopped watching", path=scheduled.path)
 
-    def _observer_for_new_root(self) -> BaseObserver:
-        if self._inotify is not None and not self._inotify_exhausted:
-            return self._inotify
+    def _polling_observer(self) -> PollingObserverVFS:
         if self._polling is None:
             # PollingObserver's snapshots os.stat every entry and so walk into symlinked
             # directories with no loop check: `a -> .` and `b -> .` make a tree of 2**40 paths.
@@ -567,16 +560,18 @@ class Watcher:
     def _healthy(self, scheduled: _Scheduled) -> bool:
         """Whether the watch still watches the directory its path names now.
 
-        A watch's emitter stops when its directory is deleted, and an inotify watch follows the
-        inode when its directory is renamed, so a new directory under the old name goes unseen.
+        A watch goes when its directory is deleted, and an inotify watch follows the inode when
+        its directory is renamed, so a new directory under the old name would go unseen.
         """
-        alive = any(
-            emitter.watch == scheduled.watch
+        if scheduled.inotify is not None:
+            if not scheduled.inotify.alive:
+                return False
+        elif self._polling is None or not any(
+            emitter.watch == scheduled.polled
             and emitter.is_alive()
             and not emitter.stopped_event.is_set()
-            for emitter in scheduled.observer.emitters
-        )
-        if not alive:
+            for emitter in self._polling.emitters
+        ):
             return False
         try:
             status = os.stat(scheduled.path)
@@ -587,28 +582,50 @@ class Watcher:
 
     def _start_inotify(self) -> None:
         try:
-            inotify_fd = _InotifyFD(self)
+            inotify = _InotifyFD(self)
         except OSError as error:
             self._inotify_unavailable(error)
             return
-        inotify_fd.start()
-        self._inotify = _InotifyObserver(inotify_fd)
-        self._inotify.start()
+        assert self._loop is not None
+        self._inotify = inotify
+        self._reader_broken = False
+        self._loop.add_reader(inotify.fileno, self._readable)
+
+    def _stop_reading(self, inotify: _InotifyFD) -> None:
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError, ValueError, OSError):  # loop closing
+                self._loop.remove_reader(inotify.fileno)
+        with contextlib.suppress(OSError):
+            inotify.close()
 
     def _revive_inotify(self) -> None:
-        """Replace inotify threads that died, so that the daemon does not go deaf for good."""
-        observer = self._inotify
-        if observer is None or (observer.is_alive() and observer.inotify_fd.is_alive()):
+        """Replace an inotify descriptor that failed, so that the daemon does not go deaf."""
+        inotify = self._inotify
+        if inotify is None or not self._reader_broken:
             return
-        self._log.warning("the inotify reader stopped; starting a new one")
+        log.warning("the inotify reader stopped; starting a new one")
         for scheduled in list(self._watches.values()):
-            if scheduled.observer is observer:
-                del self._watches[scheduled.path]  # scheduled again below, on the new reader
+            if scheduled.inotify is not None:
+                del self._watches[scheduled.path]  # scheduled again below, on the new one
         self._inotify = None
-        observer.stop()
-        if observer.is_alive():
-            observer.join(_STOP_TIMEOUT_S)
-        self._start_inotify()
+        loop = self._loop
+        assert loop is not None
+        # on the loop's thread: add_reader and remove_reader are not thread-safe
+        if threading.get_ident() == self._loop_thread:
+            self._stop_reading(inotify)
+            self._start_inotify()
+        else:
+            done = threading.Event()
+
+            def swap() -> None:
+                try:
+                    self._stop_reading(inotify)
+                    self._start_inotify()
+                finally:
+                    done.set()
+
+            loop.call_soon_threadsafe(swap)
+            done.wait(_STOP_TIMEOUT_S)
 
     def _move_limited_roots(self) -> None:
         """Move roots whose (recursive) inotify watch hit a kernel limit to polling."""
@@ -617,10 +634,10 @@ class Watcher:
         for failed, error_number in hits:
             self._inotify_limit_reached(error_number, failed)
             for scheduled in list(self._watches.values()):
-                if scheduled.observer is not self._inotify:
+                if scheduled.inotify is None:
                     continue
                 if failed == scheduled.real or (
-                    scheduled.recursive and _is_below(failed, scheduled.real)
+                    scheduled.recursive and is_below(failed, scheduled.real)
                 ):
                     self._unschedule(scheduled)
 
@@ -629,7 +646,7 @@ class Watcher:
             return
         self._inotify_exhausted = True
         limit = _INOTIFY_LIMITS[error_number]
-        self._log.warning(
+        log.warning(
             f"inotify limit reached ({limit}); polling the remaining directories instead",
             path=path,
             limit=limit,
@@ -641,78 +658,101 @@ class Watcher:
         if error.errno in _INOTIFY_LIMITS:
             limit = _INOTIFY_LIMITS[error.errno]
             message = f"inotify limit reached ({limit}); polling every directory instead"
-            self._log.warning(message, limit=limit, hint=f"raise it with: sysctl -w {limit}=<more>")
+            log.warning(message, limit=limit, hint=f"raise it with: sysctl -w {limit}=<more>")
         else:
-            self._log.warning("inotify is not available; polling instead", error=str(error))
+            log.warning("inotify is not available; polling instead", error=str(error))
 
-    # ------------------------------------------------------------ from watchdog's threads
+    # ------------------------------------------------------------ reading inotify (the loop)
 
-    def _touch_one(self, path: str) -> None:
-        """The hot path: one file event."""
+    def _readable(self) -> None:
+        """The inotify queue has events. Within `min_interval` of the last read, step away from
+        it until the interval is over: the kernel folds repeated events meanwhile."""
+        inotify, loop = self._inotify, self._loop
+        if inotify is None or loop is None:
+            return
+        now = loop.time()
+        if now < self._hold_until:
+            loop.remove_reader(inotify.fileno)
+            self._resume = loop.call_at(self._hold_until, self._resume_reading, inotify)
+            return
+        self._hold_until = now + self._min_interval
+        try:
+            events = inotify.read_now()
+        except OSError:
+            log.exception("reading inotify failed; rediscovering, and replacing the reader")
+            self._reader_broken = True
+            loop.remove_reader(inotify.fileno)
+            self._add_pending((), (), rediscover=True)
+            return
+        for event in events:
+            try:
+                inotify.handle_event(event)
+            except Exception:
+                log.exception("handling an inotify event failed", inotify_event=repr(event))
+                self._add_pending((), (), rediscover=True)
+
+    def _resume_reading(self, inotify: _InotifyFD) -> None:
+        self._resume = None
+        if inotify is self._inotify and self._loop is not None and not self._closed:
+            self._loop.add_reader(inotify.fileno, self._readable)
+
+    # ------------------------------------------------------------ pending changes
+
+    def _add_pending(self, grown: Iterable[str], moved: Iterable[str], *, rediscover: bool) -> None:
+        """From any thread: note changes; the first note since the last delivery schedules the
+        next one (on the loop: after every event read in this round has been noted)."""
         with self._lock:
-            self._pending.add(path)
-            if self._wake_scheduled:
-                return
-            self._wake_scheduled = True
-            loop = self._loop
-        self._wake(loop)
-
-    def _touch(self, paths: Iterable[str], *, rediscover: bool) -> None:
-        with self._lock:
-            self._pending.update(paths)
+            self._grown.update(grown)
+            self._moved.update(moved)
             self._rediscover = self._rediscover or rediscover
             if self._wake_scheduled:
                 return
             self._wake_scheduled = True
             loop = self._loop
-        self._wake(loop)
-
-    def _wake(self, loop: asyncio.AbstractEventLoop | None) -> None:
         if loop is None:
             return  # stopped: nobody to tell
         # a closed loop raises; `_wake_scheduled` then stays set, so this is not tried again
         with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(self._deliver)
-
-    def _reader_failed(self, event: InotifyEvent) -> None:
-        self._log.exception("handling an inotify event failed", inotify_event=repr(event))
-        self._touch((), rediscover=True)
+            if threading.get_ident() == self._loop_thread:
+                loop.call_soon(self._deliver)
+            else:
+                loop.call_soon_threadsafe(self._deliver)
 
     def _limit_hit(self, path: str, error_number: int) -> None:
         with self._lock:
             self._limit_hits.append((path, error_number))
-        self._touch((), rediscover=True)
-
-    # ------------------------------------------------------------ on the loop's thread
+        self._add_pending((), (), rediscover=True)
 
     def _deliver(self) -> None:
-        if self._closed:
+        if self._closed or self._loop is None:
             return
-        # At most one delivery per `min_interval`: the first after a quiet spell goes at once, and
-        # under a flood the rest wait out the interval (`_wake_scheduled` stays set meanwhile, so
-        # watchdog's threads add to the set without waking the loop).
-        loop = asyncio.get_running_loop()
-        wait = self._last_delivery + self._min_interval - loop.time()
-        if wait > 0 and self._timer is None:
-            self._timer = loop.call_later(wait, self._deliver)
+        # At most one delivery per `min_interval`. The inotify reader spaces itself already; this
+        # holds back a flood from the polling thread, which adds to the pending set meanwhile
+        # without waking the loop (`_wake_scheduled` stays set).
+        now = self._loop.time()
+        wait = self._last_delivery + self._min_interval - now
+        if wait > 0:
+            if self._timer is None:
+                self._timer = self._loop.call_later(wait, self._deliver)
             return
         self._timer = None
-        self._last_delivery = loop.time()
+        self._last_delivery = now
         with self._lock:
-            paths, self._pending = self._pending, set()
+            grown, self._grown = self._grown, set()
+            moved, self._moved = self._moved, set()
             rediscover, self._rediscover = self._rediscover, False
             self._wake_scheduled = False
-        if not (paths or rediscover):
+        if not (grown or moved or rediscover):
             return
         if rediscover:
             try:
                 self._refresh_soon()
             except Exception:  # a failed refresh must not cost the consumer its delivery
-                self._log.exception("re-evaluating watched directories failed")
+                log.exception("re-evaluating watched directories failed")
         try:
-            self._on_change(paths, rediscover)
+            self._on_change(Changes(frozenset(grown - moved), frozenset(moved), rediscover))
         except Exception:
-            self._log.exception("file change consumer failed", paths=len(paths))
+            log.exception("file change consumer failed", paths=len(grown) + len(moved))
 
 
 def _set_done(future: asyncio.Future[None]) -> None:

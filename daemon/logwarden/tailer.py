@@ -1,0 +1,543 @@
+"""One tailed file: its descriptor, its framer, and the task that reads it and hands lines on.
+
+Decisions, and what was rejected:
+- Wake-ups are events, not timers: an idle file costs a parked task and nothing else. Only files
+  renamed away from their path (their grace period) and possible copies being written carry a
+  timer, and only until they are settled.
+- Reads are positional (`pread` of the last bytes already read plus the next chunk, then the
+  head) rather than `seek` + `read`: no shared file position, and the re-read of the head and of
+  the 64 bytes before the offset catches a truncate-and-regrow past the offset in the same call
+  that reads the new data. A size check alone misses that (Vector #26334).
+- Reads run on the event loop while they are fast, and in a worker thread (aiofiles) once one
+  was slow (`Tailer._read`): a thread hop costs more than reading a few KiB from the page cache.
+  Opening, probing and the copy search touch directories and stay in threads.
+- Everything that changes what the checkpoint sees (framer, head and sample) changes in one
+  synchronous step with the delivery of the lines it corresponds to (`_consume`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any, Literal, Protocol, TypeVar
+
+import aiofiles.os
+
+from logwarden.framing import Block, FramerState, LineFramer
+from logwarden.identity import (
+    HEAD_BYTES,
+    TAIL_BYTES,
+    FileCheckpoint,
+    Fingerprint,
+    Identity,
+    Known,
+    Opened,
+    PathStatus,
+    open_tailed,
+    read_checked,
+)
+from logwarden.log import get_logger
+from logwarden.records import SourceRef
+from logwarden.resume import Lineage, copy_start, find_copies, judge_copies
+
+log = get_logger(__name__)
+
+TailState = Literal["following", "draining", "error"]
+
+MAX_NAMES = 4  # paths a file is remembered under, for naming its copies
+SLOW_READ_S = 0.002  # a read on the loop slower than this sends the file's reads to a thread
+THREADED_FOR_S = 30.0  # for this long, before the loop tries again
+
+_T = TypeVar("_T")
+_read_checked = aiofiles.os.wrap(read_checked)  # the slow path: pread in aiofiles' executor
+
+
+@dataclass(frozen=True, slots=True)
+class TailSettings:
+    """What a tailer needs of its source's config (replaced as a whole on reload)."""
+
+    max_line_bytes: int
+    follow_symlinks: bool
+    chunk_bytes: int  # one read's size
+    grace: float  # a file rotated away and quiet this long is finished
+
+
+class Descriptors:
+    """The open-descriptor budget every tailer shares."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+        self.slots = asyncio.Semaphore(max(limit // 8, 4))  # opens at once, while thousands start
+
+    @property
+    def over_budget(self) -> bool:
+        return self.count > self.limit
+
+
+class TailerHost(Protocol):
+    """What a tailer hands on and asks of the rest: the manager implements it."""
+
+    def deliver(self, tailer: Tailer, blocks: list[Block]) -> None:
+        """Lines read, in order; raises when the sink refuses them."""
+
+    async def wait_for_room(self) -> None:
+        """Returns when the sink has room for more lines (backpressure)."""
+
+    def count(self, *, read: int = 0, lost: int = 0) -> None:
+        """Bytes read, and bytes known lost to a truncation."""
+
+    def lineages_for(self, path: str, dev: int) -> tuple[list[Lineage], list[Lineage]]:
+        """What `path` may be a copy of: files recently truncated, and live files."""
+
+    def settled_identities(self) -> frozenset[Identity]:
+        """Files known for sure (not candidates for being a copy)."""
+
+    def truncated(self, tailer: Tailer, before: Lineage) -> None:
+        """The file was truncated; `before` is what it held."""
+
+    def adopt_copies(self, tailer: Tailer, copies: list[tuple[PathStatus, FramerState]]) -> None:
+        """Copies of the truncated file were found beside it: read them from `FramerState`."""
+
+    def finished(self, tailer: Tailer) -> None:
+        """The file ended (deleted, or rotated away and quiet): forget it, remember its place."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileStats:
+    source: str
+    path: str
+    dev: int
+    inode: int
+    offset: int  # committed framer offset: where a restart would resume
+    size: int  # last size seen
+    lag: int  # bytes not yet read into a line
+    lines: int
+    state: TailState
+    error: str | None
+
+
+class Tailer:
+    """One file identity: its descriptor, framer and content samples, read by its own task.
+
+    It knows the rest of the daemon only through `host` (where lines go, and the questions about
+    other files that only the manager can answer), `settings` and the shared descriptor budget.
+    """
+
+    def __init__(
+        self,
+        host: TailerHost,
+        *,
+        settings: TailSettings,
+        descriptors: Descriptors,
+        source: str,
+        path: str,
+        identity: Identity,
+        state: FramerState,
+        attached: bool,
+        size: int,
+        seed: FileCheckpoint | None = None,
+    ) -> None:
+        self.host = host
+        self.settings = settings
+        self.descriptors = descriptors
+        self.source = source
+        self.path = path
+        self.names: tuple[str, ...] = (path,)  # the paths it had (copies are named after them)
+        self.dev, self.inode = identity
+        self.attached = attached  # the path is known to point at this file
+        self.framer = LineFramer(settings.max_line_bytes, state)
+        self.seed = seed  # the verified checkpoint we resumed from, until we read the file
+        self.head = b""  # the file's first bytes, up to HEAD_BYTES
+        self.sample = b""  # the bytes just before framer.position, up to TAIL_BYTES
+        self.fd: int | None = None
+        self.size = size
+        self.mtime_ns = 0
+        self.lines = 0
+        self.state: TailState = "following" if attached else "draining"
+        self.error: str | None = None
+        self.done = False
+        now = time.monotonic()
+        self.last_active = now  # last read that found data (idle close)
+        self.last_growth = now  # same, for the grace period of a file rotated away
+        self.wake = asyncio.Event()
+        self.settled = asyncio.Event()  # read to its end since it was last rotated away
+        self.lock = asyncio.Lock()  # one reader at a time (its task, or drain)
+        self.after: Tailer | None = None  # the file that was at this path before: read it first
+        self.ready = True  # False while deciding whether it is a copy of a tracked file
+        self.copy_guess: Lineage | None = None  # what it matched when last judged
+        self.inflight: asyncio.Future[Any] | None = None
+        self._threaded_until = 0.0  # reads go to a thread until then (see `_read`)
+        self.task: asyncio.Task[None] | None = None
+        self._checkpoint: FileCheckpoint | None = None
+        self.ref = SourceRef(source, path, self.dev, self.inode)
+        self.log = log.bind(source=source, path=path)
+
+    @property
+    def identity(self) -> Identity:
+        return (self.dev, self.inode)
+
+    # -- what the checkpoint sees
+
+    def checkpoint(self) -> FileCheckpoint:
+        if self._checkpoint is None:
+            if self.seed is not None and not self.head:
+                self._checkpoint = replace(self.seed, source=self.source, path=self.home)
+            else:
+                position = self.framer.position
+                self._checkpoint = FileCheckpoint(
+                    source=self.source,
+                    path=self.home,
+                    dev=self.dev,
+                    inode=self.inode,
+                    head=Fingerprint.of(self.head[:position]),  # only bytes already read
+                    framer=self.framer.state,
+                    tail=Fingerprint.of(self.sample) if self.sample else None,
+                    tail_end=position,
+                )
+        return self._checkpoint
+
+    @property
+    def home(self) -> str:
+        """The path the checkpoint names: the first one it had in its directory (`app.log`, not
+        `app.log.2`), which its copies are named after; a restart finds it by identity there."""
+        directory = os.path.dirname(self.path)
+        return next(name for name in self.names if os.path.dirname(name) == directory)
+
+    def lineage(self) -> Lineage:
+        """For copy detection; the head bytes only when they are really known (not a file resumed
+        from a checkpoint's digests and not read since)."""
+        position = self.framer.position
+        known = len(self.head) >= min(position, HEAD_BYTES)
+        return Lineage(self.checkpoint(), self.head[:position] if known else None)
+
+    def pending_checkpoint(self) -> FileCheckpoint | None:
+        """While deciding whether it is a copy: the resume point of the file it was last judged a
+        copy of, under this file's identity, so that after a restart the content check decides.
+        Nothing when not judged yet: the restart then compares it with the original's checkpoint."""
+        if self.copy_guess is None:
+            return None
+        original = self.copy_guess.checkpoint
+        return replace(original, source=self.source, path=self.path, dev=self.dev, inode=self.inode)
+
+    def stats(self) -> FileStats:
+        offset = self.framer.state.offset
+        return FileStats(
+            self.source, self.path, self.dev, self.inode, offset, self.size,
+            max(self.size - offset, 0), self.lines, self.state, self.error,
+        )  # fmt: skip
+
+    def reconfigure(self, settings: TailSettings) -> None:
+        """A reload: the source's settings from the next read on."""
+        self.settings = settings
+        self.framer.max_line_bytes = settings.max_line_bytes
+
+    def rename(self, source: str, path: str) -> None:
+        if path != self.path:
+            self.names = (*self.names[-(MAX_NAMES - 1) :], path)
+        self.source, self.path = source, path
+        self.ref = SourceRef(source, path, self.dev, self.inode)
+        self.log = log.bind(source=source, path=path)
+        self._checkpoint = None
+
+    # -- the task
+
+    async def run(self) -> None:
+        try:
+            if not self.ready:
+                try:
+                    await self._settle_copy()
+                except Exception:  # undecided is not a reason to skip the file: read it whole
+                    self.log.exception("deciding whether the file is a copy failed")
+                    self.ready = True
+            while self.after is not None and not self.after.settled.is_set():
+                await self.after.settled.wait()
+            self.after = None
+            while not self.done:
+                self.wake.clear()
+                try:
+                    async with self.lock:
+                        await self.catch_up()
+                except Exception as error:  # a bug here must not stop the other files
+                    self.log.exception("tailing failed; will retry")
+                    self._fail(error)
+                if self.done:
+                    return
+                await self._sleep(self._grace_left())
+        finally:
+            self.settled.set()
+
+    async def _sleep(self, seconds: float | None) -> None:
+        """Until woken, or `seconds`. Not `wait_for`: on 3.11 it can swallow a cancellation that
+        races with the wake-up, and `close()` would then wait for ever."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self.wake.wait()
+
+    def _grace_left(self) -> float | None:
+        """Only a file rotated away has a timer: it closes once quiet for the grace period."""
+        if self.attached or self.state == "error":
+            return None
+        return max(self.settings.grace - (time.monotonic() - self.last_growth), 0.0) + 0.01
+
+    async def _read(
+        self, fd: int, head_length: int, offset: int, length: int
+    ) -> tuple[os.stat_result, bytes, bytes]:
+        """`read_checked`, on the loop while reads of this file are fast, else in a thread.
+
+        A read from the page cache takes microseconds; the hop to a worker thread and back costs
+        tens of them, and was most of the live path's CPU. But a read can block (NFS, a failing
+        disk), and the loop must not: a read that took longer than `SLOW_READ_S` sends this
+        file's reads to a thread for `THREADED_FOR_S`, and then it is tried on the loop again.
+        """
+        if time.monotonic() < self._threaded_until:
+            return await self._shielded(_read_checked(fd, head_length, offset, length))
+        started = time.perf_counter()
+        result = read_checked(fd, head_length, offset, length)
+        if time.perf_counter() - started > SLOW_READ_S:
+            self._threaded_until = time.monotonic() + THREADED_FOR_S
+            self.log.info("slow reads; reading this file in a worker thread for a while")
+        return result
+
+    async def _io(self, function: Callable[..., _T], *args: Any) -> _T:
+        """Run blocking work in a thread; on cancellation it finishes, and `release` waits for it."""
+        future: asyncio.Future[_T] = asyncio.ensure_future(asyncio.to_thread(function, *args))
+        return await self._shielded(future)
+
+    async def _shielded(self, awaitable: Awaitable[_T]) -> _T:
+        future = asyncio.ensure_future(awaitable)
+        self.inflight = future
+        result = await asyncio.shield(future)
+        self.inflight = None
+        return result
+
+    async def release(self) -> None:
+        """After the task is cancelled: wait for a thread still working on our descriptor, close it."""
+        inflight, self.inflight = self.inflight, None
+        if inflight is not None:
+            await asyncio.wait({inflight})  # its own error is of no interest any more
+            if not inflight.cancelled() and inflight.exception() is None:
+                result = inflight.result()
+                if isinstance(result, Opened) and result.fd != self.fd:
+                    os.close(result.fd)
+        self.close_fd()
+
+    # -- deciding whether a new file is a copy (copytruncate with the copy inside the globs)
+
+    async def _settle_copy(self) -> None:
+        """Decide where a possible copy starts. Against a truncated original: at once. Against a
+        live one: wait for its truncation (copytruncate truncates right after copying; the
+        original's own reads until then would overlap the copy), or until the copy has been
+        quiet for the grace period (a plain copy). A copy still being written waits while it
+        grows. `_truncated` of the original may settle it meanwhile (`resolve_copy`)."""
+        follow = self.settings.follow_symlinks
+        last_size, last_change = -1, time.monotonic()
+        while not self.ready:
+            records, live = self.host.lineages_for(self.path, self.dev)
+            verdicts, size = await self._io(
+                judge_copies, self.path, follow, self.identity, records + live
+            )
+            if self.ready or self.done:
+                return
+            now = time.monotonic()
+            if size != last_size:
+                last_size, last_change = size, now
+            quiet = now - last_change >= self.settings.grace
+            lineages = records + live
+            self.copy_guess = lineages[verdicts.index("copy")] if "copy" in verdicts else None
+            start = copy_start(verdicts[: len(records)], records, size)
+            if start is None and quiet:
+                start = copy_start(verdicts, lineages, size)
+            if start is not None:
+                self.resolve_copy(start, "a copy of a tracked file")
+            elif quiet or all(verdict == "no" for verdict in verdicts):
+                self.ready = True  # a file of its own: read it from the start
+            else:
+                self.wake.clear()
+                await self._sleep(self.settings.grace - (now - last_change) + 0.01)
+
+    def resolve_copy(self, start: FramerState, what: str) -> None:
+        """It is a copy: start where the original was read (or at its end when it holds only
+        bytes already read)."""
+        self.framer = LineFramer(self.framer.max_line_bytes, start)
+        self._checkpoint = None
+        self.ready = True
+        self.wake.set()
+        self.log.info(f"file is {what}; continuing from where that was read", offset=start.offset)
+
+    # -- reading
+
+    async def catch_up(self, *, ending: bool = True) -> None:
+        """Read to the current end; with `ending`, also close a file that has ended."""
+        if self.done or not self.ready:
+            return
+        if self.fd is None:
+            async with self.descriptors.slots:  # bounds descriptors while thousands of files start
+                if self.done or not await self._open():
+                    return
+                await self._read_open(ending)
+        else:
+            await self._read_open(ending)
+
+    async def _open(self) -> bool:
+        try:
+            position = self.framer.position
+            seed = self.seed if not self.head else None  # resumed, but not read since
+            known = Known(position, self.head[:position], self.sample, seed)
+            opened = await self._io(
+                open_tailed, self.path, self.settings.follow_symlinks, self.identity, known
+            )
+        except OSError as error:
+            self._fail(error)
+            return False
+        if opened is None:
+            self.finish("gone (deleted or moved out of its directory)")
+            return False
+        self.fd = opened.fd
+        self.descriptors.count += 1
+        self.size = opened.size
+        if opened.path != self.path and not self.attached:
+            self.rename(self.source, opened.path)
+        if opened.intact:
+            self.head, self.sample = opened.head, opened.sample
+            self._checkpoint = None
+        else:
+            await self._truncated("file content changed while it was closed", opened.size)
+        return True
+
+    async def _read_open(self, ending: bool) -> None:
+        assert self.fd is not None
+        try:
+            grew, status = await self._read_to_end()
+        except OSError as error:
+            self._fail(error)
+            return
+        if status is None:  # closed or finished while waiting for room: the next round reads
+            self.settled.set()
+            return
+        self.mtime_ns = status.st_mtime_ns
+        self.size = max(status.st_size, self.framer.position)
+        if self.state == "error":
+            self.log.info("file is readable again")
+            self.state, self.error = ("following" if self.attached else "draining"), None
+        self.settled.set()
+        now = time.monotonic()
+        if grew:
+            self.last_active = self.last_growth = now
+        if not ending:
+            return
+        if status.st_nlink == 0:
+            self.finish("deleted")
+        elif not self.attached and now - self.last_growth >= self.settings.grace:
+            self.finish("rotated away and no longer written")
+        elif self.attached and self.descriptors.over_budget:
+            self.close_fd()
+
+    async def _read_to_end(self) -> tuple[bool, os.stat_result | None]:
+        """Read chunks until a short read; each re-reads the sample first, to catch truncation.
+        Returns whether the file grew, and its status as of the last read (None: none was made)."""
+        chunk_bytes = self.settings.chunk_bytes
+        grew = False
+        status: os.stat_result | None = None
+        while True:
+            await self.host.wait_for_room()
+            fd = self.fd
+            if fd is None or self.done:
+                return grew, status
+            position = self.framer.position
+            overlap = len(self.sample)
+            known_head = self.head[:position]  # not what lies past the position: it may change
+            status, head, data = await self._read(
+                fd, len(known_head), position - overlap, overlap + chunk_bytes
+            )
+            if head != known_head or data[:overlap] != self.sample:
+                await self._truncated("file truncated", status.st_size)
+                continue
+            fresh = data[overlap:] if overlap else data
+            if fresh:
+                self._consume(position, fresh)
+                grew = True
+            if len(fresh) < chunk_bytes:
+                return grew, status
+
+    def _consume(self, start: int, fresh: bytes) -> None:
+        """Feed, remember and deliver in one step (no await): snapshot() sees all of it or none."""
+        before = (self.framer.state, self.head, self.sample)
+        blocks = self.framer.feed(fresh)
+        if len(self.head) < HEAD_BYTES and start <= len(self.head) < start + len(fresh):
+            self.head += fresh[len(self.head) - start : HEAD_BYTES - start]
+        if len(fresh) >= TAIL_BYTES:
+            self.sample = fresh[-TAIL_BYTES:]
+        else:
+            self.sample = (self.sample + fresh)[-TAIL_BYTES:]
+        self._checkpoint = None
+        if blocks:
+            try:
+                self.host.deliver(self, blocks)
+            except BaseException:
+                # the sink refused: forget this chunk; the reopen re-reads the partial line
+                self.framer = LineFramer(self.framer.max_line_bytes, before[0])
+                self.head, self.sample = before[1], b""
+                self.close_fd()
+                raise
+        self.host.count(read=len(fresh))
+
+    async def _truncated(self, why: str, size: int) -> None:
+        """Truncation (copytruncate): take over copies of the old content lying beside the file
+        (inside the globs) at the old offset, then read the file from 0. Both in one step after
+        the search, so no snapshot has the reset without the copies (a restart would send the
+        copies' lines again)."""
+        if self.framer.position > 0:
+            lineage = self.lineage()
+            known = self.host.settled_identities()
+            copies = await self._io(find_copies, list(self.names), lineage, known)
+            self.host.adopt_copies(self, copies)
+        self._restart_at_zero(why, size)
+
+    def _restart_at_zero(self, why: str, size: int) -> None:
+        """The old partial line is gone; read the new content from 0."""
+        position = self.framer.position
+        if position > 0:
+            self.host.truncated(self, self.lineage())
+        unread = max(self.size - position, 0) + self.framer.pending_bytes
+        self.log.warning(
+            f"{why}; reading it again from the start", old_offset=position, size=size,
+            possibly_lost_bytes=unread,
+        )  # fmt: skip
+        self.host.count(lost=unread)
+        self.framer = LineFramer(self.framer.max_line_bytes)
+        self.head = self.sample = b""
+        self.seed = None
+        self._checkpoint = None
+
+    # -- ending
+
+    def finish(self, reason: str) -> None:
+        """The file will not grow any more: emit its partial last line, close it, forget it."""
+        blocks = self.framer.flush()
+        self._checkpoint = None
+        if blocks:
+            self.host.deliver(self, blocks)
+        self.close_fd()
+        self.done = True
+        self.settled.set()
+        self.host.finished(self)
+        self.log.info("finished file", reason=reason, offset=self.framer.position, lines=self.lines)
+
+    def _fail(self, error: BaseException) -> None:
+        text = (error.strerror if isinstance(error, OSError) else None) or str(error) or repr(error)
+        if self.state != "error":
+            self.log.warning("cannot read file; will retry", error=text)
+        self.state, self.error = "error", text
+        self.close_fd()
+        self.settled.set()  # a file we cannot read must not hold up the next one at its path
+
+    def close_fd(self) -> None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            self.descriptors.count -= 1
+            os.close(fd)
