@@ -15,6 +15,7 @@ nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import signal
@@ -93,8 +94,8 @@ class Daemon:
         self.known_sources: frozenset[str] = frozenset()
         self.commit_stats = CommitStats()
         self.stop_requested = asyncio.Event()
-        self.records_waiting = asyncio.Event()  # set by the pipeline: a commit should start soon
-        self.commit_wanted = asyncio.Event()  # set by SIGUSR1 and stop: commit now, whatever waits
+        # set by the pipeline (records wait) and by SIGUSR1: the committer looks at once
+        self.commit_wanted = asyncio.Event()
         self.started = time.monotonic()
         self._signals = 0
         self.exit_code = EX_OK
@@ -257,7 +258,7 @@ class Daemon:
         return writers
 
     def _records_arrived(self) -> None:
-        self.records_waiting.set()
+        self.commit_wanted.set()
 
     async def commit(self, stopping: bool = False) -> bool:
         """One commit: snapshot, write + fsync journals and stage sealed reports, save the
@@ -367,7 +368,6 @@ class Daemon:
         last_full_check = time.monotonic()
         while True:
             await self._wanted(within=max(interval, 1.0))
-            self.records_waiting.clear()
             self.commit_wanted.clear()
             now = time.monotonic()
             full_check = now - last_full_check >= FULL_CHECK_INTERVAL
@@ -388,17 +388,11 @@ class Daemon:
                 retry = min(retry * 2, RETRY_MAX)
 
     async def _wanted(self, within: float) -> None:
-        """Until records wait or a commit is wanted, or `within` seconds. Not `asyncio.wait_for`: on
-        3.11 it can swallow the cancellation at stop, and the daemon then hangs in shutdown."""
-        waits = [
-            asyncio.ensure_future(self.records_waiting.wait()),
-            asyncio.ensure_future(self.commit_wanted.wait()),
-        ]
-        try:
-            await asyncio.wait(waits, timeout=within, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiting in waits:
-                waiting.cancel()
+        """Until a commit is wanted, or `within` seconds. Not `asyncio.wait_for`: on 3.11 it can
+        swallow the cancellation at stop, and the daemon then hangs in shutdown."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                await self.commit_wanted.wait()
 
     # ------------------------------------------------------------------ background loops
 

@@ -49,7 +49,7 @@ log = get_logger(__name__)
 TailState = Literal["following", "draining", "error"]
 
 MAX_NAMES = 4  # paths a file is remembered under, for naming its copies
-SLOW_READ_S = 0.002  # a read on the loop slower than this sends the file's reads to a thread
+SLOW_READ_S = 0.010  # a read on the loop slower than this sends the file's reads to a thread
 THREADED_FOR_S = 30.0  # for this long, before the loop tries again
 
 _T = TypeVar("_T")
@@ -274,6 +274,9 @@ class Tailer:
     async def _sleep(self, seconds: float | None) -> None:
         """Until woken, or `seconds`. Not `wait_for`: on 3.11 it can swallow a cancellation that
         races with the wake-up, and `close()` would then wait for ever."""
+        if seconds is None:  # the common case (a followed file): no timer to set up
+            await self.wake.wait()
+            return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self.wake.wait()
