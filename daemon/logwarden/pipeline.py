@@ -15,10 +15,12 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 
 from logwarden.framing import Block
-from logwarden.records import RecordBuilder, SourceRef, dumps, utc_timestamp
+from logwarden.origin import SourceRef
+from logwarden.records import RecordBuilder, dumps
 from logwarden.reports import ReportWriter
 from logwarden.rules import Match, RuleSet
 from logwarden.thresholds import ThresholdTracker
+from logwarden.timestamps import utc_timestamp
 
 MAX_PENDING_BYTES = 64 * 1024 * 1024
 

@@ -35,7 +35,7 @@ import orjson
 
 from logwarden.atomic import fsync_dir, remove_stale_temporaries
 from logwarden.config import ReportConfig
-from logwarden.records import utc_timestamp
+from logwarden.timestamps import utc_timestamp
 
 SEQ_WIDTH = 8
 READ_CHUNK = 1024 * 1024

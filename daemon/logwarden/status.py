@@ -18,7 +18,7 @@ import orjson
 from logwarden import checkpoint
 from logwarden.atomic import write_atomically
 from logwarden.config import Config
-from logwarden.records import utc_timestamp
+from logwarden.timestamps import utc_timestamp
 
 if TYPE_CHECKING:
     from logwarden.service import Daemon

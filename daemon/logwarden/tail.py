@@ -63,7 +63,7 @@ from logwarden.identity import (
     probe_paths,
     read_checked,
 )
-from logwarden.records import SourceRef
+from logwarden.origin import SourceRef
 
 __all__ = [
     "BlockSink",
