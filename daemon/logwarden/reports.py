@@ -174,6 +174,11 @@ class ReportWriter:
     def name(self) -> str:
         return self.config.name
 
+    @property
+    def active_records(self) -> int:
+        """Records in the journal not yet sealed."""
+        return self.active.records if self.active is not None else 0
+
     def append(self, record: bytes, rule: str | None) -> None:
         """Append a record, sealing the active journal first if the record would overfill it.
 
