@@ -27,7 +27,7 @@ READ_CHUNK = 4 * 1024 * 1024
 DEFAULT_MAX_LINE_BYTES = SourceConfig.model_fields["max_line_bytes"].default
 STDIN = "-"
 
-log = get_logger("logwarden.scan")
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

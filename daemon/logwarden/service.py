@@ -57,7 +57,7 @@ RETRY_MAX = 5.0
 START_EXTENSION = 15.0  # seconds asked for at a time while starting
 FULL_CHECK_INTERVAL = 60.0  # a truncation the bytes counter misses is also caught on restart
 
-log = get_logger("logwarden.service")
+log = get_logger(__name__)
 
 
 def run_daemon(config: Config, rules: RuleSet, *, foreground: bool) -> int:
