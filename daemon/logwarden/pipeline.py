@@ -57,12 +57,8 @@ class Pipeline:
 
     @property
     def pending_bytes(self) -> int:
-        total = 0
-        for writer in self.writers.values():
-            if writer.active is not None:
-                total += len(writer.active.pending)
-            total += sum(len(journal.pending) for journal in writer.sealed)
-        return total
+        """Bytes of records waiting for a commit, over every report."""
+        return sum(writer.pending_bytes for writer in self.writers.values())
 
     def accept(self, source: SourceRef, blocks: list[Block]) -> None:
         matcher = self.rules.for_source(source.name)

@@ -179,6 +179,12 @@ class ReportWriter:
         """Records in the journal not yet sealed."""
         return self.active.records if self.active is not None else 0
 
+    @property
+    def pending_bytes(self) -> int:
+        """Records appended and not yet taken by a commit, in bytes: memory held for them."""
+        pending = sum(len(journal.pending) for journal in self.sealed)
+        return pending + (len(self.active.pending) if self.active is not None else 0)
+
     def append(self, record: bytes, rule: str | None) -> None:
         """Append a record, sealing the active journal first if the record would overfill it.
 
