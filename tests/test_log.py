@@ -77,3 +77,20 @@ def test_journal_detection_compares_device_and_inode(tmp_path: Path, monkeypatch
             assert resolve_format("auto", stream) == "json"
         finally:
             del os.environ["JOURNAL_STREAM"]
+
+
+def test_a_logger_taken_before_configure_obeys_it() -> None:
+    """Modules take their logger at import, before the cli configures logging: it must still
+    log as configured (on stderr, never onto stdout, where `scan` writes its NDJSON)."""
+    script = (
+        "from logwarden.log import configure, get_logger\n"
+        "log = get_logger('logwarden.early')\n"
+        "configure('json')\n"
+        "log.warning('early', n=1)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, timeout=30, check=True
+    )
+    assert result.stdout == b""
+    event = orjson.loads(result.stderr)
+    assert (event["event"], event["level"], event["n"]) == ("early", "warning", 1)

@@ -144,6 +144,20 @@ def test_failed_write_gives_everything_back_in_order(tmp_path: Path) -> None:
     assert writer.active.pending_counts == {"r1": 2}
 
 
+def test_pending_bytes_and_active_records_span_sealed_and_active(tmp_path: Path) -> None:
+    writer = make_writer(tmp_path)
+    writer.append(record(1), "r1")
+    writer.seal_active()
+    writer.append(record(2), "r1")
+    writer.append(record(3), "r1")
+    assert writer.pending_bytes == len(record(1) + record(2) + record(3))
+    assert writer.active_records == 2
+    batches = writer.take_batches(seal=False)  # taken: in flight, no longer pending
+    assert writer.pending_bytes == 0 and writer.active_records == 2
+    give_back(batches)
+    assert writer.pending_bytes == len(record(1) + record(2) + record(3))
+
+
 def test_seal_survives_a_failed_commit(tmp_path: Path) -> None:
     writer = make_writer(tmp_path)
     writer.append(record(1), "r1")

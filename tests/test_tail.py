@@ -27,7 +27,7 @@ from logwarden.config import Config, DaemonConfig, SourceConfig
 from logwarden.framing import Block, FramerState, split_lines
 from logwarden.globs import PathMatcher, first_matching
 from logwarden.identity import FileCheckpoint, Fingerprint
-from logwarden.records import SourceRef
+from logwarden.origin import SourceRef
 from logwarden.tail import TailManager
 from logwarden.watch import Changes
 

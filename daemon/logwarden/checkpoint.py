@@ -31,9 +31,9 @@ from typing import Any
 import orjson
 
 from logwarden.atomic import fsync_dir
-from logwarden.records import utc_timestamp
 from logwarden.reports import JournalState
 from logwarden.tail import FileCheckpoint
+from logwarden.timestamps import utc_timestamp
 
 VERSION = 2
 SLOT_NAMES = ("checkpoint-a.json", "checkpoint-b.json")

@@ -21,6 +21,8 @@ from logwarden.rules import load_config
 EX_OK = 0
 EX_FAILURE = 1
 
+log = get_logger(__name__)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -135,7 +137,7 @@ def scan(args: argparse.Namespace) -> int:
     scanner = Scanner(config, rules, sys.stdout.buffer, progress=sys.stderr.isatty())
     summary = scanner.scan(args.files, args.source)
     sys.stdout.buffer.flush()
-    get_logger("logwarden.scan").debug(
+    log.debug(
         "scan done",
         files=summary.files,
         lines=summary.lines,

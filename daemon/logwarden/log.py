@@ -119,5 +119,12 @@ def configure(
 
 
 def get_logger(name: str, **context: Any) -> structlog.stdlib.BoundLogger:
-    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name).bind(**context)
+    """The logger of module `name`, taken once at module level: `log = get_logger(__name__)`.
+
+    Lazy: it is assembled from the configuration at each call, so a logger taken at import time,
+    before the cli runs `configure`, still logs the way `configure` said. (One bound eagerly, as
+    this function once did, kept structlog's defaults: console text on stdout, into `scan`'s
+    NDJSON.) `.bind()` on it gives a concrete logger, for per-file context.
+    """
+    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name, **context)
     return logger

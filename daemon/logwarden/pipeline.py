@@ -15,10 +15,12 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 
 from logwarden.framing import Block
-from logwarden.records import RecordBuilder, SourceRef, dumps, utc_timestamp
+from logwarden.origin import SourceRef
+from logwarden.records import RecordBuilder, dumps
 from logwarden.reports import ReportWriter
 from logwarden.rules import Match, RuleSet
 from logwarden.thresholds import ThresholdTracker
+from logwarden.timestamps import utc_timestamp
 
 MAX_PENDING_BYTES = 64 * 1024 * 1024
 
@@ -55,12 +57,8 @@ class Pipeline:
 
     @property
     def pending_bytes(self) -> int:
-        total = 0
-        for writer in self.writers.values():
-            if writer.active is not None:
-                total += len(writer.active.pending)
-            total += sum(len(journal.pending) for journal in writer.sealed)
-        return total
+        """Bytes of records waiting for a commit, over every report."""
+        return sum(writer.pending_bytes for writer in self.writers.values())
 
     def accept(self, source: SourceRef, blocks: list[Block]) -> None:
         matcher = self.rules.for_source(source.name)

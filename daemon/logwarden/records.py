@@ -3,32 +3,16 @@
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from logwarden.origin import SourceRef
 from logwarden.rules import Match
 from logwarden.thresholds import Alert
+from logwarden.timestamps import utc_timestamp
 
 RECORD_VERSION = 1
-
-
-@dataclass(frozen=True, slots=True)
-class SourceRef:
-    """Which file a line came from: the source's name, the path and the file's identity."""
-
-    name: str | None
-    path: str
-    dev: int
-    inode: int
-
-
-def utc_timestamp(moment: datetime | None = None) -> str:
-    """`2026-11-24T13:19:38.120512Z`: RFC 3339, UTC, microseconds, the form every record uses."""
-    moment = moment or datetime.now(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class RecordBuilder:

@@ -35,7 +35,7 @@ import orjson
 
 from logwarden.atomic import fsync_dir, remove_stale_temporaries
 from logwarden.config import ReportConfig
-from logwarden.records import utc_timestamp
+from logwarden.timestamps import utc_timestamp
 
 SEQ_WIDTH = 8
 READ_CHUNK = 1024 * 1024
@@ -173,6 +173,17 @@ class ReportWriter:
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def active_records(self) -> int:
+        """Records in the journal not yet sealed."""
+        return self.active.records if self.active is not None else 0
+
+    @property
+    def pending_bytes(self) -> int:
+        """Records appended and not yet taken by a commit, in bytes: memory held for them."""
+        pending = sum(len(journal.pending) for journal in self.sealed)
+        return pending + (len(self.active.pending) if self.active is not None else 0)
 
     def append(self, record: bytes, rule: str | None) -> None:
         """Append a record, sealing the active journal first if the record would overfill it.

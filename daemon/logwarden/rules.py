@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import re2
-import structlog
 
 from logwarden.config import Config, ProblemSink, RuleConfig, RuleTest, default_config_path, load
 from logwarden.framing import Block, split_lines
+from logwarden.log import get_logger
 from logwarden.patterns import (
     PatternError,
     SpanSearch,
@@ -47,7 +47,7 @@ from logwarden.patterns import (
     span_search,
 )
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 # An re2.Set cannot fall back to the NFA when its DFA runs out of memory: it reports no match.
 # Lines longer than this are confirmed pattern by pattern instead (still RE2, still linear).

@@ -17,15 +17,17 @@ from logwarden.config import Config, SourceConfig
 from logwarden.framing import Block, LineFramer
 from logwarden.globs import PathMatcher, first_matching
 from logwarden.log import get_logger
-from logwarden.records import RecordBuilder, SourceRef, dumps, utc_timestamp
+from logwarden.origin import SourceRef
+from logwarden.records import RecordBuilder, dumps
 from logwarden.rules import RuleSet, SourceMatcher
 from logwarden.thresholds import ThresholdTracker
+from logwarden.timestamps import utc_timestamp
 
 READ_CHUNK = 4 * 1024 * 1024
 DEFAULT_MAX_LINE_BYTES = SourceConfig.model_fields["max_line_bytes"].default
 STDIN = "-"
 
-log = get_logger("logwarden.scan")
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

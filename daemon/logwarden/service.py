@@ -28,6 +28,7 @@ from typing import IO, Any
 
 from logwarden import checkpoint
 from logwarden.config import Config, ConfigError
+from logwarden.counters import CommitSnapshot, DaemonSnapshot, FileSnapshot, ReportSnapshot
 from logwarden.discovery import PathIndex
 from logwarden.log import get_logger
 from logwarden.notify import Notifier
@@ -58,7 +59,7 @@ RETRY_MAX = 5.0
 START_EXTENSION = 15.0  # seconds asked for at a time while starting
 FULL_CHECK_INTERVAL = 60.0  # a truncation the bytes counter misses is also caught on restart
 
-log = get_logger("logwarden.service")
+log = get_logger(__name__)
 
 
 def run_daemon(config: Config, rules: RuleSet, *, foreground: bool) -> int:
@@ -161,7 +162,7 @@ class Daemon:
         await self.watcher.start()
         await self.tails.start()
         self.known_sources = frozenset(config.sources)
-        self.status = StatusWriter(self)
+        self.status = StatusWriter(state_dir)
         self._install_signal_handlers()
         for coroutine in (
             self._committer(),
@@ -178,7 +179,7 @@ class Daemon:
             state_dir=str(state_dir),
             pid=os.getpid(),
         )
-        self.notifier.ready(self.status.summary())
+        self.notifier.ready(self.status.summary(self.snapshot()))
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         """Start a background task; one that dies of an exception stops the daemon (exit 1, so
@@ -221,13 +222,56 @@ class Daemon:
         if hasattr(self, "tails"):
             await self.tails.close()
         if hasattr(self, "status"):
-            await self._write_status()
+            await self._write_status(self.snapshot())
         self.notifier.close()
         await asyncio.to_thread(self._disk.shutdown)  # lets a commit in flight finish
         if hasattr(self, "checkpoints"):
             self.checkpoints.close()
         if self._lock is not None:
             self._lock.close()
+
+    def snapshot(self) -> DaemonSnapshot:
+        """Every counter at this instant, for status.json, STATUS= and the foreground rates."""
+        pipeline, commits = self.pipeline, self.commit_stats
+        return DaemonSnapshot(
+            taken=time.monotonic(),
+            started=self.started,
+            config_path=self.config.path,
+            lines=pipeline.lines,
+            bytes=pipeline.bytes,
+            matches=dict(pipeline.matches),
+            alerts=pipeline.alerts,
+            possibly_lost_bytes=self.tails.possibly_lost_bytes,
+            commit=CommitSnapshot(
+                commits=commits.commits,
+                failures=commits.failures,
+                last_error=commits.last_error,
+                last_duration_s=commits.last_duration,
+            ),
+            reports={
+                name: ReportSnapshot(
+                    dir=writer.config.dir,
+                    published=writer.published,
+                    active_records=writer.active_records,
+                )
+                for name, writer in self.writers.items()
+            },
+            files=tuple(
+                FileSnapshot(
+                    source=f.source,
+                    path=f.path,
+                    dev=f.dev,
+                    inode=f.inode,
+                    offset=f.offset,
+                    size=f.size,
+                    lag_bytes=f.lag,
+                    lines=f.lines,
+                    state=f.state,
+                    error=f.error,
+                )
+                for f in self.tails.stats()
+            ),
+        )
 
     # ------------------------------------------------------------------ committing
 
@@ -411,21 +455,22 @@ class Daemon:
         last_rate = time.monotonic()
         while True:
             await asyncio.sleep(self.config.daemon.status_interval)
-            await self._write_status()
-            if self.notifier.enabled:  # summary() walks every file: only for someone listening
-                self.notifier.status(self.status.summary())
-            if self.foreground and time.monotonic() - last_rate >= rate_every:
-                now = time.monotonic()
-                rate = (self.pipeline.lines - previous_lines) / (now - previous_time)
+            snapshot = self.snapshot()  # one walk of every file serves all three below
+            await self._write_status(snapshot)
+            if self.notifier.enabled:
+                self.notifier.status(self.status.summary(snapshot))
+            now = snapshot.taken
+            if self.foreground and now - last_rate >= rate_every:
+                rate = (snapshot.lines - previous_lines) / (now - previous_time)
                 log.info(
                     "rates",
                     lines_per_s=round(rate, 1),
-                    lines=self.pipeline.lines,
-                    matches=sum(self.pipeline.matches.values()),
-                    files=len(self.tails.stats()),
-                    commits=self.commit_stats.commits,
+                    lines=snapshot.lines,
+                    matches=snapshot.match_count,
+                    files=len(snapshot.files),
+                    commits=snapshot.commit.commits,
                 )
-                previous_lines, previous_time, last_rate = self.pipeline.lines, now, now
+                previous_lines, previous_time, last_rate = snapshot.lines, now, now
 
     async def _extend_start_timeout(self) -> None:
         """Until READY=1: ask systemd for more time every few seconds, so that a long start
@@ -437,10 +482,10 @@ class Daemon:
             self.notifier.extend_timeout(START_EXTENSION)
             await asyncio.sleep(START_EXTENSION / 3)
 
-    async def _write_status(self) -> None:
+    async def _write_status(self, snapshot: DaemonSnapshot) -> None:
         """status.json is advisory: a full disk must not stop the daemon over it."""
         try:
-            await asyncio.to_thread(self.status.write)
+            await asyncio.to_thread(self.status.write, snapshot)
         except OSError as error:
             if not self._status_failing:
                 log.warning("cannot write status file", error=str(error))
@@ -497,7 +542,7 @@ class Daemon:
                 )
             else:
                 log.error("reload refused: state_dir cannot change while running; restart instead")
-            self.notifier.ready(self.status.summary())
+            self.notifier.ready(self.status.summary(self.snapshot()))
             return
         await asyncio.to_thread(prepare_dirs, config.reports, self.journal_root)
         writers = dict(self.writers)
@@ -523,7 +568,7 @@ class Daemon:
             rules=len(config.rules),
             reports=len(config.reports),
         )
-        self.notifier.ready(self.status.summary())
+        self.notifier.ready(self.status.summary(self.snapshot()))
 
 
 class StateDirError(Exception):

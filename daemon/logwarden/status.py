@@ -11,92 +11,91 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from logwarden import checkpoint
 from logwarden.atomic import write_atomically
 from logwarden.config import Config
-from logwarden.records import utc_timestamp
-
-if TYPE_CHECKING:
-    from logwarden.service import Daemon
+from logwarden.counters import DaemonSnapshot
+from logwarden.timestamps import utc_timestamp
 
 FILE_NAME = "status.json"
 
 
 class StatusWriter:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    """Renders counter snapshots as status.json in the state dir and as systemd's STATUS= line.
+
+    It keeps one thing between snapshots, the previous line count, to report a rate.
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / FILE_NAME
         self._last_lines = 0
         self._last_time = time.monotonic()
         self.lines_per_s = 0.0
 
-    def document(self) -> dict[str, Any]:
-        daemon = self.daemon
-        now = time.monotonic()
-        lines = daemon.pipeline.lines
-        if now > self._last_time:
-            self.lines_per_s = (lines - self._last_lines) / (now - self._last_time)
-        self._last_lines, self._last_time = lines, now
-        files = [
-            {
-                "source": f.source,
-                "path": f.path,
-                "dev": f.dev,
-                "inode": f.inode,
-                "offset": f.offset,
-                "size": f.size,
-                "lag_bytes": f.lag,
-                "state": f.state,
-                "error": f.error,
-            }
-            for f in daemon.tails.stats()
-        ]
+    def document(self, snapshot: DaemonSnapshot) -> dict[str, Any]:
+        if snapshot.taken > self._last_time:
+            self.lines_per_s = (snapshot.lines - self._last_lines) / (
+                snapshot.taken - self._last_time
+            )
+        self._last_lines, self._last_time = snapshot.lines, snapshot.taken
+        commit = snapshot.commit
         return {
             "pid": os.getpid(),
             "written": utc_timestamp(),
-            "started_s_ago": round(now - daemon.started, 1),
-            "config": str(daemon.config.path),
-            "lines": lines,
-            "bytes": daemon.pipeline.bytes,
+            "started_s_ago": round(snapshot.uptime_s, 1),
+            "config": str(snapshot.config_path),
+            "lines": snapshot.lines,
+            "bytes": snapshot.bytes,
             "lines_per_s": round(self.lines_per_s, 1),
-            "matches": dict(daemon.pipeline.matches),
-            "alerts": daemon.pipeline.alerts,
-            "lag_bytes": sum(f["lag_bytes"] for f in files),
-            "commits": daemon.commit_stats.commits,
-            "commit_failures": daemon.commit_stats.failures,
-            "commit_error": daemon.commit_stats.last_error,
-            "last_commit_ms": round(daemon.commit_stats.last_duration * 1000, 2),
-            "possibly_lost_bytes": daemon.tails.possibly_lost_bytes,  # truncated before read
+            "matches": dict(snapshot.matches),
+            "alerts": snapshot.alerts,
+            "lag_bytes": snapshot.lag_bytes,
+            "commits": commit.commits,
+            "commit_failures": commit.failures,
+            "commit_error": commit.last_error,
+            "last_commit_ms": round(commit.last_duration_s * 1000, 2),
+            "possibly_lost_bytes": snapshot.possibly_lost_bytes,  # truncated before read
             "reports": {
                 name: {
-                    "published": writer.published,
-                    "dir": str(writer.config.dir),
-                    "active_records": writer.active.records if writer.active else 0,
+                    "published": report.published,
+                    "dir": str(report.dir),
+                    "active_records": report.active_records,
                 }
-                for name, writer in daemon.writers.items()
+                for name, report in snapshot.reports.items()
             },
-            "files": files,
+            "files": [
+                {
+                    "source": f.source,
+                    "path": f.path,
+                    "dev": f.dev,
+                    "inode": f.inode,
+                    "offset": f.offset,
+                    "size": f.size,
+                    "lag_bytes": f.lag_bytes,
+                    "state": f.state,
+                    "error": f.error,
+                }
+                for f in snapshot.files
+            ],
         }
 
-    def summary(self) -> str:
+    def summary(self, snapshot: DaemonSnapshot) -> str:
         """One line for systemd's STATUS=: what an operator wants from `systemctl status`."""
-        daemon = self.daemon
-        stats = daemon.tails.stats()
-        lag = sum(f.lag for f in stats)
         return (
-            f"{len(stats)} files, {self.lines_per_s:.0f} lines/s, "
-            f"{sum(daemon.pipeline.matches.values())} matches, lag {lag} bytes"
+            f"{len(snapshot.files)} files, {self.lines_per_s:.0f} lines/s, "
+            f"{snapshot.match_count} matches, lag {snapshot.lag_bytes} bytes"
         )
 
-    def write(self) -> None:
+    def write(self, snapshot: DaemonSnapshot) -> None:
         """Blocking: run in a thread. Not fsynced: status is advisory, replaced every few seconds."""
-        data = orjson.dumps(self.document(), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
-        write_atomically(
-            self.daemon.config.daemon.state_dir / FILE_NAME, [data], mode=0o644, durable=False
+        data = orjson.dumps(
+            self.document(snapshot), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
         )
+        write_atomically(self.path, [data], mode=0o644, durable=False)
 
 
 def _alive(pid: int) -> bool:

@@ -36,7 +36,7 @@ from logwarden.config import Config
 from logwarden.framing import Block, FramerState
 from logwarden.identity import FileCheckpoint, Identity, PathStatus, probe_paths
 from logwarden.log import get_logger
-from logwarden.records import SourceRef
+from logwarden.origin import SourceRef
 from logwarden.resume import FileMemory, Lineage, plan_start, rotation_of
 from logwarden.tailer import Descriptors, FileStats, Tailer, TailSettings, TailState
 from logwarden.watch import Changes

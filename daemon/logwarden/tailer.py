@@ -41,7 +41,7 @@ from logwarden.identity import (
     read_checked,
 )
 from logwarden.log import get_logger
-from logwarden.records import SourceRef
+from logwarden.origin import SourceRef
 from logwarden.resume import Lineage, copy_start, find_copies, judge_copies
 
 log = get_logger(__name__)

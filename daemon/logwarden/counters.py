@@ -1,0 +1,72 @@
+"""A typed snapshot of the daemon's counters: what status.json, systemd's STATUS= and metrics read.
+
+The daemon builds one in the event loop, in one synchronous step, so its figures agree with each
+other; readers get a frozen copy and never the daemon's own objects (they may then render it in
+a worker thread while the loop goes on changing the originals).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class FileSnapshot:
+    """One tracked file (or a path that cannot be read, with `state` "error")."""
+
+    source: str
+    path: str
+    dev: int
+    inode: int
+    offset: int  # committed framer offset: where a restart would resume
+    size: int  # last size seen
+    lag_bytes: int  # bytes not yet read into a line
+    lines: int
+    state: str  # the tailer's: "following", "draining" or "error"
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportSnapshot:
+    dir: Path
+    published: int  # reports published since the daemon started
+    active_records: int  # records in the journal not yet sealed
+
+
+@dataclass(frozen=True, slots=True)
+class CommitSnapshot:
+    commits: int
+    failures: int  # since the daemon started
+    last_error: str | None  # set while commits fail, None once one succeeds again
+    last_duration_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonSnapshot:
+    """Everything counted, as of `taken` (monotonic seconds)."""
+
+    taken: float
+    started: float  # monotonic
+    config_path: Path
+    lines: int
+    bytes: int
+    matches: Mapping[str, int]  # per rule
+    alerts: int
+    possibly_lost_bytes: int  # known lost to truncations before they were read
+    commit: CommitSnapshot
+    reports: Mapping[str, ReportSnapshot]
+    files: tuple[FileSnapshot, ...]
+
+    @property
+    def uptime_s(self) -> float:
+        return self.taken - self.started
+
+    @property
+    def lag_bytes(self) -> int:
+        return sum(file.lag_bytes for file in self.files)
+
+    @property
+    def match_count(self) -> int:
+        return sum(self.matches.values())
