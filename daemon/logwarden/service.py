@@ -58,6 +58,7 @@ DRAIN_TIMEOUT = 60.0
 RETRY_MAX = 5.0
 START_EXTENSION = 15.0  # seconds asked for at a time while starting
 FULL_CHECK_INTERVAL = 60.0  # a truncation the bytes counter misses is also caught on restart
+STATUS_HEARTBEAT = 60.0  # status.json is rewritten this often even when nothing changed
 
 log = get_logger(__name__)
 
@@ -229,6 +230,20 @@ class Daemon:
             self.checkpoints.close()
         if self._lock is not None:
             self._lock.close()
+
+    def _activity(self) -> tuple[object, ...]:
+        """Changes whenever anything `snapshot()` shows changes, at the cost of a few reads."""
+        commits = self.commit_stats
+        return (
+            self.tails.version,
+            self.pipeline.bytes,
+            self.pipeline.alerts,
+            commits.commits,
+            commits.failures,
+            commits.last_error,
+            tuple(writer.published for writer in self.writers.values()),
+            self.config,
+        )
 
     def snapshot(self) -> DaemonSnapshot:
         """Every counter at this instant, for status.json, STATUS= and the foreground rates."""
@@ -453,10 +468,22 @@ class Daemon:
         previous_lines, previous_time = 0, time.monotonic()
         rate_every = 5.0
         last_rate = time.monotonic()
+        unchanged_since, last_key, last_rate_shown = time.monotonic(), None, 0.0
         while True:
             await asyncio.sleep(self.config.daemon.status_interval)
+            # An idle daemon rewrites nothing: walking thousands of files every few seconds to
+            # write the same document again was most of its idle CPU. Once a minute it does.
+            key = self._activity()
+            now = time.monotonic()
+            if key != last_key or last_rate_shown:
+                last_key, unchanged_since = key, now
+            elif now - unchanged_since < STATUS_HEARTBEAT:
+                continue
+            else:
+                unchanged_since = now
             snapshot = self.snapshot()  # one walk of every file serves all three below
             await self._write_status(snapshot)
+            last_rate_shown = self.status.lines_per_s  # once more after it falls to 0
             if self.notifier.enabled:
                 self.notifier.status(self.status.summary(snapshot))
             now = snapshot.taken

@@ -100,6 +100,8 @@ class TailManager:
             else min(MAX_OPEN_FILES, max(soft // 2, 16))
         )
         self._lines = self._bytes = self._lost = 0
+        # bumped by every change `stats()` would show: status is not rewritten while it stays
+        self.version = 0
 
     @property
     def total_lines(self) -> int:
@@ -242,6 +244,7 @@ class TailManager:
         old_sources = set(self.config.sources)
         self.config, self.index = config, index
         self._settings = _settings_of(config)
+        self.version += 1
         for tailer in list(self._tailers.values()):
             source = self.index.source_of(tailer.path) if tailer.attached else tailer.source
             if source is None or source not in config.sources:
@@ -279,8 +282,13 @@ class TailManager:
     def count(self, *, read: int = 0, lost: int = 0) -> None:
         self._bytes += read
         self._lost += lost
+        self.version += 1
+
+    def state_changed(self, tailer: Tailer) -> None:
+        self.version += 1
 
     def finished(self, tailer: Tailer) -> None:
+        self.version += 1
         if self._tailers.get(tailer.identity) is tailer:
             del self._tailers[tailer.identity]
         if self._paths.get(tailer.path) is tailer:
@@ -346,6 +354,7 @@ class TailManager:
         )  # fmt: skip
         tailer.after = after
         tailer.ready = not copy
+        self.version += 1
         self._tailers[identity] = tailer
         if attached:
             self._paths[path] = tailer
@@ -357,6 +366,7 @@ class TailManager:
         tailer.task = asyncio.create_task(tailer.run(), name=f"logwarden-tail:{tailer.path}")
 
     def _attach(self, tailer: Tailer, path: str, source: str) -> None:
+        self.version += 1
         if self._paths.get(tailer.path) is tailer:
             del self._paths[tailer.path]
         if path != tailer.path or source != tailer.source:
@@ -370,6 +380,7 @@ class TailManager:
 
     def _detach(self, tailer: Tailer, why: str) -> None:
         """The path no longer points at this file: drain it, keep it while it grows, then close."""
+        self.version += 1
         if self._paths.get(tailer.path) is tailer:
             del self._paths[tailer.path]
         tailer.attached = False
@@ -384,6 +395,7 @@ class TailManager:
         self._reconcile_wake.set()
 
     def _stop(self, tailer: Tailer, why: str) -> None:
+        self.version += 1
         """Stop tailing without finishing (a reload removed it); its checkpoint is dropped."""
         tailer.done = True
         tailer.settled.set()
@@ -414,15 +426,19 @@ class TailManager:
         """A regular file; anything else at a covered path is logged once and skipped."""
         if status.kind == "file":
             previous = self._noted.pop(path, None)
+            if previous is not None:
+                self.version += 1
             if previous is not None and previous[0] == "error":
                 log.info("path is readable again", path=path)
             return True
         if status.kind == "missing":
-            self._noted.pop(path, None)
+            if self._noted.pop(path, None) is not None:
+                self.version += 1
             return False
         noted = (status.kind, status.error)
         if self._noted.get(path) != noted:
             self._noted[path] = noted
+            self.version += 1
             if status.kind == "error":
                 log.warning("cannot read path; will retry", path=path, error=status.error)
             elif status.kind == "symlink":

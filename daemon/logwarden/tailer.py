@@ -106,6 +106,9 @@ class TailerHost(Protocol):
     def finished(self, tailer: Tailer) -> None:
         """The file ended (deleted, or rotated away and quiet): forget it, remember its place."""
 
+    def state_changed(self, tailer: Tailer) -> None:
+        """Its state (following, draining, error) or error changed."""
+
 
 @dataclass(frozen=True, slots=True)
 class FileStats:
@@ -427,6 +430,7 @@ class Tailer:
         if self.state == "error":
             self.log.info("file is readable again")
             self.state, self.error = ("following" if self.attached else "draining"), None
+            self.host.state_changed(self)
         self.settled.set()
         now = time.monotonic()
         if grew:
@@ -536,6 +540,7 @@ class Tailer:
         if self.state != "error":
             self.log.warning("cannot read file; will retry", error=text)
         self.state, self.error = "error", text
+        self.host.state_changed(self)
         self.close_fd()
         self.settled.set()  # a file we cannot read must not hold up the next one at its path
 
