@@ -1,9 +1,10 @@
-"""The daemon benchmarks of `make bench`: catch-up on a backlog, live latency, many idle files.
+"""The daemon benchmarks of `make bench`: catch-up, live latency, many idle files, live CPU.
 
 Each one runs `logwarden run` as a child process in its own scratch directory (under
 tests/bench/corpus/out/, made fresh every run), with the rules of bench.toml copied verbatim, and
 stops it by PID: SIGTERM, a bounded wait, then SIGKILL. Every wait is bounded; a daemon that exits
 early, misses a deadline or publishes a wrong set of matches is a failed benchmark, not a number.
+Live CPU runs rsyslogd too (rsyslog.py), when it is installed, on the same load in the same run.
 
 The daemon is started through a small probe (a fresh Python that forks and execs it, like run.py's
 PROBE) so that wait4 reports the daemon's own peak RSS over its whole life, drain included, and
@@ -35,6 +36,7 @@ from typing import Any
 
 import corpus as corpus_module  # a sibling script: run.py puts this directory on sys.path
 import orjson
+import rsyslog  # a sibling script too
 
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "bench.toml"
@@ -185,6 +187,70 @@ def profile_summary(path: Path, top: int = 12) -> str:
             f"  {100 * samples / total:5.1f}  {100 * inclusive[frame] / total:5.1f}  {frame}"
         )
     return "\n".join(lines)
+
+
+def _stat_cpu(path: str) -> float:
+    stat = Path(path).read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of proc(5)
+
+
+def process_cpu(pid: int) -> float:
+    """utime + stime of a process so far, every thread's, ended ones included: /proc/PID/stat."""
+    return _stat_cpu(f"/proc/{pid}/stat")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One thread of a process, from /proc/PID/task/TID/{comm,schedstat,status}."""
+
+    name: str  # comm
+    cpu: float  # seconds on a CPU so far: schedstat's (ns), else stat's utime + stime (ticks)
+    switches: int  # voluntary + nonvoluntary context switches so far
+
+
+def tasks(pid: int) -> dict[int, Task]:
+    """Every live thread of a process by TID (a thread that ends meanwhile is left out)."""
+    found = {}
+    with os.scandir(f"/proc/{pid}/task") as entries:
+        for entry in entries:
+            try:
+                name = Path(entry.path, "comm").read_text().rstrip("\n")
+                try:
+                    cpu = int(Path(entry.path, "schedstat").read_text().split()[0]) / 1e9
+                except FileNotFoundError:  # a kernel without CONFIG_SCHED_INFO
+                    cpu = _stat_cpu(f"{entry.path}/stat")
+                status = Path(entry.path, "status").read_text()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            switches = sum(
+                int(line.split()[1])
+                for line in status.splitlines()
+                if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:"))
+            )
+            found[int(entry.name)] = Task(name, cpu, switches)
+    return found
+
+
+def python_thread_names(pid: int) -> dict[int, str]:
+    """TID → Python thread name, from `py-spy dump` when py-spy is in the venv ({} otherwise):
+    Python 3.11 does not name its threads for the kernel, so /proc's comm cannot tell them apart."""
+    if not Path(PY_SPY).exists():
+        return {}
+    try:
+        dump = subprocess.run(
+            [PY_SPY, "dump", "--pid", str(pid)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return {}
+    return {
+        int(found[1]): found[2]
+        for found in re.finditer(r'^Thread (\d+) \([^)]*\): "([^"]*)"', dump.stdout, re.MULTILINE)
+    }
 
 
 def percentile(ordered: list[float], share: float) -> float:
@@ -427,9 +493,7 @@ class DaemonRun:
 
     def cpu_seconds(self) -> float:
         """utime + stime of the daemon so far (all its threads), from /proc/PID/stat."""
-        stat = Path(f"/proc/{self.pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of proc(5)
+        return process_cpu(self.pid)
 
     def memory(self) -> dict[str, int]:
         """VmRSS, VmHWM (bytes), Threads, and open descriptors, from /proc/PID."""
@@ -604,24 +668,27 @@ def catch_up(ctx: Any, runs: int) -> Outcome:
 # ---------------------------------------------------------------- 2. live latency
 
 
-# Appends one line per write(2) at a steady rate, each ending with " lwb=SEQ:MONOTONIC_NS" taken
-# just before its write; prints what it achieved as JSON.
+# Appends lines at a steady rate, PER_WRITE lines per write(2) (default 1), each ending with
+# " lwb=SEQ:MONOTONIC_NS" taken just before its write; prints what it achieved as JSON.
 WRITER = r"""
 import json, os, sys, time
 lines_path, log_path, rate = sys.argv[1], sys.argv[2], float(sys.argv[3])
+per_write = int(sys.argv[4]) if len(sys.argv) > 4 else 1
 lines = open(lines_path, "rb").read().split(b"\n")[:-1]
 fd = os.open(log_path, os.O_WRONLY | os.O_APPEND)
-period = 1e9 / rate
+period = 1e9 * per_write / rate
 behind = 0
 start = time.monotonic_ns()
-for seq, line in enumerate(lines):
-    due = start + int(seq * period)
+for batch, first in enumerate(range(0, len(lines), per_write)):
+    due = start + int(batch * period)
     now = time.monotonic_ns()
     if due > now:
         time.sleep((due - now) / 1e9)
     else:
         behind = max(behind, now - due)
-    os.write(fd, b"%s lwb=%d:%d\n" % (line, seq, time.monotonic_ns()))
+    now = time.monotonic_ns()
+    chunk = lines[first : first + per_write]
+    os.write(fd, b"".join(b"%s lwb=%d:%d\n" % (line, seq, now) for seq, line in enumerate(chunk, first)))
 end = time.monotonic_ns()
 os.close(fd)
 print(json.dumps({"lines": len(lines), "seconds": (end - start) / 1e9, "behind_ms": behind / 1e6}))
@@ -657,6 +724,54 @@ def live_lines(count: int, seed: int, share: float) -> list[tuple[str, str | Non
     return out
 
 
+def _fsync_dir(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def bare_durable_sequence(work: Path, count: int = 300, budget: float = 15.0) -> list[float]:
+    """What one durable publish costs this filesystem with no daemon around it, in ms each:
+    a staged file of a few hundred bytes written and fsynced, its dir fsynced, a 4 KiB slot of a
+    pre-created slot file pwritten and fdatasynced (in another dir, as a checkpoint is), the
+    staged file renamed to its final name, the dir fsynced again. `count` times, or fewer when
+    `budget` seconds run out."""
+    reports, state = fresh_dir(work / "reports"), fresh_dir(work / "state")
+    slot_file = state / "slots"
+    slot = bytes(range(256)) * 16  # 4 KiB
+    record = b'{"report": "bare", "records": [' + b"x" * 300 + b"]}\n"
+    timings: list[float] = []
+    descriptor = os.open(slot_file, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.pwrite(descriptor, slot * 2, 0)  # two slots, as the daemon's checkpoint has
+        os.fsync(descriptor)
+        _fsync_dir(state)
+        deadline = time.monotonic() + budget
+        for number in range(count):
+            if time.monotonic() >= deadline:
+                break
+            staged, final = reports / f".staged-{number}.json", reports / f"bare-{number:06d}.json"
+            start = time.perf_counter_ns()
+            out = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            try:
+                os.write(out, record)
+                os.fsync(out)
+            finally:
+                os.close(out)
+            _fsync_dir(reports)
+            os.pwrite(descriptor, slot, (number % 2) * len(slot))
+            os.fdatasync(descriptor)
+            os.rename(staged, final)
+            _fsync_dir(reports)
+            timings.append((time.perf_counter_ns() - start) / 1e6)
+    finally:
+        os.close(descriptor)
+    shutil.rmtree(work, ignore_errors=True)
+    return timings
+
+
 def live_latency(ctx: Any, rate: float, seconds: float, share: float) -> Outcome:
     """One followed file, rotate_max_records = 1 (every match its own fsynced, renamed report),
     default commit and retention settings (keep = 48, so the bench reads each report as it
@@ -690,6 +805,11 @@ def live_latency(ctx: Any, rate: float, seconds: float, share: float) -> Outcome
         """,
     )
     outcome = Outcome()
+    bare = sorted(bare_durable_sequence(work / "bare"))  # same filesystem, before the daemon runs
+    if not bare:
+        raise BenchmarkFailed("live: the bare durable sequence did not run once")
+    bare_p99 = percentile(bare, 99)
+    target = max(10.0, 2 * bare_p99 + 2)
     watch = DirWatch(report_dir, keep_contents=True)  # retention (keep = 48) deletes behind us
     writer: subprocess.Popen[bytes] | None = None
     try:
@@ -780,8 +900,14 @@ def live_latency(ctx: Any, rate: float, seconds: float, share: float) -> Outcome
             f"{achieved:,.0f} lines/s for {stats['seconds']:.1f} s, "
             f"{100 * len(expected) / len(lines):.0f}% matching)",
             spread(latencies),
-            "p99 ≤ 10 ms",
-            p99 <= 10.0,
+            f"p99 ≤ {target:.1f} ms",
+            p99 <= target,
+        ),
+        Figure(
+            "live latency",
+            f"bare durable sequence in the live work dir, p50 / p99 (n = {len(bare)}; target: "
+            "max(10 ms, 2 x its p99 + 2 ms))",
+            f"{percentile(bare, 50):.2f} / {bare_p99:.2f} ms",
         ),
         Figure(
             "live latency",
@@ -879,8 +1005,8 @@ def many_files(ctx: Any, dirs: int, per_dir: int, idle_seconds: float) -> Outcom
             "many files",
             f"idle CPU over {idle_seconds:.0f} s (utime + stime)",
             f"{100 * cpu:.2f}% of a core",
-            "< 1%",
-            cpu < 0.01,
+            "< 0.5%",
+            cpu < 0.005,
         ),
         Figure("many files", "idle RSS (VmRSS)", f"{rss:.0f} MiB", "< 150 MiB", rss < 150),
         Figure(
@@ -890,4 +1016,362 @@ def many_files(ctx: Any, dirs: int, per_dir: int, idle_seconds: float) -> Outcom
         ),
     ]
     add_profile(outcome, profile_path(ctx, work))
+    return outcome
+
+
+# ---------------------------------------------------------------- 4. live CPU
+
+
+LIVE_CPU_SHARE = 0.04  # one line in 25 matches
+# name, lines/s, lines per write(2), target for logwarden's CPU per line / rsyslog's (None: none)
+LIVE_CPU_LOADS: tuple[tuple[str, int, int, float | None], ...] = (
+    ("a", 200, 1, None),
+    ("b", 2_000, 1, 1.0),
+    ("c", 20_000, 100, 1.0),
+)
+QUIET = 1.0  # s from the daemon's readiness to the window's start: its start-up work is done
+SETTLE = 1.0  # s the window runs on after the writer's exit, for both daemons alike
+BUSY = 0.05  # share of a core above which a daemon is still at work after the window
+DONE_WITHIN = 180.0  # s after the window for a daemon to show it has handled every line
+
+
+@dataclass
+class CpuWindow:
+    """A daemon's CPU over one load: from just before the writer starts to SETTLE after its exit
+    (or, when it was still busy then, to when it was seen done)."""
+
+    cpu: float  # s, utime + stime of every thread, ended ones included (/proc/PID/stat)
+    seconds: float  # the window's length
+    switches: int  # context switches over the window, summed over its threads
+    threads: list[tuple[str, float, int]]  # per thread alive at the end: name, CPU s, switches
+    unaccounted: float  # s: the stat total less the live threads' sum (ended threads, ticks)
+    late_cpu: float  # s of CPU from the window's end to when the work was seen done
+    late_seconds: float
+    extended: bool  # still busy after the settle: the window was stretched to "done"
+    finished: bool  # the work was seen done (within DONE_WITHIN)
+    writer: dict[str, Any]
+
+
+def cpu_window(
+    pid: int,
+    writer_command: list[str],
+    writer_timeout: float,
+    done: Callable[[], bool],
+    python: bool,
+) -> CpuWindow:
+    """Run the writer against a started daemon and account for the daemon's CPU: the process
+    total from /proc/PID/stat, and per thread from /proc/PID/task/*/{schedstat,status,comm}."""
+    time.sleep(QUIET)
+    before = tasks(pid)
+    cpu0, t0 = process_cpu(pid), time.monotonic()
+    writer = subprocess.Popen(writer_command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    try:
+        written, _ = writer.communicate(timeout=writer_timeout)
+    except subprocess.TimeoutExpired:
+        raise BenchmarkFailed("the live-CPU writer did not finish in time") from None
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait(10)
+    if writer.returncode != 0:
+        raise BenchmarkFailed(f"the live-CPU writer failed ({writer.returncode})")
+    time.sleep(SETTLE)
+    cpu1, t1 = process_cpu(pid), time.monotonic()
+    after = tasks(pid)
+    finished = False
+    while time.monotonic() < t1 + DONE_WITHIN:
+        if done():
+            finished = True
+            break
+        time.sleep(0.01)
+    cpu2, t2 = process_cpu(pid), time.monotonic()
+    names = python_thread_names(pid) if python else {}  # after the window: it stops the process
+    late_cpu, late_seconds = cpu2 - cpu1, t2 - t1
+    extended = late_seconds > 0 and late_cpu / late_seconds > BUSY and late_cpu > 0.05
+    if extended:  # it had not caught up: charge it all, and the threads as seen at the end
+        cpu1, t1, after = cpu2, t2, tasks(pid)
+    threads = []
+    zero = Task("", 0.0, 0)
+    for tid, task in after.items():
+        start = before.get(tid, zero)
+        name = names.get(tid) or (f"{task.name} (main)" if tid == pid else task.name)
+        threads.append((f"{name} [{tid}]", task.cpu - start.cpu, task.switches - start.switches))
+    threads.sort(key=lambda thread: (-thread[1], -thread[2]))
+    return CpuWindow(
+        cpu=cpu1 - cpu0,
+        seconds=t1 - t0,
+        switches=sum(thread[2] for thread in threads),
+        threads=threads,
+        unaccounted=(cpu1 - cpu0) - sum(thread[1] for thread in threads),
+        late_cpu=late_cpu,
+        late_seconds=late_seconds,
+        extended=extended,
+        finished=finished,
+        writer=orjson.loads(written),
+    )
+
+
+def stamped(line: str) -> int | None:
+    found = STAMP.search(line)
+    return int(found[1]) if found else None
+
+
+Found = list[tuple[int | None, str, dict[str, Any]]]  # (seq, rule, captures) of each match
+
+
+def check_matches(
+    who: str, found: Found, expected: dict[int, str]
+) -> tuple[dict[int, dict[str, Any]], list[str]]:
+    """(seq, rule, captures) of every match a daemon wrote, against the lines' expected rules:
+    the captures by seq, and what is wrong, as sentences."""
+    problems = []
+    by_seq: dict[int, dict[str, Any]] = {}
+    wrong = twice = 0
+    for seq, rule, raw in found:
+        # the stamp the writer appends (in app-error's `message`) differs by run: left out
+        captures = {k: STAMP.sub("", v) if isinstance(v, str) else v for k, v in raw.items()}
+        if seq is None or expected.get(seq) != rule:
+            wrong += 1
+        elif seq in by_seq:
+            twice += 1
+        else:
+            by_seq[seq] = captures
+    if wrong:
+        problems.append(f"{who}: {wrong} matches of lines that match no such rule")
+    if twice:
+        problems.append(f"{who}: {twice} lines matched more than once")
+    if len(by_seq) != len(expected):
+        problems.append(f"{who}: {len(expected) - len(by_seq)} of {len(expected)} matches missing")
+    return by_seq, problems
+
+
+def _logwarden_load(
+    ctx: Any, work: Path, count: int, writer: Callable[[str], list[str]], timeout: float
+) -> tuple[CpuWindow, Found, list[str]]:
+    """logwarden following one file, default commit, status and report settings (the report is
+    published once, at stop)."""
+    logs, report_dir = fresh_dir(work / "logs"), work / "reports"
+    log = logs / "live.log"
+    log.touch()
+    config = write_config(
+        work / "logwarden.toml",
+        f"""
+        [daemon]
+        state_dir = {toml_string(work / "state")}
+        """,
+        f"""
+        [sources.live]
+        paths = [{toml_string(log)}]
+        start_at = "beginning"
+        """,
+        f"""
+        [reports.live]
+        dir = {toml_string(report_dir)}
+        """,
+    )
+    problems = []
+    with DaemonRun(config, work, profile_path(ctx, work)) as daemon:
+        daemon.start()
+        daemon.wait_event("ready", 60)
+
+        def done() -> bool:
+            if not daemon.running():
+                raise BenchmarkFailed(f"daemon exited early:\n{daemon.log_tail()}")
+            status = daemon.status()  # written every 2 s (the default)
+            return status is not None and status["lines"] >= count and status["lag_bytes"] == 0
+
+        window = cpu_window(daemon.pid, writer(str(log)), timeout, done, python=True)
+        exited = daemon.stop()
+    if exited.code != 0:
+        problems.append(f"logwarden exited {exited.code}")
+    found = [
+        (stamped(record["line"]), record["rule"], record["captures"])
+        for records in read_reports(report_dir).values()
+        for record in records
+        if "kind" not in record
+    ]
+    return window, found, problems
+
+
+def _rsyslog_load(
+    binary: str,
+    *,
+    eres: dict[str, str],
+    work: Path,
+    matches: int,
+    writer: Callable[[str], list[str]],
+    timeout: float,
+) -> tuple[CpuWindow, Found, list[str]]:
+    """rsyslogd -n on the same file: imfile (inotify), the rules as EREs, JSON lines out."""
+    logs = fresh_dir(work / "logs")
+    log, output = logs / "live.log", work / "matches.json"
+    log.touch()
+    config = work / "rsyslog.conf"
+    config.write_text(rsyslog.config(work, log, output, eres))
+    problems = []
+    daemon = rsyslog.RsyslogRun(binary, config, work)
+    daemon.check()
+    seen = [0, 0]  # bytes read, lines counted: the output is read on from where it was
+
+    def done() -> bool:
+        if not daemon.running():
+            raise BenchmarkFailed(f"rsyslogd exited early:\n{daemon.tail()}")
+        with contextlib.suppress(FileNotFoundError), output.open("rb") as stream:
+            stream.seek(seen[0])
+            data = stream.read()
+            seen[0] += len(data)
+            seen[1] += data.count(b"\n")
+        return seen[1] >= matches
+
+    with daemon:
+        daemon.start()
+        window = cpu_window(daemon.pid, writer(str(log)), timeout, done, python=False)
+        code = daemon.stop()
+    if code != 0:
+        problems.append(f"rsyslogd exited {code}")
+    found = []
+    with contextlib.suppress(FileNotFoundError), output.open("rb") as stream:
+        for line in stream:
+            record = orjson.loads(line)
+            found.append((stamped(record["line"]), record["rule"], record.get("captures", {})))
+    return window, found, problems
+
+
+def _thread_note(window: CpuWindow, lines: int) -> str:
+    shown = [t for t in window.threads if t[1] > 0 or t[2] > 0]
+    parts = [
+        f"{name} {cpu:.2f} s = {cpu / lines * 1e6:.0f} µs/line, {switches / lines:.2f} cs/line"
+        for name, cpu, switches in shown[:8]
+    ]
+    if len(shown) > 8:
+        rest = shown[8:]
+        parts.append(
+            f"{len(rest)} more threads {sum(t[1] for t in rest):.2f} s, "
+            f"{sum(t[2] for t in rest) / lines:.2f} cs/line"
+        )
+    if abs(window.unaccounted) >= 0.02:  # the total's ticks are 10 ms, stat's utime and stime
+        parts.append(f"not in live threads (ended ones, tick rounding) {window.unaccounted:+.2f} s")
+    return "; ".join(parts)
+
+
+def live_cpu(ctx: Any, seconds: float, eres: dict[str, str]) -> Outcome:
+    """Each load of LIVE_CPU_LOADS on one followed file, for logwarden and (when installed)
+    rsyslog in turn: the daemon's CPU per line over the writing window plus SETTLE."""
+    outcome = Outcome()
+    binary = rsyslog.find()
+    root = fresh_dir(ctx.scratch / "live-cpu")
+    notes = [
+        "live CPU: CPU = utime + stime of the whole process (/proc/PID/stat, 10 ms ticks) from "
+        f"just before the writer's start to {SETTLE:.0f} s after its exit; per thread: time on "
+        "a CPU from /proc/PID/task/*/schedstat (ns), names from comm or, for logwarden, py-spy's "
+        "Python thread names; context switches (cs): voluntary + nonvoluntary from "
+        "/proc/PID/task/*/status, summed over the threads, over the same window."
+    ]
+    if binary is None:
+        notes.append("  rsyslog is not installed: no comparison (`apt-get install rsyslog`).")
+    for key, rate, per_write, target in LIVE_CPU_LOADS:
+        work = fresh_dir(root / key)
+        count = int(rate * seconds)
+        lines = live_lines(count, ctx.args.seed, LIVE_CPU_SHARE)
+        lines_file = work / "lines.txt"
+        lines_file.write_text("".join(line + "\n" for line, _ in lines))
+        expected = {seq: rule for seq, (_, rule) in enumerate(lines) if rule is not None}
+        timeout = seconds * 3 + 30
+
+        def command(
+            log: str, path: Path = lines_file, rate: int = rate, per_write: int = per_write
+        ) -> list[str]:
+            return [sys.executable, "-c", WRITER, str(path), log, str(rate), str(per_write)]
+
+        label = f"({key}) {rate:,} lines/s, {per_write} line{'s' if per_write > 1 else ''} a write"
+        windows: dict[str, CpuWindow] = {}
+        captures: dict[str, dict[int, dict[str, Any]]] = {}
+        for who in ("logwarden", "rsyslog"):
+            if who == "rsyslog" and binary is None:
+                continue
+            place = fresh_dir(work / who)
+            try:
+                if who == "logwarden":
+                    window, found, problems = _logwarden_load(
+                        ctx, place, len(lines), command, timeout
+                    )
+                else:
+                    assert binary is not None
+                    window, found, problems = _rsyslog_load(
+                        binary,
+                        eres=eres,
+                        work=place,
+                        matches=len(expected),
+                        writer=command,
+                        timeout=timeout,
+                    )
+            except (BenchmarkFailed, rsyslog.Failed) as error:
+                outcome.problems.append(f"live CPU {label}, {who}: {error}")
+                continue
+            by_seq, wrong = check_matches(f"live CPU {label}, {who}", found, expected)
+            outcome.problems += [f"live CPU {label}, {who}: {p}" for p in problems] + wrong
+            if not window.finished:
+                outcome.problems.append(
+                    f"live CPU {label}, {who}: not seen done {DONE_WITHIN:.0f} s after the window"
+                )
+            windows[who], captures[who] = window, by_seq
+        if len(captures) == 2:
+            differ = [
+                seq
+                for seq, theirs in captures["rsyslog"].items()
+                if seq in captures["logwarden"]
+                and {k: str(v) for k, v in captures["logwarden"][seq].items()}
+                != {k: str(v) for k, v in theirs.items()}
+            ]
+            if differ:
+                seq = differ[0]
+                outcome.problems.append(
+                    f"live CPU {label}: rsyslog's captures differ from logwarden's for "
+                    f"{len(differ)} matches, e.g. line {seq}: {captures['rsyslog'][seq]} vs "
+                    f"{captures['logwarden'][seq]}"
+                )
+        per_line = {who: w.cpu / len(lines) for who, w in windows.items()}
+        for who, window in windows.items():
+            outcome.figures.append(
+                Figure(
+                    "live CPU",
+                    f"{label}: {who} CPU per line; % of a core; context switches per line",
+                    f"{per_line[who] * 1e6:,.1f} µs; {100 * window.cpu / window.seconds:.1f}%; "
+                    f"{window.switches / len(lines):.2f}",
+                )
+            )
+        goal = f"≤ {target:.1f} (ambition 0.5)" if target is not None else ""
+        if "logwarden" in per_line and "rsyslog" in per_line and per_line["rsyslog"] > 0:
+            ratio = per_line["logwarden"] / per_line["rsyslog"]
+            outcome.figures.append(
+                Figure(
+                    "live CPU",
+                    f"{label}: logwarden / rsyslog, CPU per line",
+                    f"{ratio:.2f}",
+                    goal,
+                    None if target is None else ratio <= target,
+                )
+            )
+        elif target is not None:
+            why = "no rsyslogd (`apt-get install rsyslog`)" if binary is None else "no figure"
+            outcome.figures.append(
+                Figure("live CPU", f"{label}: logwarden / rsyslog, CPU per line", why, goal)
+            )
+        notes.append(f"  {label}: {len(lines):,} lines, {len(expected):,} matching")
+        for who, window in windows.items():
+            stats = window.writer
+            late = (
+                f"still busy after the settle: counted to done, {window.seconds:.1f} s"
+                if window.extended
+                else f"then {window.late_cpu:.2f} s CPU in the {window.late_seconds:.1f} s "
+                "until it was seen done"
+            )
+            notes.append(
+                f"    {who}: {window.cpu:.2f} s CPU over {window.seconds:.1f} s (writer: "
+                f"{stats['lines'] / stats['seconds']:,.0f} lines/s, {stats['behind_ms']:.0f} ms "
+                f"behind at worst), {window.switches:,} cs; {late}"
+            )
+            notes.append(f"      threads: {_thread_note(window, len(lines))}")
+        add_profile(outcome, profile_path(ctx, work / "logwarden"))
+    outcome.notes.append("\n".join(notes))
     return outcome

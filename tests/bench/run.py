@@ -4,8 +4,9 @@ Every contender runs as a child process over the same file (warm in the page cac
 first run, which is untimed), measured the same way: wall time from spawn to exit and the peak RSS
 that wait4 reports for that child alone. Before any number is printed, every contender's count
 per rule must equal what the corpus generator wrote: a fast wrong answer is not a result.
-Then the daemon benchmarks (daemons.py): catch-up on the corpus as a backlog, live latency, many
-idle files, each figure next to its target. tests/bench/README.md says what each figure means.
+Then the daemon benchmarks (daemons.py): catch-up on the corpus as a backlog, live latency, live
+CPU (against rsyslog when it is installed), many idle files, each figure next to its target.
+tests/bench/README.md says what each figure means.
 
     .venv/bin/python tests/bench/run.py                  # 2,000,000 lines (~240 MB)
     .venv/bin/python tests/bench/run.py --lines 200000   # a quick run
@@ -40,21 +41,27 @@ TIMEOUT = 1800  # seconds for one contender over the full corpus; a hang is a fa
 sys.path.insert(0, str(HERE))
 import corpus as corpus_module  # noqa: E402 (a sibling script, not a package)
 import daemons  # noqa: E402
+import rsyslog  # noqa: E402
 
-# grep -E equivalents of bench.toml's rules: on this corpus they match the same lines (checked on
-# every run). `%{user}` is RE2's \S+, `%{ip}` is loosened to the characters of an address (the
-# corpus holds only valid ones), `%{iso8601}` is written out for the forms the app logs.
+# POSIX EREs equivalent to bench.toml's rules: on this corpus they match the same lines (grep checks
+# it on every run), and the live-CPU benchmark gives them to rsyslog's re_match. `%{user}` is RE2's
+# \S+, `%{ip}` is loosened to the characters of an address (the corpus holds only valid ones),
+# `%{iso8601}` is written out for the forms the app logs. Groups `(?P<name>...)` are the rules'
+# named captures (what rsyslog's re_extract fills); rsyslog.posix_ere drops the names for grep.
 _ADDRESS = "[0-9A-Fa-f:.]+"
-_METHOD = "(GET|HEAD|POST|PUT|DELETE|CONNECT|OPTIONS|TRACE|PATCH)"
+_METHOD = "GET|HEAD|POST|PUT|DELETE|CONNECT|OPTIONS|TRACE|PATCH"
 _STAMP = "[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.,][0-9]+)?)?"
-GREP_PATTERNS = {
-    "ssh-failed-password": rf"sshd\[[0-9]+\]: Failed password for (invalid user )?"
-    rf"[^[:space:]]+ from {_ADDRESS} port [+-]?[0-9]+",
-    "ssh-invalid-user": rf"sshd\[[0-9]+\]: Invalid user [^[:space:]]+ from {_ADDRESS}",
-    "nginx-5xx": rf'{_ADDRESS} [^ ]+ [^ ]+ \[[^]]+\] "{_METHOD} [^ "]+ HTTP/[0-9.]+" 5[0-9][0-9] ',
-    "app-error": rf"^{_STAMP} ERROR \[[^]]+\] [A-Za-z0-9_.]+: ",
+RULE_ERES = {
+    "ssh-failed-password": r"sshd\[[0-9]+\]: Failed password for (invalid user )?"
+    rf"(?P<user>[^[:space:]]+) from (?P<ip>{_ADDRESS}) port (?P<port>[+-]?[0-9]+)",
+    "ssh-invalid-user": rf"sshd\[[0-9]+\]: Invalid user (?P<user>[^[:space:]]+) from (?P<ip>{_ADDRESS})",
+    "nginx-5xx": rf"(?P<client>{_ADDRESS}) [^ ]+ [^ ]+ \[[^]]+\] "
+    rf'"(?P<method>{_METHOD}) (?P<path>[^ "]+) HTTP/[0-9.]+" (?P<status>5[0-9][0-9]) ',
+    "app-error": rf"^(?P<time>{_STAMP}) ERROR \[(?P<thread>[^]]+)\] "
+    r"(?P<logger>[A-Za-z0-9_.]+): (?P<message>.*)",
     "traceback": r"^Traceback \(most recent call last\):",
 }
+GREP_PATTERNS = {rule: rsyslog.posix_ere(pattern)[0] for rule, pattern in RULE_ERES.items()}
 
 
 @dataclass
@@ -224,6 +231,10 @@ def daemon_live(ctx: Context) -> daemons.Outcome:
     )
 
 
+def daemon_live_cpu(ctx: Context) -> daemons.Outcome:
+    return daemons.live_cpu(ctx, seconds=ctx.args.live_cpu_seconds, eres=RULE_ERES)
+
+
 def daemon_many_files(ctx: Context) -> daemons.Outcome:
     return daemons.many_files(ctx, dirs=20, per_dir=100, idle_seconds=ctx.args.idle_seconds)
 
@@ -231,6 +242,7 @@ def daemon_many_files(ctx: Context) -> daemons.Outcome:
 LATER_BENCHMARKS: dict[str, Callable[[Context], daemons.Outcome]] = {
     "catchup": daemon_catch_up,
     "live": daemon_live,
+    "live-cpu": daemon_live_cpu,
     "idle": daemon_many_files,
 }
 BENCHMARKS = ("scan", "naive", *LATER_BENCHMARKS)  # what --only may name; grep always runs
@@ -351,6 +363,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=float,
         default=0.0,
         help="share of live lines that match, at least the corpus' own (default: the corpus' own)",
+    )
+    parser.add_argument(
+        "--live-cpu-seconds",
+        type=float,
+        default=10.0,
+        help="live-CPU writing time per load and daemon (default: 10)",
     )
     parser.add_argument(
         "--idle-seconds", type=float, default=10.0, help="many-files idle window (default: 10)"
