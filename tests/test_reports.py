@@ -362,3 +362,65 @@ def test_a_reload_changing_dir_and_format_applies_to_journals_sealed_after_it(
     writer.append(record(2), "r1")
     [new] = commit(writer, seal=True)
     assert new.parent == tmp_path / "new" and new.read_bytes() == record(2)
+
+
+# ---------------------------------------------------------------- the journal tail in the checkpoint
+
+
+def committed_state(writer: ReportWriter) -> JournalState:
+    assert writer.active is not None
+    return writer.active.state
+
+
+@pytest.mark.parametrize("lost", ["the unsynced tail", "the whole file"])
+def test_a_power_cut_that_takes_the_unsynced_tail_is_undone_from_the_checkpoint(
+    tmp_path: Path, lost: str
+) -> None:
+    """Small appends are durable through the checkpoint (their journal write is not fsynced):
+    whatever a power cut takes of them, recovery writes back from the checkpoint's copy."""
+    from logwarden import reports
+
+    writer = make_writer(tmp_path)
+    big = b"x" * (reports.INLINE_TAIL_BYTES // 2)
+    writer.append(orjson.dumps({"n": 0, "pad": big.decode()}) + b"\n", "r1")
+    writer.append(orjson.dumps({"n": 1, "pad": big.decode()}) + b"\n", "r1")
+    commit(writer)  # over the limit: the file is fsynced, nothing rides in the checkpoint
+    flushed = committed_state(writer)
+    assert flushed.tail == b""
+    for n in (2, 3):
+        writer.append(record(n), "r1")
+        commit(writer)
+    state = committed_state(writer)
+    assert state.tail == record(2) + record(3)
+    assert state.length == flushed.length + len(state.tail)
+    assert JournalState.from_dict(orjson.loads(orjson.dumps(state.to_dict()))) == state
+    journal_file = writer.journal_dir / f"{state.id}.ndjson"
+    whole = journal_file.read_bytes()
+    if lost == "the whole file":  # its first fsync had not happened: nothing was durable
+        journal_file.unlink()
+        state = JournalState(
+            state.report, state.seq, state.opened, len(state.tail), 2, {}, tail=state.tail
+        )
+        whole = state.tail
+    else:
+        os.truncate(journal_file, flushed.length)
+    assert recover_journals(tmp_path / "journals", writer.config, [state]) == []
+    assert journal_file.read_bytes() == whole
+
+
+def test_a_tail_past_the_limit_is_fsynced_into_the_journal(tmp_path: Path) -> None:
+    from logwarden import reports
+
+    writer = make_writer(tmp_path)
+    n = 0
+    while committed_state_or_none(writer) is None or committed_state(writer).tail:
+        writer.append(record(n), "r1")
+        commit(writer)
+        n += 1
+        assert n * len(record(n)) < 2 * reports.INLINE_TAIL_BYTES  # bounded
+    state = committed_state(writer)
+    assert state.tail == b"" and state.length == sum(len(record(k)) for k in range(n))
+
+
+def committed_state_or_none(writer: ReportWriter) -> JournalState | None:
+    return writer.active.state if writer.active is not None else None

@@ -38,6 +38,9 @@ from logwarden.config import ReportConfig
 from logwarden.timestamps import utc_timestamp
 
 SEQ_WIDTH = 8
+# A commit's appends stay durable through the checkpoint alone until a journal's unsynced tail
+# would pass this: one fdatasync a commit instead of two (see `write_batches`)
+INLINE_TAIL_BYTES = 16 * 1024
 READ_CHUNK = 1024 * 1024
 STAGED_PREFIX = ".logwarden-staged-"
 
@@ -60,6 +63,9 @@ class JournalState:
     # where a sealed journal's report goes, fixed at sealing: a reload that changes the report's
     # dir or format applies to the journals sealed after it, not to one already staged
     publish_to: str | None = None
+    # The last committed bytes, when they are durable only here, in the checkpoint: the journal
+    # file holds them too, but unsynced. `length - len(tail)` bytes of the file are fsynced.
+    tail: bytes = b""
 
     @property
     def id(self) -> str:
@@ -67,7 +73,7 @@ class JournalState:
         return f"{self.report}-{stamp}-{self.seq:0{SEQ_WIDTH}d}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        document = {
             "report": self.report,
             "seq": self.seq,
             "opened": self.opened,
@@ -77,6 +83,9 @@ class JournalState:
             "closed": self.closed,
             "publish_to": self.publish_to,
         }
+        if self.tail:  # records are orjson's output: always valid UTF-8
+            document["tail"] = self.tail.decode()
+        return document
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> JournalState:
@@ -91,6 +100,7 @@ class JournalState:
             counts={str(k): int(v) for k, v in data.get("counts", {}).items()},
             closed=data.get("closed"),
             publish_to=data.get("publish_to"),
+            tail=str(data.get("tail", "")).encode(),
         )
 
 
@@ -245,6 +255,7 @@ class ReportWriter:
             self.rotate_requested = False
         batches = []
         for journal in [*self.sealed, *([self.active] if self.active else [])]:
+            tail = journal.state.tail + journal.pending
             target = replace(
                 journal.state,
                 length=journal.length,
@@ -253,6 +264,9 @@ class ReportWriter:
                 closed=journal.closed,
                 publish_to=journal.state.publish_to
                 or (str(self._new_report_path(journal.state)) if journal.closed else None),
+                # small appends ride in the checkpoint (see `write_batches`); a sealed journal is
+                # rendered into its staged report instead, which is fsynced
+                tail=bytes(tail) if len(tail) <= INLINE_TAIL_BYTES and not journal.closed else b"",
             )
             batches.append(CommitBatch(self, journal, bytes(journal.pending), target))
             journal.inflight_bytes, journal.inflight_records = (
@@ -417,8 +431,6 @@ def write_batches(batches: list[CommitBatch]) -> None:
                 continue
             if not batch.data:
                 continue
-            if journal.state.length == 0:  # created by this commit: its dir entry needs an fsync
-                new_entries.add(journal.path.parent)
             descriptor = os.open(journal.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o640)
             try:
                 offset = journal.state.length
@@ -426,7 +438,10 @@ def write_batches(batches: list[CommitBatch]) -> None:
                 while view:
                     done = os.pwrite(descriptor, view, offset)
                     view, offset = view[done:], offset + done
-                os.fsync(descriptor)
+                if not batch.target.tail:  # too much to carry in the checkpoint: sync the file
+                    os.fsync(descriptor)
+                    if journal.state.length == len(journal.state.tail):  # its first fsync
+                        new_entries.add(journal.path.parent)
             finally:
                 os.close(descriptor)
         for directory in new_entries:
@@ -534,8 +549,11 @@ def recover_journals(
         state = known.get(entry.name)
         if state is None:
             Path(entry.path).unlink(missing_ok=True)
-        elif state.closed is None and entry.stat().st_size != state.length:
+        elif state.closed is None and not state.tail and entry.stat().st_size != state.length:
             os.truncate(entry.path, state.length)
+    for state in states:
+        if state.closed is None and state.tail:
+            _restore_tail(directory / f"{state.id}.ndjson", state)
     sealed = {state.id: state for state in states if state.closed is not None}
     staged = re.compile(
         rf"^{re.escape(STAGED_PREFIX)}({re.escape(report.name)}-\d{{8}}T\d{{6}}Z-\d{{{SEQ_WIDTH}}})"
@@ -552,6 +570,25 @@ def recover_journals(
         for state in sealed.values()
         if not report_path(state).exists() and not staged_path(state).exists()
     ]
+
+
+def _restore_tail(path: Path, state: JournalState) -> None:
+    """Put back the part of an open journal that only the checkpoint held durably (a power cut
+    may have taken it, or the whole file), and make the file durable to its committed length."""
+    created = not path.exists()
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    try:
+        offset = state.length - len(state.tail)
+        view = memoryview(state.tail)
+        while view:
+            done = os.pwrite(descriptor, view, offset)
+            view, offset = view[done:], offset + done
+        os.ftruncate(descriptor, state.length)
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    if created:
+        fsync_dir(path.parent)
 
 
 def _read_prefix(path: Path, length: int) -> Iterator[bytes]:

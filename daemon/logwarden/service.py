@@ -58,6 +58,8 @@ DRAIN_TIMEOUT = 60.0
 RETRY_MAX = 5.0
 START_EXTENSION = 15.0  # seconds asked for at a time while starting
 FULL_CHECK_INTERVAL = 60.0  # a truncation the bytes counter misses is also caught on restart
+SLOW_COMMIT_S = 0.010  # a commit on the loop slower than this sends commits to their thread
+THREADED_COMMITS_FOR_S = 30.0  # for this long, before the loop tries again
 STATUS_HEARTBEAT = 60.0  # status.json is rewritten this often even when nothing changed
 
 log = get_logger(__name__)
@@ -110,6 +112,7 @@ class Daemon:
         self._commit_lock = asyncio.Lock()
         # commits run on their own thread, never queued behind file reads in the default pool
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="logwarden-commit")
+        self._threaded_commits_until = 0.0  # commits go to `_disk` until then (see `_on_disk`)
         self.checkpoints: checkpoint.CheckpointStore
         self.pipeline: Pipeline
         self.tails: TailManager
@@ -344,11 +347,8 @@ class Daemon:
             next_seq={name: writer.next_seq for name, writer in self.writers.items()},
             sources=self.known_sources,
         )
-        loop = asyncio.get_running_loop()
         try:
-            outcome = await loop.run_in_executor(
-                self._disk, self._commit_on_disk, dict(self.writers), batches, state
-            )
+            outcome = await self._on_disk(batches, state)
         except OSError as error:
             give_back(batches)
             self.commit_stats.failures += 1
@@ -376,6 +376,35 @@ class Daemon:
         if hasattr(self, "pipeline"):
             self.pipeline.room_made()
         return True
+
+    async def _on_disk(
+        self, batches: list[CommitBatch], state: checkpoint.Checkpoint
+    ) -> CommitOutcome:
+        """A commit's disk work: on the loop while commits are fast, else on the commit thread.
+
+        On a live host most commits carry a few records: a write and one fdatasync, a fraction
+        of a millisecond. Handing that to a thread and back wakes two threads, and on a virtual
+        machine a wake-up costs tens of microseconds of CPU; measured, the hops were more than
+        half of what a commit cost. But an fsync can stall for seconds on a busy disk, and the
+        loop must keep reading meanwhile: a commit slower than `SLOW_COMMIT_S` sends commits to
+        the thread for `THREADED_COMMITS_FOR_S`, and then the loop tries again.
+        """
+        writers = dict(self.writers)
+        if time.monotonic() < self._threaded_commits_until:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self._disk, self._commit_on_disk, writers, batches, state
+            )
+        started = time.perf_counter()
+        try:
+            return self._commit_on_disk(writers, batches, state)
+        finally:
+            if time.perf_counter() - started > SLOW_COMMIT_S:
+                self._threaded_commits_until = time.monotonic() + THREADED_COMMITS_FOR_S
+                log.info(
+                    "slow commits; committing on a thread of its own for a while",
+                    took_ms=round((time.perf_counter() - started) * 1000, 1),
+                )
 
     def _progress_uncommitted(self, full_check: bool) -> bool:
         """Whether tail offsets moved since the last commit: cheaply by the bytes accepted, and on
