@@ -201,8 +201,10 @@ class CheckpointStore:
             while offset < len(data):
                 offset += os.pwrite(descriptor, view[offset:], offset)
             os.fdatasync(descriptor)
-        finally:
-            self._lengths[index] = os.fstat(descriptor).st_size
+        except BaseException:
+            self._lengths[index] = os.fstat(descriptor).st_size  # whatever a failure left
+            raise
+        self._lengths[index] = max(self._lengths[index], len(data))
         self._generation, self._next = generation, 1 - index
 
     def close(self) -> None:

@@ -15,12 +15,11 @@ nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import os
 import signal
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -450,37 +449,36 @@ class Daemon:
     async def _committer(self) -> None:
         """Group commit: records waiting → commit now (again as soon as the last one ends);
         offsets that moved without records → commit every `commit_interval` at most; idle →
-        nothing at all (no fsync for a quiet host)."""
+        nothing at all (no fsync for a quiet host). Woken by `commit_wanted`, which records,
+        SIGUSR1 and a once-a-second tick (rotation by age, offsets without records) set."""
         interval = self.config.daemon.commit_interval
         retry = interval
         last_full_check = time.monotonic()
-        while True:
-            await self._wanted(within=max(interval, 1.0))
-            self.commit_wanted.clear()
-            now = time.monotonic()
-            full_check = now - last_full_check >= FULL_CHECK_INTERVAL
-            if full_check:
-                last_full_check = now
-            records = self.pipeline.pending_bytes > 0
-            rotation = any(
-                writer.due_for_rotation(now) or writer.sealed for writer in self.writers.values()
-            )
-            if not (records or rotation or self._progress_uncommitted(full_check)):
-                continue
-            if await self.commit():
-                retry = interval
-                if not records:
-                    await asyncio.sleep(interval)  # offsets only: no hurry, batch them
-            else:
-                await asyncio.sleep(retry)
-                retry = min(retry * 2, RETRY_MAX)
-
-    async def _wanted(self, within: float) -> None:
-        """Until a commit is wanted, or `within` seconds. Not `asyncio.wait_for`: on 3.11 it can
-        swallow the cancellation at stop, and the daemon then hangs in shutdown."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(within):
+        tick = _Every(max(interval, 1.0), self.commit_wanted.set)
+        try:
+            while True:
                 await self.commit_wanted.wait()
+                self.commit_wanted.clear()
+                now = time.monotonic()
+                full_check = now - last_full_check >= FULL_CHECK_INTERVAL
+                if full_check:
+                    last_full_check = now
+                records = self.pipeline.pending_bytes > 0
+                rotation = any(
+                    writer.due_for_rotation(now) or writer.sealed
+                    for writer in self.writers.values()
+                )
+                if not (records or rotation or self._progress_uncommitted(full_check)):
+                    continue
+                if await self.commit():
+                    retry = interval
+                    if not records:
+                        await asyncio.sleep(interval)  # offsets only: no hurry, batch them
+                else:
+                    await asyncio.sleep(retry)
+                    retry = min(retry * 2, RETRY_MAX)
+        finally:
+            tick.cancel()
 
     # ------------------------------------------------------------------ background loops
 
@@ -625,6 +623,24 @@ class Daemon:
             reports=len(config.reports),
         )
         self.notifier.ready(self.status.summary(self.snapshot()))
+
+
+class _Every:
+    """Calls `callback` every `seconds` on the running loop until cancelled: one timer, where a
+    timeout around each wait would build and tear one down for every commit."""
+
+    def __init__(self, seconds: float, callback: Callable[[], None]) -> None:
+        self._seconds = seconds
+        self._callback = callback
+        self._loop = asyncio.get_running_loop()
+        self._handle = self._loop.call_later(seconds, self._fire)
+
+    def _fire(self) -> None:
+        self._handle = self._loop.call_later(self._seconds, self._fire)
+        self._callback()
+
+    def cancel(self) -> None:
+        self._handle.cancel()
 
 
 class StateDirError(Exception):

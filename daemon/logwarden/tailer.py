@@ -177,6 +177,8 @@ class Tailer:
         self._threaded_until = 0.0  # reads go to a thread until then (see `_read`)
         self.task: asyncio.Task[None] | None = None
         self._checkpoint: FileCheckpoint | None = None
+        # (the whole head, its fingerprint): see `_head_fingerprint`
+        self._head_digest: tuple[bytes, Fingerprint] | None = None
         self.ref = SourceRef(source, path, self.dev, self.inode)
         self.log = log.bind(source=source, path=path)
 
@@ -197,12 +199,21 @@ class Tailer:
                     path=self.home,
                     dev=self.dev,
                     inode=self.inode,
-                    head=Fingerprint.of(self.head[:position]),  # only bytes already read
+                    head=self._head_fingerprint(position),
                     framer=self.framer.state,
                     tail=Fingerprint.of(self.sample) if self.sample else None,
                     tail_end=position,
                 )
         return self._checkpoint
+
+    def _head_fingerprint(self, position: int) -> Fingerprint:
+        """Of the head bytes already read; once the head is whole it no longer changes, so it
+        is hashed once and not at every commit."""
+        if len(self.head) < HEAD_BYTES or position < HEAD_BYTES:
+            return Fingerprint.of(self.head[:position])
+        if self._head_digest is None or self._head_digest[0] is not self.head:
+            self._head_digest = (self.head, Fingerprint.of(self.head))
+        return self._head_digest[1]
 
     @property
     def home(self) -> str:

@@ -388,7 +388,7 @@ class Watcher:
         self._timer: asyncio.TimerHandle | None = None
         self._resume: asyncio.TimerHandle | None = None
         self._in_reader = False  # `_readable` is handling events: it delivers at the end
-        self._last_read = float("-inf")
+        self._opened_at = float("-inf")  # when the inotify gate was last opened
         self._reader_broken = False
 
         # the loop's (or one refresh thread's), under `_schedule_lock`
@@ -689,16 +689,16 @@ class Watcher:
     # ------------------------------------------------------------ reading inotify (the loop)
 
     def _readable(self) -> None:
-        """The inotify queue has events: read them and deliver. While events keep coming (the
-        last read was less than two intervals ago), step away from the queue for `min_interval`
-        first: the kernel folds repeated events meanwhile. After a quiet spell, the gate is
-        opened again at once, so an event costs one wake-up, not a second one for a timer."""
+        """The inotify queue has events: read them and deliver. While events keep coming, step
+        away from the queue for `min_interval`: the kernel folds repeated events meanwhile. After
+        a quiet spell the gate is opened again at once, so a lone event costs one wake-up, not a
+        second one for a timer."""
         inotify, loop = self._inotify, self._loop
         if inotify is None or loop is None:
             return
-        now = loop.time()
-        busy = now - self._last_read < 2 * self._min_interval
-        self._last_read = now
+        # busy: this event came within an interval of the gate's last opening (at the end of a
+        # hold, it was waiting already); then the gate stays shut for the next interval
+        busy = loop.time() - self._opened_at < self._min_interval
         try:
             inotify.take()
             events = inotify.read_now()
@@ -726,7 +726,8 @@ class Watcher:
 
     def _resume_reading(self, inotify: _InotifyFD) -> None:
         self._resume = None
-        if inotify is self._inotify and not self._closed:
+        if inotify is self._inotify and not self._closed and self._loop is not None:
+            self._opened_at = self._loop.time()
             with contextlib.suppress(OSError, ValueError):  # closed meanwhile: nothing to read
                 inotify.rearm()
 
