@@ -64,6 +64,9 @@ class Sink:
     async def wait_for_room(self) -> None:
         await self.room.wait()
 
+    def has_room(self) -> bool:
+        return self.room.is_set()
+
     def texts(self, path: str | None = None) -> list[str]:
         return [line.text for line in self.lines if path is None or line.path == path]
 
@@ -1136,3 +1139,25 @@ class TailMachine(RuleBasedStateMachine):
 
 TailMachine.TestCase.settings = settings(max_examples=30, stateful_step_count=30, deadline=None)
 test_tail_model = TailMachine.TestCase
+
+
+def test_a_file_deleted_and_finished_on_the_fast_path_leaves_no_task(tmp_path: Path) -> None:
+    """`changed` reads a grown file right away (no task switch); when that read finds the file
+    deleted and finishes it, its parked task must end too, not wait for ever."""
+    rig = Rig.on(tmp_path)
+    path = rig.write("app.log", "one\n")
+
+    async def main() -> None:
+        manager = await rig.start()
+        await until(lambda: rig.sink.texts() == ["one"])
+        [tailer] = manager._tailers.values()
+        rig.write("app.log", "two\n")
+        os.unlink(path)  # the descriptor still reads it; its link count is 0
+        manager.changed(grown(path))  # as the watcher delivers the append
+        assert rig.sink.texts() == ["one", "two"]  # read at once, in the call
+        assert tailer.task is not None
+        await asyncio.wait_for(tailer.task, WAIT_S)  # the task ended by itself
+        assert manager.stats() == []
+        await manager.close()
+
+    run(main)

@@ -104,6 +104,9 @@ class Pipeline:
     async def wait_for_room(self) -> None:
         await self._room.wait()
 
+    def has_room(self) -> bool:
+        return self._room.is_set()
+
     def room_made(self) -> None:
         """The committer made journals durable and freed memory: let the tailers read again."""
         if self.pending_bytes < MAX_PENDING_BYTES // 2:

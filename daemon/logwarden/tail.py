@@ -56,6 +56,8 @@ class BlockSink(Protocol):
 
     async def wait_for_room(self) -> None: ...
 
+    def has_room(self) -> bool: ...
+
 
 class PathIndex(Protocol):
     """Which source covers a path, and every path the sources' globs cover right now."""
@@ -192,10 +194,10 @@ class TailManager:
         unknown = set()
         for path in changes.grown:
             tailer = self._paths.get(path)
-            if tailer is not None:
-                tailer.wake.set()
-            else:
+            if tailer is None:
                 unknown.add(path)
+            elif not tailer.read_now():
+                tailer.wake.set()
         for path in changes.moved:
             tailer = self._paths.get(path)
             if tailer is not None:
@@ -278,6 +280,9 @@ class TailManager:
 
     async def wait_for_room(self) -> None:
         await self.sink.wait_for_room()
+
+    def has_room(self) -> bool:
+        return self.sink.has_room()
 
     def count(self, *, read: int = 0, lost: int = 0) -> None:
         self._bytes += read
