@@ -247,6 +247,15 @@ class ReportWriter:
             )
         )
 
+    def reconfigure(self, config: ReportConfig) -> None:
+        """A reload: the new settings apply from the next record and the next sealing on (a
+        journal already sealed keeps the dir and format it was sealed for)."""
+        self.config = config
+
+    def request_rotation(self) -> None:
+        """Seal the active journal at the next commit (SIGUSR1, a report removed by a reload)."""
+        self.rotate_requested = True
+
     def take_batches(self, seal: bool) -> list[CommitBatch]:
         """At the snapshot instant: seal the active journal if asked, then move every pending
         buffer into a batch whose target is the state the checkpoint will record."""

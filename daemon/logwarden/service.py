@@ -577,7 +577,7 @@ class Daemon:
     def _on_rotate(self) -> None:
         log.info("rotating every report (SIGUSR1)")
         for writer in self.writers.values():
-            writer.rotate_requested = True
+            writer.request_rotation()
         self.commit_wanted.set()
 
     async def reload(self) -> None:
@@ -602,13 +602,13 @@ class Daemon:
         writers = dict(self.writers)
         for name, report in config.reports.items():
             if name in writers:
-                writers[name].config = report
+                writers[name].reconfigure(report)
             else:
                 writers[name] = ReportWriter(
                     report, self.journal_root / name, self.builder.host, [], 1
                 )
         for name in set(writers) - set(config.reports):
-            writers[name].rotate_requested = True  # publish what it holds; kept until drained
+            writers[name].request_rotation()  # publish what it holds; kept until drained
         self.config, self.rules, self.writers = config, rules, writers
         self.pipeline.reconfigure(rules, writers)
         index = PathIndex(config.sources)
