@@ -514,3 +514,36 @@ def test_disk_full_pauses_and_recovers(workdir: Path) -> None:
     finally:
         daemon.cleanup()
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_match_after_an_offsets_only_commit_is_published_at_once(workdir: Path) -> None:
+    """Offsets that moved without a match are committed at most every `commit_interval` (here
+    4 s); a match that arrives meanwhile must not wait that out. The committer used to sleep
+    for the interval after an offsets-only commit, holding back every record behind it."""
+    write_config(
+        workdir / "logwarden.toml",
+        CONFIG.replace('commit_interval = "50ms"', 'commit_interval = "4s"').replace(
+            "rotate_max_records = 50", "rotate_max_records = 1"
+        ),
+    )
+    log = workdir / "logs" / "a.log"
+    daemon = Daemon(workdir / "logwarden.toml", workdir / "daemon.log")
+    try:
+        daemon.start()
+        with open(log, "ab") as handle:
+            handle.write(b"seq=1 ok\n")  # offsets move, nothing matches
+        wait_until(
+            lambda: (
+                (saved := checkpoint.load(workdir / "state")) is not None
+                and any(f.framer.offset > 0 for f in saved.files)
+            ),
+            15,
+            message="the offsets-only commit (the committer's once-a-second tick)",
+        )
+        written = time.monotonic()
+        write_lines(log, 3, 1)  # seq=3 FAIL: its report is sealed by the record itself
+        wait_until(lambda: seqs(published_records(workdir / "reports")) == [3], 5, 0.01)
+        assert time.monotonic() - written < 2.0
+        assert daemon.stop() == 0
+    finally:
+        daemon.cleanup()

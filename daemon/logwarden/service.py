@@ -453,7 +453,7 @@ class Daemon:
         SIGUSR1 and a once-a-second tick (rotation by age, offsets without records) set."""
         interval = self.config.daemon.commit_interval
         retry = interval
-        last_full_check = time.monotonic()
+        last_full_check = last_commit = time.monotonic()
         tick = _Every(max(interval, 1.0), self.commit_wanted.set)
         try:
             while True:
@@ -468,12 +468,14 @@ class Daemon:
                     writer.due_for_rotation(now) or writer.sealed
                     for writer in self.writers.values()
                 )
-                if not (records or rotation or self._progress_uncommitted(full_check)):
+                # offsets that moved without records: no hurry, at most every `interval`; never
+                # by sleeping, which would hold back records arriving meanwhile
+                if not (records or rotation) and (
+                    now - last_commit < interval or not self._progress_uncommitted(full_check)
+                ):
                     continue
                 if await self.commit():
-                    retry = interval
-                    if not records:
-                        await asyncio.sleep(interval)  # offsets only: no hurry, batch them
+                    retry, last_commit = interval, time.monotonic()
                 else:
                     await asyncio.sleep(retry)
                     retry = min(retry * 2, RETRY_MAX)
