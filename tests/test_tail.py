@@ -242,7 +242,9 @@ def test_live_appends_are_read_in_order(tmp_path: Path) -> None:
         offsets = [line.offset for line in rig.sink.lines]
         assert offsets[1] == len("a-0\n")
         stats = manager.stats()
-        assert [(s.path, s.state, s.lines, s.lag) for s in stats] == [(path, "following", 203, 0)]
+        assert [(s.path, s.state, s.lines, s.lag_bytes) for s in stats] == [
+            (path, "following", 203, 0)
+        ]
         assert manager.total_lines == 203
         assert manager.total_bytes == size_of(path)
         await manager.close()

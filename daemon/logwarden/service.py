@@ -27,7 +27,7 @@ from typing import IO, Any
 
 from logwarden import checkpoint
 from logwarden.config import Config, ConfigError
-from logwarden.counters import CommitSnapshot, DaemonSnapshot, FileSnapshot, ReportSnapshot
+from logwarden.counters import CommitSnapshot, DaemonSnapshot, ReportSnapshot
 from logwarden.discovery import PathIndex
 from logwarden.log import get_logger
 from logwarden.notify import Notifier
@@ -273,21 +273,7 @@ class Daemon:
                 )
                 for name, writer in self.writers.items()
             },
-            files=tuple(
-                FileSnapshot(
-                    source=f.source,
-                    path=f.path,
-                    dev=f.dev,
-                    inode=f.inode,
-                    offset=f.offset,
-                    size=f.size,
-                    lag_bytes=f.lag,
-                    lines=f.lines,
-                    state=f.state,
-                    error=f.error,
-                )
-                for f in self.tails.stats()
-            ),
+            files=tuple(self.tails.stats()),
         )
 
     # ------------------------------------------------------------------ committing

@@ -33,15 +33,16 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from logwarden.config import Config
+from logwarden.counters import FileSnapshot
 from logwarden.framing import Block, FramerState
 from logwarden.identity import FileCheckpoint, Identity, PathStatus, probe_paths
 from logwarden.log import get_logger
 from logwarden.origin import SourceRef
 from logwarden.resume import FileMemory, Lineage, plan_start, rotation_of
-from logwarden.tailer import Descriptors, FileStats, Tailer, TailSettings, TailState
+from logwarden.tailer import Descriptors, Tailer, TailSettings, TailState
 from logwarden.watch import Changes
 
-__all__ = ["BlockSink", "FileCheckpoint", "FileStats", "PathIndex", "TailManager", "TailState"]
+__all__ = ["BlockSink", "FileCheckpoint", "FileSnapshot", "PathIndex", "TailManager", "TailState"]
 
 log = get_logger(__name__)
 
@@ -262,12 +263,12 @@ class TailManager:
         self._pending_discover = True
         self._reconcile_wake.set()
 
-    def stats(self) -> list[FileStats]:
+    def stats(self) -> list[FileSnapshot]:
         found = [tailer.stats() for tailer in self._tailers.values()]
         for path, (kind, error) in self._noted.items():
             if kind == "error":
                 source = self.index.source_of(path) or ""
-                found.append(FileStats(source, path, 0, 0, 0, 0, 0, 0, "error", error))
+                found.append(FileSnapshot(source, path, 0, 0, 0, 0, 0, 0, "error", error))
         return found
 
     # -- what tailers hand on and ask (TailerHost)

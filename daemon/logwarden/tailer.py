@@ -27,6 +27,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import aiofiles.os
 
+from logwarden.counters import FileSnapshot
 from logwarden.framing import Block, FramerState, LineFramer
 from logwarden.identity import (
     HEAD_BYTES,
@@ -111,20 +112,6 @@ class TailerHost(Protocol):
 
     def state_changed(self, tailer: Tailer) -> None:
         """Its state (following, draining, error) or error changed."""
-
-
-@dataclass(frozen=True, slots=True)
-class FileStats:
-    source: str
-    path: str
-    dev: int
-    inode: int
-    offset: int  # committed framer offset: where a restart would resume
-    size: int  # last size seen
-    lag: int  # bytes not yet read into a line
-    lines: int
-    state: TailState
-    error: str | None
 
 
 class Tailer:
@@ -241,9 +228,9 @@ class Tailer:
         original = self.copy_guess.checkpoint
         return replace(original, source=self.source, path=self.path, dev=self.dev, inode=self.inode)
 
-    def stats(self) -> FileStats:
+    def stats(self) -> FileSnapshot:
         offset = self.framer.state.offset
-        return FileStats(
+        return FileSnapshot(
             self.source, self.path, self.dev, self.inode, offset, self.size,
             max(self.size - offset, 0), self.lines, self.state, self.error,
         )  # fmt: skip

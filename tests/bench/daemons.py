@@ -133,6 +133,16 @@ def write_config(path: Path, daemon: str, sources: str, report: str) -> Path:
     return path
 
 
+def live_config(work: Path, log: Path, report_dir: Path, report_settings: str = "") -> Path:
+    """The live benchmarks' config: one file followed from its start, one report `live`."""
+    return write_config(
+        work / "logwarden.toml",
+        f"[daemon]\nstate_dir = {toml_string(work / 'state')}\n",
+        f'[sources.live]\npaths = [{toml_string(log)}]\nstart_at = "beginning"\n',
+        f"[reports.live]\ndir = {toml_string(report_dir)}\n{report_settings}\n",
+    )
+
+
 def toml_string(value: Path | str) -> str:
     return orjson.dumps(str(value)).decode()  # a JSON string is a valid TOML basic string here
 
@@ -786,24 +796,7 @@ def live_latency(ctx: Any, rate: float, seconds: float, share: float) -> Outcome
     lines = live_lines(int(rate * seconds), ctx.args.seed, share)
     (work / "lines.txt").write_text("".join(line + "\n" for line, _ in lines))
     expected = {seq: rule for seq, (_, rule) in enumerate(lines) if rule is not None}
-    config = write_config(
-        work / "logwarden.toml",
-        f"""
-        [daemon]
-        state_dir = {toml_string(work / "state")}
-        """,
-        f"""
-        [sources.live]
-        paths = [{toml_string(log)}]
-        start_at = "beginning"
-        """,
-        f"""
-        [reports.live]
-        dir = {toml_string(report_dir)}
-        format = "json"
-        rotate_max_records = 1
-        """,
-    )
+    config = live_config(work, log, report_dir, 'format = "json"\nrotate_max_records = 1')
     outcome = Outcome()
     bare = sorted(bare_durable_sequence(work / "bare"))  # same filesystem, before the daemon runs
     if not bare:
@@ -1153,22 +1146,7 @@ def _logwarden_load(
     logs, report_dir = fresh_dir(work / "logs"), work / "reports"
     log = logs / "live.log"
     log.touch()
-    config = write_config(
-        work / "logwarden.toml",
-        f"""
-        [daemon]
-        state_dir = {toml_string(work / "state")}
-        """,
-        f"""
-        [sources.live]
-        paths = [{toml_string(log)}]
-        start_at = "beginning"
-        """,
-        f"""
-        [reports.live]
-        dir = {toml_string(report_dir)}
-        """,
-    )
+    config = live_config(work, log, report_dir)
     problems = []
     with DaemonRun(config, work, profile_path(ctx, work)) as daemon:
         daemon.start()
