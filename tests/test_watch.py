@@ -453,7 +453,7 @@ def test_a_directory_registered_twice_warns_nothing(tmp_path: Path) -> None:
 def test_a_failing_inotify_reader_is_replaced(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from logwarden.watch import _InotifyFD
+    from logwarden.inotify import LoopInotify as _InotifyFD
 
     read_now = _InotifyFD.read_now
     failures = [OSError(errno.EIO, "Input/output error")]

@@ -7,15 +7,8 @@ Decisions, and what they replaced:
   one watch per file would spend the inotify budget that directories need. So the static root of
   each glob is watched (recursively when the glob has wildcards in a directory part), and a root
   that does not exist yet is waited for at its nearest existing ancestor (`discovery.PathIndex`).
-- inotify is read on the event loop (`loop.add_reader`), not through watchdog's observer. An
-  event used to cross three threads (watchdog's inotify reader, its emitter, its dispatcher)
-  before a `call_soon_threadsafe` woke the loop; a profile at 200 lines/s showed that chain, and
-  the hops around it, as most of the daemon's CPU. watchdog still does the inotify work that is
-  easy to get wrong (the ctypes calls, parsing the event buffer, watch bookkeeping, IN_IGNORED,
-  IN_Q_OVERFLOW): `InotifyFD` is used as a library and never started as a thread. What
-  watchdog's `InotifyWatchGroup` did (one watch per directory of a recursive root, mapping a
-  watch descriptor back to its path) is `_DirWatches` here, without its move pairing, which held
-  a rename's first half for 0.5 s and is not needed: the consumer learns that both paths changed.
+- inotify is read on the event loop (`loop.add_reader`), not through watchdog's observer
+  (`inotify.py` says why and how); polling stays watchdog's observer, on its thread.
 - Content and structure are told apart. A file written to (IN_MODIFY, IN_CLOSE_WRITE) is
   `grown`: its reader reads, nothing else happens. Created, deleted, renamed, attribute changes
   are `moved`: what the path holds may have changed, so the consumer looks again. Appends are
@@ -25,7 +18,7 @@ Decisions, and what they replaced:
   file appended to 2,000 times a second costs at most 250 wake-ups, not 2,000, and the first
   change after a quiet spell is still read at once. Measured at 2,000 lines/s: 2 ms cost 25%
   more CPU than 4 ms; 4 ms added about 1 ms to the p99 of write → published report (6 ms).
-  The gate is a one-shot epoll set (`_InotifyFD.gate`), not asyncio's remove/add_reader.
+  The gate is a one-shot epoll set (`LoopInotify.gate`), not asyncio's remove/add_reader.
   Polled roots report from watchdog's thread into a pending set (a set, not a
   queue: memory bounded by distinct paths) that one delivery on the loop swaps out.
 - The events watched leave out opens, reads and closes without writing (IN_OPEN, IN_ACCESS,
@@ -47,9 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
-import select
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -70,18 +61,10 @@ from watchdog.events import (
     FileSystemMovedEvent,
 )
 from watchdog.observers.api import ObservedWatch
-from watchdog.observers.inotify_c import (
-    CallbackId,
-    InotifyConstants,
-    InotifyEvent,
-    InotifyFD,
-    Mask,
-    WatchCallback,
-    WatchDescriptor,
-)
 from watchdog.observers.polling import PollingObserverVFS
 
 from logwarden.discovery import PathIndex, is_below
+from logwarden.inotify import INOTIFY_LIMITS, DirWatches, LoopInotify
 from logwarden.log import get_logger
 
 __all__ = ["Changes", "OnChange", "PathIndex", "WatchKind", "Watcher"]
@@ -90,28 +73,6 @@ log = get_logger(__name__)
 
 WatchKind = Literal["inotify", "polling"]
 
-# the sysctl an operator raises for each inotify error, named in the one warning
-_INOTIFY_LIMITS = {
-    errno.ENOSPC: "fs.inotify.max_user_watches",
-    errno.EMFILE: "fs.inotify.max_user_instances",
-}
-_I = InotifyConstants
-_CONTENT = _I.IN_MODIFY | _I.IN_CLOSE_WRITE
-# no IN_OPEN, IN_ACCESS, IN_CLOSE_NOWRITE: see the module doc
-_MASK = Mask(
-    _CONTENT
-    | _I.IN_ATTRIB
-    | _I.IN_CREATE
-    | _I.IN_DELETE
-    | _I.IN_MOVED_FROM
-    | _I.IN_MOVED_TO
-    | _I.IN_DELETE_SELF
-    | _I.IN_MOVE_SELF
-    | _I.IN_DONT_FOLLOW
-    | _I.IN_ONLYDIR
-)
-_GATE_EVENTS = select.EPOLLIN | select.EPOLLONESHOT
-_READ_BYTES = 64 * 1024  # one read of the inotify queue: about 2,000 events
 # what the polling observer reports; directory events only trigger rediscovery
 _POLLED_EVENTS: list[type[FileSystemEvent]] = [
     FileModifiedEvent,
@@ -143,169 +104,6 @@ class Changes:
 OnChange = Callable[[Changes], None]
 
 
-# ---------------------------------------------------------------- inotify on the loop
-
-
-class _InotifyFD(InotifyFD):
-    """watchdog's inotify wrapper, used as a library: read on the loop, never run as a thread."""
-
-    def __init__(self, watcher: Watcher) -> None:
-        super().__init__()
-        self._watcher = watcher
-        self._is_reading = False  # no thread reads it: close() releases the descriptor itself
-        os.set_blocking(self._inotify_fd, False)
-        # The loop watches this gate, not the inotify descriptor: an epoll set holding only the
-        # inotify descriptor, one-shot, so it goes quiet once it reported events until `rearm`.
-        # Stepping away from the queue that way is one epoll_ctl; asyncio's remove_reader and
-        # add_reader cost a measured tenth of the live path's CPU.
-        self._gate = select.epoll()
-        self._gate.register(self._inotify_fd, _GATE_EVENTS)
-
-    @property
-    def gate(self) -> int:
-        """The descriptor the loop reads: readable when armed and inotify has events."""
-        return self._gate.fileno()
-
-    def take(self) -> None:
-        """Consume the gate's report, which disarms it."""
-        self._gate.poll(0)
-
-    def rearm(self) -> None:
-        self._gate.modify(self._inotify_fd, _GATE_EVENTS)
-
-    def _close_resources(self) -> None:
-        self._gate.close()
-        super()._close_resources()
-
-    def read_now(self) -> list[InotifyEvent]:
-        """The events queued now (none when the queue is empty); never blocks."""
-        try:
-            buffer = os.read(self._inotify_fd, _READ_BYTES)
-        except (BlockingIOError, InterruptedError):
-            return []
-        return [
-            InotifyEvent(wd, mask, cookie, name)
-            for wd, mask, cookie, name in InotifyFD._parse_event_buffer(buffer)
-            # the kernel reports IN_Q_OVERFLOW with wd -1; other events without a watch are stale
-            if wd != -1 or mask & _I.IN_Q_OVERFLOW
-        ]
-
-    def add_callback(
-        self, path: bytes, mask: Mask, callback: WatchCallback, id_: CallbackId
-    ) -> WatchDescriptor:
-        # watchdog's own add_callback, minus its RuntimeWarning for a callback registered twice
-        # (a directory seen created while its parent was being walked): harmless, and its
-        # message, a unique repr each time, would flood the log
-        try:
-            with self._lock:
-                watch = self._get_or_create_watch(path, mask)
-                watch.callbacks[id_] = callback
-                return watch.wd
-        except OSError as error:
-            if error.errno in _INOTIFY_LIMITS:
-                self._watcher._limit_hit(os.fsdecode(path), error.errno)
-            raise
-
-
-class _DirWatches:
-    """One watched root on inotify: a watch per directory (below it too, when recursive), and
-    the translation of its events into changed paths. Implements watchdog's `WatchCallback`."""
-
-    def __init__(
-        self, inotify: _InotifyFD, watcher: Watcher, real: str, shown: str, recursive: bool
-    ) -> None:
-        self._inotify = inotify
-        self._watcher = watcher
-        self._real = real
-        self._shown = shown
-        self.recursive = recursive
-        self._id = CallbackId(id(self))
-        self._lock = threading.Lock()  # added to by a refresh thread, read by the loop
-        self._paths: dict[WatchDescriptor, bytes] = {}  # watch → the real directory it watches
-        self._root_wd: WatchDescriptor | None = None
-        self.stale = False  # events were lost (overflow): rebuild on the next refresh
-
-    def add_all(self) -> None:
-        """Watch the root (raising if that fails) and, when recursive, every directory below."""
-        root = os.fsencode(self._real)
-        self._root_wd = self._add(root)
-        if self.recursive:
-            self._add_below(root)
-
-    def _add(self, directory: bytes) -> WatchDescriptor:
-        wd = self._inotify.add_callback(directory, _MASK, self, self._id)
-        with self._lock:
-            self._paths[wd] = directory
-        return wd
-
-    def _add_below(self, top: bytes) -> list[bytes]:
-        """Watch every directory below `top`; return the files found on the way."""
-        files: list[bytes] = []
-        # symlinked directories are not walked into (os.walk's default): loops stay out
-        for root, directories, names in os.walk(top):
-            files += (os.path.join(root, name) for name in names)
-            for name in directories:
-                with contextlib.suppress(OSError):  # gone or unreadable since the listing
-                    self._add(os.path.join(root, name))
-        return files
-
-    def remove_all(self) -> None:
-        with self._lock:
-            watches, self._paths = list(self._paths), {}
-        with contextlib.suppress(OSError, KeyError):
-            self._inotify.remove_callbacks([(wd, self._id) for wd in watches])
-
-    @property
-    def alive(self) -> bool:
-        """Whether the root's own watch is still in place (it goes when the directory does)."""
-        with self._lock:
-            return not self.stale and self._root_wd in self._paths
-
-    # -- watchdog's WatchCallback, called on the loop's thread
-
-    def on_event(self, event: InotifyEvent) -> None:
-        with self._lock:
-            directory = self._paths.get(event.wd)
-        if directory is None:
-            return
-        mask = event.mask
-        if not event.name:  # the watched directory itself was deleted or moved
-            self._watcher._add_pending((), (), rediscover=True)
-            return
-        raw = os.path.join(directory, event.name)
-        if mask & _I.IN_ISDIR:
-            found: list[str] = []
-            if self.recursive and mask & (_I.IN_CREATE | _I.IN_MOVED_TO):
-                # watched before the consumer lists it, so nothing created in it later is
-                # missed; what was created before its watch (`mkdir -p a/b && touch a/b/f`) is
-                # reported from the walk. A new directory in a log tree is small and rare enough
-                # to walk on the loop.
-                with contextlib.suppress(OSError):
-                    self._add(raw)
-                    found = [self._path(path) for path in self._add_below(raw)]
-            self._watcher._add_pending((), found, rediscover=True)
-            return
-        path = self._path(raw)
-        if mask & _CONTENT:
-            self._watcher._add_pending((path,), (), rediscover=False)
-        else:
-            self._watcher._add_pending((), (path,), rediscover=False)
-
-    def on_watch_deleted(self, wd: WatchDescriptor) -> None:
-        with self._lock:
-            self._paths.pop(wd, None)
-
-    def on_queue_overflow(self) -> None:
-        self.stale = self.recursive  # a directory created meanwhile may have no watch
-        self._watcher._add_pending((), (), rediscover=True)
-
-    def _path(self, raw: bytes) -> str:
-        path = os.fsdecode(raw)
-        if self._real != self._shown and is_below(path, self._real):
-            return self._shown + path[len(self._real) :]
-        return path
-
-
 # ---------------------------------------------------------------- polling
 
 
@@ -327,15 +125,15 @@ class _PolledHandler(FileSystemEventHandler):
         # dispatch, not on_<kind>: one call per event on watchdog's thread, kept short
         if event.is_directory:
             if isinstance(event, DirCreatedEvent | DirDeletedEvent | DirMovedEvent):
-                self._watcher._add_pending((), (), rediscover=True)
+                self._watcher.add_pending((), (), rediscover=True)
             return  # a directory's own modified/attrib events say nothing about files
         if isinstance(event, FileModifiedEvent | FileClosedEvent):
-            self._watcher._add_pending((self._path(event.src_path),), (), rediscover=False)
+            self._watcher.add_pending((self._path(event.src_path),), (), rediscover=False)
         elif isinstance(event, FileSystemMovedEvent):
             moved = [self._path(p) for p in (event.src_path, event.dest_path) if p]
-            self._watcher._add_pending((), moved, rediscover=False)
+            self._watcher.add_pending((), moved, rediscover=False)
         else:
-            self._watcher._add_pending((), (self._path(event.src_path),), rediscover=False)
+            self._watcher.add_pending((), (self._path(event.src_path),), rediscover=False)
 
 
 @dataclass(slots=True)
@@ -344,7 +142,7 @@ class _Scheduled:
     recursive: bool
     real: str  # what is watched
     identity: tuple[int, int]  # (st_dev, st_ino) of the directory when scheduled
-    inotify: _DirWatches | None  # one of these two
+    inotify: DirWatches | None  # one of these two
     polled: ObservedWatch | None
 
 
@@ -393,7 +191,7 @@ class Watcher:
 
         # the loop's (or one refresh thread's), under `_schedule_lock`
         self._schedule_lock = threading.Lock()
-        self._inotify: _InotifyFD | None = None
+        self._inotify: LoopInotify | None = None
         self._polling: PollingObserverVFS | None = None
         self._inotify_exhausted = False  # a limit was hit: new roots are polled
         self._watches: dict[str, _Scheduled] = {}
@@ -531,7 +329,7 @@ class Watcher:
         inotify = self._inotify if not self._inotify_exhausted else None
         try:
             if inotify is not None:
-                watches = _DirWatches(inotify, self, real, path, recursive)
+                watches = DirWatches(inotify, self, real, path, recursive)
                 try:
                     watches.add_all()
                 except BaseException:
@@ -547,7 +345,7 @@ class Watcher:
         except (FileNotFoundError, NotADirectoryError):
             return  # gone again: the same
         except OSError as error:
-            if inotify is not None and error.errno in _INOTIFY_LIMITS:
+            if inotify is not None and error.errno in INOTIFY_LIMITS:
                 self._inotify_limit_reached(error.errno, path)
                 with self._lock:  # this root is polled now: no need to move it again
                     self._limit_hits.clear()
@@ -606,7 +404,7 @@ class Watcher:
 
     def _start_inotify(self) -> None:
         try:
-            inotify = _InotifyFD(self)
+            inotify = LoopInotify(self)
         except OSError as error:
             self._inotify_unavailable(error)
             return
@@ -615,7 +413,7 @@ class Watcher:
         self._reader_broken = False
         self._loop.add_reader(inotify.gate, self._readable)
 
-    def _stop_reading(self, inotify: _InotifyFD) -> None:
+    def _stop_reading(self, inotify: LoopInotify) -> None:
         if self._loop is not None:
             with contextlib.suppress(RuntimeError, ValueError, OSError):  # loop closing
                 self._loop.remove_reader(inotify.gate)
@@ -669,7 +467,7 @@ class Watcher:
         if self._inotify_exhausted:
             return
         self._inotify_exhausted = True
-        limit = _INOTIFY_LIMITS[error_number]
+        limit = INOTIFY_LIMITS[error_number]
         log.warning(
             f"inotify limit reached ({limit}); polling the remaining directories instead",
             path=path,
@@ -679,8 +477,8 @@ class Watcher:
 
     def _inotify_unavailable(self, error: OSError) -> None:
         self._inotify_exhausted = True
-        if error.errno in _INOTIFY_LIMITS:
-            limit = _INOTIFY_LIMITS[error.errno]
+        if error.errno in INOTIFY_LIMITS:
+            limit = INOTIFY_LIMITS[error.errno]
             message = f"inotify limit reached ({limit}); polling every directory instead"
             log.warning(message, limit=limit, hint=f"raise it with: sysctl -w {limit}=<more>")
         else:
@@ -705,7 +503,7 @@ class Watcher:
         except OSError:
             log.exception("reading inotify failed; rediscovering, and replacing the reader")
             self._reader_broken = True
-            self._add_pending((), (), rediscover=True)
+            self.add_pending((), (), rediscover=True)
             return
         if busy:  # `_resume_reading` comes back to the queue when the interval is over
             self._resume = loop.call_later(self._min_interval, self._resume_reading, inotify)
@@ -718,13 +516,13 @@ class Watcher:
                     inotify.handle_event(event)
                 except Exception:
                     log.exception("handling an inotify event failed", inotify_event=repr(event))
-                    self._add_pending((), (), rediscover=True)
+                    self.add_pending((), (), rediscover=True)
         finally:
             self._in_reader = False
         if self._wake_scheduled:
             self._deliver()
 
-    def _resume_reading(self, inotify: _InotifyFD) -> None:
+    def _resume_reading(self, inotify: LoopInotify) -> None:
         self._resume = None
         if inotify is self._inotify and not self._closed and self._loop is not None:
             self._opened_at = self._loop.time()
@@ -733,7 +531,7 @@ class Watcher:
 
     # ------------------------------------------------------------ pending changes
 
-    def _add_pending(self, grown: Iterable[str], moved: Iterable[str], *, rediscover: bool) -> None:
+    def add_pending(self, grown: Iterable[str], moved: Iterable[str], *, rediscover: bool) -> None:
         """From any thread: note changes; the first note since the last delivery schedules the
         next one (on the loop: after every event read in this round has been noted)."""
         with self._lock:
@@ -753,10 +551,10 @@ class Watcher:
             elif not self._in_reader:  # the reader delivers when it has handled every event
                 loop.call_soon(self._deliver)
 
-    def _limit_hit(self, path: str, error_number: int) -> None:
+    def limit_hit(self, path: str, error_number: int) -> None:
         with self._lock:
             self._limit_hits.append((path, error_number))
-        self._add_pending((), (), rediscover=True)
+        self.add_pending((), (), rediscover=True)
 
     def _deliver(self) -> None:
         if self._closed or self._loop is None:
