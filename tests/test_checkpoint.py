@@ -61,7 +61,7 @@ def test_a_slot_is_valid_json_also_after_a_shorter_save(tmp_path: Path) -> None:
     saved(tmp_path, state(1, sources=50), state(2, sources=50), state(3), state(4))
     for name in SLOT_NAMES:
         document = orjson.loads((tmp_path / name).read_bytes())  # what `jq` would read
-        assert document["checkpoint"]["version"] == 2
+        assert document["checkpoint"]["version"] == 3
     assert load(tmp_path) == state(4)
 
 
@@ -103,10 +103,10 @@ def test_both_slots_damaged_is_refused_with_a_clear_error(tmp_path: Path) -> Non
         CheckpointStore(tmp_path)
 
 
-def test_a_checkpoint_of_another_version_is_refused(tmp_path: Path) -> None:
-    saved(tmp_path, state(1))
+def with_version(tmp_path: Path, version: int) -> None:
+    """Rewrite the one saved slot as if a daemon writing `version` had saved it."""
     [name] = [name for name in SLOT_NAMES if (tmp_path / name).stat().st_size]
-    slot = (tmp_path / name).read_bytes().replace(b'"version": 2', b'"version": 9')
+    slot = (tmp_path / name).read_bytes().replace(b'"version": 3', b'"version": %d' % version)
     body_start = slot.index(b'"checkpoint":') + len(b'"checkpoint":')
     body = slot[body_start : slot.rindex(b"}")]
     header = b'{"generation":1,"crc32":"%08x","length":%d,"checkpoint":' % (
@@ -114,8 +114,20 @@ def test_a_checkpoint_of_another_version_is_refused(tmp_path: Path) -> None:
         len(body),
     )
     (tmp_path / name).write_bytes(header + body + b"}\n")
+
+
+def test_a_checkpoint_of_another_version_is_refused(tmp_path: Path) -> None:
+    saved(tmp_path, state(1))
+    with_version(tmp_path, 9)
     with pytest.raises(CheckpointError, match="version 9"):
         load(tmp_path)
+
+
+def test_a_version_2_checkpoint_is_read(tmp_path: Path) -> None:
+    """Version 3 only added journal tails; what version 2 wrote (no tails) is read as it is."""
+    saved(tmp_path, state(1))
+    with_version(tmp_path, 2)
+    assert load(tmp_path) == state(1)
 
 
 SAVER = textwrap.dedent(

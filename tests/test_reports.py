@@ -424,3 +424,21 @@ def test_a_tail_past_the_limit_is_fsynced_into_the_journal(tmp_path: Path) -> No
 
 def committed_state_or_none(writer: ReportWriter) -> JournalState | None:
     return writer.active.state if writer.active is not None else None
+
+
+def test_a_journal_shorter_than_its_fsynced_part_is_a_clear_error(tmp_path: Path) -> None:
+    """The tail can be written back; what was fsynced cannot: a journal cut below that (by hand)
+    must stop the start with its name, not publish a report with a hole of zeros."""
+    from logwarden import reports
+
+    writer = make_writer(tmp_path)
+    big = "x" * reports.INLINE_TAIL_BYTES
+    writer.append(orjson.dumps({"n": 0, "pad": big}) + b"\n", "r1")
+    commit(writer)  # fsynced into the journal
+    writer.append(record(1), "r1")
+    commit(writer)  # rides in the checkpoint
+    state = committed_state(writer)
+    assert state.tail == record(1)
+    os.truncate(writer.journal_dir / f"{state.id}.ndjson", 10)
+    with pytest.raises(ReportDirError, match="shorter than"):
+        recover_journals(tmp_path / "journals", writer.config, [state])

@@ -1163,3 +1163,30 @@ def test_a_file_deleted_and_finished_on_the_fast_path_leaves_no_task(tmp_path: P
         await manager.close()
 
     run(main)
+
+
+def test_a_backlog_is_read_with_the_loop_free_between_chunks(tmp_path: Path) -> None:
+    """Reads from the page cache run on the loop and never yield by themselves: a backlog of
+    many chunks must still let the rest of the daemon run between chunks (commits, signals,
+    watchdog pings), not hold the loop until the file's end."""
+    rig = Rig.on(tmp_path)
+    rig.write("app.log", lines("x", 20_000))  # about 200 KiB: 50 chunks of 4 KiB
+
+    async def main() -> None:
+        turns_while_reading = 0
+
+        async def bystander() -> None:
+            nonlocal turns_while_reading
+            while len(rig.sink.lines) < 20_000:
+                if rig.sink.lines:
+                    turns_while_reading += 1
+                await asyncio.sleep(0)
+
+        other = asyncio.create_task(bystander())
+        manager = await rig.start()
+        await until(lambda: len(rig.sink.lines) == 20_000)
+        await other
+        assert turns_while_reading >= 20, turns_while_reading
+        await manager.close()
+
+    run(main)

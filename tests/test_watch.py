@@ -810,3 +810,27 @@ def test_watch_roots_nested_and_symlinked(tmp_path: Path) -> None:
 def test_watch_roots_never_watches_the_whole_file_system() -> None:
     index = index_of(source("app", "/logwarden-test-missing-dir/x/*.log"))
     assert index.watch_roots() == {"/": False}
+
+
+def test_a_directory_moved_out_of_a_recursive_root_is_no_longer_watched(tmp_path: Path) -> None:
+    """Its watch follows the inode: without dropping it, writes at the new place would be
+    reported under the old name, and watches of archived directories would pile up."""
+    root, archive = tmp_path / "root", tmp_path / "archive"
+    (root / "d").mkdir(parents=True)
+    archive.mkdir()
+
+    async def body() -> None:
+        async with watching(index_of(source("app", root / "**/*.log")), "inotify") as (w, ch):
+            assert w._inotify is not None and len(w._inotify._watch_for_wd) == 2
+            os.rename(root / "d", archive / "d")
+            await ch.until(lambda: ch.rediscovered, "the move")
+            ch.clear()
+            append(archive / "d" / "x.log")
+            marker = root / "marker.log"
+            append(marker)  # something the watcher must report, to know it has caught up
+            await ch.seen(marker)
+            assert str(root / "d" / "x.log") not in ch.paths
+            assert w._inotify is not None
+            assert len(w._inotify._watch_for_wd) == 1  # the root's, not the moved directory's
+
+    run(body())

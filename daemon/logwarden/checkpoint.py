@@ -35,7 +35,10 @@ from logwarden.reports import JournalState
 from logwarden.tail import FileCheckpoint
 from logwarden.timestamps import utc_timestamp
 
-VERSION = 2
+# 3: a journal may carry its last committed bytes (`tail`), durable only here. Version 2 (no
+# tails) is read as it is; a daemon that knows only 2 refuses 3 instead of ignoring the tails.
+VERSION = 3
+READABLE_VERSIONS = (2, 3)
 SLOT_NAMES = ("checkpoint-a.json", "checkpoint-b.json")
 _HEADER = re.compile(rb'\{"generation":(\d+),"crc32":"([0-9a-f]{8})","length":(\d+),"checkpoint":')
 _TRAILER = b"}\n"
@@ -70,9 +73,10 @@ class Checkpoint:
     def from_bytes(cls, data: bytes) -> Checkpoint:
         document = orjson.loads(data)
         version = document.get("version")
-        if version != VERSION:
+        if version not in READABLE_VERSIONS:
             raise CheckpointError(
-                f"checkpoint version {version!r} is not {VERSION}; refusing to guess"
+                f"checkpoint version {version!r} is not one of {READABLE_VERSIONS}; "
+                "refusing to guess"
             )
         return cls(
             files=tuple(FileCheckpoint.from_dict(item) for item in document["files"]),

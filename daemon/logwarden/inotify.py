@@ -80,8 +80,12 @@ class LoopInotify(InotifyFD):
         # inotify descriptor, one-shot, so it goes quiet once it reported events until `rearm`.
         # Stepping away from the queue that way is one epoll_ctl; asyncio's remove_reader and
         # add_reader cost a measured tenth of the live path's CPU.
-        self._gate = select.epoll()
-        self._gate.register(self._inotify_fd, _GATE_EVENTS)
+        try:
+            self._gate = select.epoll()
+            self._gate.register(self._inotify_fd, _GATE_EVENTS)
+        except BaseException:
+            super()._close_resources()  # no descriptor left behind (EMFILE, say)
+            raise
 
     @property
     def gate(self) -> int:
@@ -171,6 +175,20 @@ class DirWatches:
                     self._add(os.path.join(root, name))
         return files
 
+    def _forget_below(self, moved: bytes) -> None:
+        """A directory moved away: its watches (and its subdirectories') follow the inodes, so
+        they would report the new place under the old names and pile up. Drop them; a move
+        within the root is a create at the new name, watched again from there."""
+        prefix = moved + b"/"
+        with self._lock:
+            gone = [
+                wd for wd, path in self._paths.items() if path == moved or path.startswith(prefix)
+            ]
+            for wd in gone:
+                del self._paths[wd]
+        with contextlib.suppress(OSError, KeyError):
+            self._inotify.remove_callbacks([(wd, self._id) for wd in gone])
+
     def remove_all(self) -> None:
         with self._lock:
             watches, self._paths = list(self._paths), {}
@@ -197,7 +215,9 @@ class DirWatches:
         raw = os.path.join(directory, event.name)
         if mask & _I.IN_ISDIR:
             found: list[str] = []
-            if self.recursive and mask & (_I.IN_CREATE | _I.IN_MOVED_TO):
+            if mask & _I.IN_MOVED_FROM:
+                self._forget_below(raw)
+            elif self.recursive and mask & (_I.IN_CREATE | _I.IN_MOVED_TO):
                 # watched before the consumer lists it, so nothing created in it later is
                 # missed; what was created before its watch (`mkdir -p a/b && touch a/b/f`) is
                 # reported from the walk. A new directory in a log tree is small and rare enough

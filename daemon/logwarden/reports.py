@@ -584,10 +584,16 @@ def recover_journals(
 def _restore_tail(path: Path, state: JournalState) -> None:
     """Put back the part of an open journal that only the checkpoint held durably (a power cut
     may have taken it, or the whole file), and make the file durable to its committed length."""
+    synced = state.length - len(state.tail)  # what an earlier commit fsynced into the file
     created = not path.exists()
+    if (0 if created else path.stat().st_size) < synced:
+        raise ReportDirError(
+            f"journal {path} is shorter than the {synced} bytes fsynced into it (removed or cut "
+            "by hand?); its records cannot be recovered"
+        )
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o640)
     try:
-        offset = state.length - len(state.tail)
+        offset = synced
         view = memoryview(state.tail)
         while view:
             done = os.pwrite(descriptor, view, offset)

@@ -57,8 +57,8 @@ DRAIN_TIMEOUT = 60.0
 RETRY_MAX = 5.0
 START_EXTENSION = 15.0  # seconds asked for at a time while starting
 FULL_CHECK_INTERVAL = 60.0  # a truncation the bytes counter misses is also caught on restart
-SLOW_COMMIT_S = 0.010  # a commit on the loop slower than this sends commits to their thread
-THREADED_COMMITS_FOR_S = 30.0  # for this long, before the loop tries again
+SLOW_COMMIT_S = 0.005  # a commit on the loop slower than this sends commits to their thread
+THREADED_COMMITS_FOR_S = 300.0  # for this long, before the loop tries again
 STATUS_HEARTBEAT = 60.0  # status.json is rewritten this often even when nothing changed
 
 log = get_logger(__name__)
@@ -124,7 +124,8 @@ class Daemon:
         extender = asyncio.create_task(self._extend_start_timeout())
         try:
             await self.startup()
-        except (ReportDirError, checkpoint.CheckpointError, StateDirError) as error:
+        except (ReportDirError, checkpoint.CheckpointError, StateDirError, OSError) as error:
+            # OSError: recovery writes (journal tails) on a full or failing disk, among others
             log.error("cannot start", error=str(error))
             await self.shutdown()
             return EX_FAILURE
@@ -372,7 +373,9 @@ class Daemon:
         machine a wake-up costs tens of microseconds of CPU; measured, the hops were more than
         half of what a commit cost. But an fsync can stall for seconds on a busy disk, and the
         loop must keep reading meanwhile: a commit slower than `SLOW_COMMIT_S` sends commits to
-        the thread for `THREADED_COMMITS_FOR_S`, and then the loop tries again.
+        the thread for `THREADED_COMMITS_FOR_S`, and then the loop tries again. The risk kept:
+        the first commit of a sudden stall blocks the loop for the stall's length (disks under
+        writeback pressure usually slow down before they stall, which trips the switch first).
         """
         writers = dict(self.writers)
         if time.monotonic() < self._threaded_commits_until:

@@ -472,6 +472,10 @@ class Tailer:
             grew = grew or fresh > 0
             if fresh < chunk_bytes:
                 return grew, status
+            # a whole chunk: more is waiting. Let the loop run between chunks (commits, other
+            # files, signals, watchdog pings): reads on the loop never yield by themselves, and
+            # a backlog of gigabytes would otherwise hold it for minutes
+            await asyncio.sleep(0)
 
     def read_now(self) -> bool:
         """Read what is new right away, without waking the task: the hot path of a followed file
@@ -495,27 +499,22 @@ class Tailer:
         ):
             return False
         chunk_bytes = self.settings.chunk_bytes
-        grew = False
         try:
-            while True:
-                position, known_head, offset, length = self._next_read(chunk_bytes)
-                started = time.perf_counter()
-                status, head, data = read_checked(fd, len(known_head), offset, length)
-                self._note_read_time(time.perf_counter() - started)
-                fresh = self._take(position, known_head, head, data)
-                if fresh < 0:
-                    return False  # truncated: the task handles it (it reads the change again)
-                grew = grew or fresh > 0
-                if fresh < chunk_bytes:
-                    break
-                if not self.host.has_room():
-                    return False  # the task waits for room, then reads on
+            position, known_head, offset, length = self._next_read(chunk_bytes)
+            started = time.perf_counter()
+            status, head, data = read_checked(fd, len(known_head), offset, length)
+            self._note_read_time(time.perf_counter() - started)
+            fresh = self._take(position, known_head, head, data)
         except Exception as error:  # as in the task: a file that fails must not stop the rest
             if not isinstance(error, OSError):
                 self.log.exception("tailing failed; will retry")
             self._fail(error)
             return True
-        self._read_done(grew, status, ending=True)
+        if fresh < 0:
+            return False  # truncated: the task handles it (it reads the change again)
+        if fresh >= chunk_bytes:
+            return False  # one chunk at a time here: the task reads the rest, yielding between
+        self._read_done(fresh > 0, status, ending=True)
         return True
 
     def _next_read(self, chunk_bytes: int) -> tuple[int, bytes, int, int]:

@@ -403,6 +403,8 @@ class Watcher:
         return same_inode and os.path.realpath(scheduled.path) == scheduled.real
 
     def _start_inotify(self) -> None:
+        if self._closed or self._loop is None:
+            return  # stopped meanwhile (a revival racing with stop): nothing to read for
         try:
             inotify = LoopInotify(self)
         except OSError as error:
