@@ -305,10 +305,6 @@ class Watcher:
                     return
 
     @property
-    def index(self) -> PathIndex:
-        return self._index
-
-    @property
     def watched(self) -> dict[str, tuple[bool, WatchKind]]:
         """What is watched now: {directory: (recursive, "inotify" or "polling")}."""
         with self._schedule_lock:
