@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import orjson
+import pytest
 
+from logwarden.config import Config, DaemonConfig
 from logwarden.counters import CommitSnapshot, DaemonSnapshot, FileSnapshot, ReportSnapshot
-from logwarden.status import FILE_NAME, StatusWriter
+from logwarden.status import FILE_NAME, StatusWriter, show_status
 
 
 def snapshot(tmp_path: Path, taken: float, lines: int) -> DaemonSnapshot:
@@ -23,6 +26,7 @@ def snapshot(tmp_path: Path, taken: float, lines: int) -> DaemonSnapshot:
         matches={"a": 3, "b": 4},
         alerts=1,
         possibly_lost_bytes=5,
+        unmeasured_truncations=0,
         commit=CommitSnapshot(
             commits=9, failures=2, last_error="disk full", last_duration_s=0.0123
         ),
@@ -31,6 +35,7 @@ def snapshot(tmp_path: Path, taken: float, lines: int) -> DaemonSnapshot:
             FileSnapshot("src", "/l/a.log", 1, 2, 100, 150, 50, 10, "following", None),
             FileSnapshot("src", "/l/b.log", 0, 0, 0, 0, 0, 0, "error", "permission denied"),
         ),
+        sources=("src", "auth"),
     )
 
 
@@ -56,6 +61,9 @@ def test_status_file_has_every_key(tmp_path: Path) -> None:
         "commit_error": "disk full",
         "last_commit_ms": 12.3,
         "possibly_lost_bytes": 5,
+        "possibly_lost_known_bytes": 5,
+        "unmeasured_truncations": 0,
+        "sources": {"src": {"files": 2}, "auth": {"files": 0}},
         "reports": {"out": {"published": 6, "dir": str(tmp_path / "reports"), "active_records": 7}},
         "files": [
             {
@@ -91,3 +99,31 @@ def test_summary_before_any_rate(tmp_path: Path) -> None:
         "2 files, 0 lines/s, 7 matches, lag 50 bytes"
     )
     assert not (tmp_path / FILE_NAME).exists()
+
+
+def test_a_loss_that_could_not_be_measured_is_null_and_shown_as_unknown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 0 must mean nothing was lost: with a truncation whose loss is unknown, the figure is
+    null (never a number that reads as zero), and the known part a lower bound beside it."""
+    writer = StatusWriter(tmp_path)
+    writer.write(
+        replace(snapshot(tmp_path, taken=time.monotonic(), lines=3), unmeasured_truncations=2)
+    )
+    document = orjson.loads((tmp_path / FILE_NAME).read_bytes())
+    assert document["possibly_lost_bytes"] is None
+    assert document["possibly_lost_known_bytes"] == 5
+    assert document["unmeasured_truncations"] == 2
+    config = Config(
+        path=tmp_path / "x.toml",
+        daemon=DaemonConfig(state_dir=tmp_path),
+        sources={},
+        rules={},
+        reports={},
+    )
+    show_status(config, as_json=False)
+    shown = capsys.readouterr().out
+    assert "possibly lost to truncation: unknown (2 truncations" in shown
+    assert "5 bytes known lost" in shown
+    assert re.search(r"source auth +0 files +\(matches no file\)", shown)
+    assert re.search(r"source src +2 files", shown)

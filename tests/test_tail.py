@@ -476,6 +476,92 @@ def test_copytruncate_with_the_copy_inside_the_globs_sends_nothing_twice(tmp_pat
     run(main)
 
 
+class HeldSink(Sink):
+    """A sink that has no room after its first lines, until the test makes some: the reader
+    stops one chunk in, having seen the file's size but not read that far (a daemon behind)."""
+
+    def accept(self, source: SourceRef, blocks: list[Block]) -> None:
+        first = not self.lines
+        super().accept(source, blocks)
+        if first:
+            self.room.clear()
+
+
+def padded(prefix: str, count: int, start: int = 0) -> str:
+    """Lines of exactly 100 bytes."""
+    return "".join(
+        f"{prefix}-{index:04d} ".ljust(99, "x") + "\n" for index in range(start, start + count)
+    )
+
+
+def test_copytruncate_while_behind_counts_what_neither_was_read_nor_is_in_the_copy(
+    tmp_path: Path,
+) -> None:
+    rig = Rig(tmp_path / "logs", make_config(tmp_path / "logs", "*.log"), sink=HeldSink())
+    rig.directory.mkdir()
+    path = rig.write("app.log", padded("a", 120))  # 12,000 bytes; chunks of 4096
+
+    async def main() -> None:
+        manager = await rig.start()
+        await until(lambda: len(rig.sink.lines) == 40)  # one chunk: 40 lines and 96 bytes more
+        copy_bytes(path, rig.path("app.log.1"), 6000)  # a copy of less than the file held
+        os.truncate(path, 0)
+        rig.write("app.log", padded("b", 2))
+        rig.sink.room.set()
+        await settle(rig, manager, lambda: len(rig.sink.lines) == 40 + 20 + 2)
+        assert rig.sink.texts(rig.path("app.log.1")) == [line[:-1] for line in
+            padded("a", 20, 40).splitlines(keepends=True)]  # fmt: skip
+        # bytes 6000 to 12000: seen in the file, never read, not in the copy
+        assert manager.possibly_lost_bytes == 6000
+        assert manager.unmeasured_truncations == 0
+        [(level, _, fields)] = [e for e in rig.log.events if "truncated" in e[1]]
+        assert level == "warning" and fields["possibly_lost_bytes"] == 6000
+        await manager.close()
+
+    run(main)
+
+
+def test_copytruncate_with_nothing_lost_is_routine(tmp_path: Path) -> None:
+    rig = Rig.on(tmp_path)  # *.log: app.log.1 is outside the globs
+    path = rig.write("app.log", lines("a", 20))
+
+    async def main() -> None:
+        manager = await rig.start()
+        await until(lambda: len(rig.sink.lines) == 20)
+        rig.write("app.log", lines("a", 5, 20))  # not read yet: the copy holds it
+        shutil.copy(path, rig.path("app.log.1"))
+        os.truncate(path, 0)
+        rig.write("app.log", lines("b", 2))
+        await settle(rig, manager, lambda: len(rig.sink.lines) == 27)
+        assert rig.log.warnings() == []
+        assert rig.log.count("info", "its copy holds what was not read") == 1
+        assert manager.possibly_lost_bytes == 0 and manager.unmeasured_truncations == 0
+        await manager.close()
+
+    run(main)
+
+
+def test_truncation_without_a_copy_is_an_unknown_loss(tmp_path: Path) -> None:
+    rig = Rig.on(tmp_path)
+    path = rig.write("app.log", lines("a", 20) + "partial")
+
+    async def main() -> None:
+        manager = await rig.start()
+        await until(lambda: len(rig.sink.lines) == 20)
+        os.truncate(path, 0)
+        rig.write("app.log", lines("b", 2))
+        await settle(rig, manager, lambda: len(rig.sink.lines) == 22)
+        # the partial line was read but never became a line; what came after it is unknown
+        [(level, _, fields)] = [e for e in rig.log.events if "truncated" in e[1]]
+        assert level == "warning" and fields["possibly_lost_bytes"] == "unknown"
+        assert fields["lost_bytes_known"] == len("partial")
+        assert manager.possibly_lost_bytes == len("partial")
+        assert manager.unmeasured_truncations == 1
+        await manager.close()
+
+    run(main)
+
+
 @pytest.mark.parametrize("same_start", ["", "first line", "whole head"])
 def test_truncate_and_regrow_past_the_offset_is_caught_by_content(
     tmp_path: Path, same_start: str
@@ -546,6 +632,9 @@ def test_copytruncate_while_stopped(tmp_path: Path, covered: bool) -> None:
         await asyncio.sleep(0.1)
         assert sorted(rig.sink.texts()) == sorted(names("a", 25) + names("b", 3))
         assert rig.sink.texts(rig.path("app.log.1")) == names("a", 5, 20)
+        assert rig.log.warnings() == []  # the copy holds what was not read: routine
+        assert rig.log.count("info", "truncated while stopped; its copy holds") == 1
+        assert manager.unmeasured_truncations == 0
         await manager.close()
 
     run(main)
@@ -589,6 +678,7 @@ def test_truncated_while_stopped_is_read_from_the_start(tmp_path: Path) -> None:
         await until(lambda: len(rig.sink.lines) == 40)
         assert rig.sink.texts()[10:] == names("new", 30)
         assert rig.log.count("warning", "truncated or rewritten while stopped") == 1
+        assert manager.unmeasured_truncations == 1  # what it held past the offset is unknown
         await manager.close()
 
     run(main)

@@ -14,7 +14,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from logwarden import __version__
-from logwarden.config import EX_CONFIG, ConfigError, default_config_path, load
+from logwarden.config import (
+    EX_CONFIG,
+    Config,
+    ConfigError,
+    KeyLocator,
+    default_config_path,
+    key_path,
+    load,
+)
 from logwarden.log import LEVELS, configure, get_logger
 from logwarden.rules import load_config
 
@@ -115,7 +123,31 @@ def check_config(args: argparse.Namespace) -> int:
         f"{config.path}: ok: {len(config.sources)} sources, {len(config.rules)} rules "
         f"({tests} samples passed), {len(config.reports)} reports"
     )
+    warn_unmatched_sources(config)
     return EX_OK
+
+
+def warn_unmatched_sources(config: Config) -> None:
+    """A warning (not an error: the files may appear later) for each source whose globs match
+    no file now, at the line of its `paths`."""
+    from logwarden.discovery import PathIndex, unmatched_sources
+
+    unmatched = unmatched_sources(config.sources, PathIndex(config.sources).discover())
+    if not unmatched:
+        return
+    try:
+        locator = KeyLocator(config.path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        locator = KeyLocator("")
+    for name in unmatched:
+        where = ("sources", name, "paths")
+        line = locator.line_of(where)
+        place = f"{config.path}:{line}" if line else str(config.path)
+        paths = ", ".join(config.sources[name].paths)
+        print(
+            f"logwarden: warning: {place}: {key_path(where)}: matches no file now ({paths})",
+            file=sys.stderr,
+        )
 
 
 def scan(args: argparse.Namespace) -> int:

@@ -55,9 +55,19 @@ class DaemonSnapshot:
     matches: Mapping[str, int]  # per rule
     alerts: int
     possibly_lost_bytes: int  # known lost to truncations before they were read
+    unmeasured_truncations: int  # truncations without a copy: their loss is unknown
     commit: CommitSnapshot
     reports: Mapping[str, ReportSnapshot]
     files: tuple[FileSnapshot, ...]
+    sources: tuple[str, ...]  # every configured source, each shown even with no file
+
+    def files_per_source(self) -> dict[str, int]:
+        """Tracked files of each source, in config order; 0 for a source that matches none."""
+        counts = dict.fromkeys(self.sources, 0)
+        for file in self.files:
+            if file.source in counts:
+                counts[file.source] += 1
+        return counts
 
     @property
     def uptime_s(self) -> float:
@@ -66,6 +76,12 @@ class DaemonSnapshot:
     @property
     def lag_bytes(self) -> int:
         return sum(file.lag_bytes for file in self.files)
+
+    @property
+    def lost_bytes(self) -> int | None:
+        """Bytes lost to truncations, or None when some loss could not be measured: a figure
+        that reads 0 must mean nothing was lost, not that nothing could be counted."""
+        return None if self.unmeasured_truncations else self.possibly_lost_bytes
 
     @property
     def match_count(self) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
+from collections import Counter
 from collections.abc import Mapping
 
 from logwarden.config import SourceConfig
@@ -162,3 +163,36 @@ class PathIndex:
 def is_below(path: str, directory: str) -> bool:
     """Whether `path` is `directory` or inside it (both normalised absolute paths)."""
     return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def unmatched_sources(sources: Mapping[str, SourceConfig], found: Mapping[str, str]) -> list[str]:
+    """The sources, in config order, that no file in `found` (a `discover()` result) belongs to."""
+    counts = Counter(found.values())
+    return [name for name in sources if counts[name] == 0]
+
+
+class Coverage:
+    """Tells the operator about sources whose globs match no file: a mistyped path, or a host
+    without the service that writes it, would otherwise watch nothing and say nothing.
+
+    Warned once when a source matches nothing (at start, or once a discovery finds it so), told
+    at info when it matches again; a discovery that changes nothing says nothing.
+    """
+
+    def __init__(self) -> None:
+        self._unmatched: set[str] = set()
+
+    def update(self, sources: Mapping[str, SourceConfig], found: Mapping[str, str]) -> None:
+        unmatched = unmatched_sources(sources, found)
+        for name in unmatched:
+            if name not in self._unmatched:
+                log.warning(
+                    "source matches no file; watching its paths for one to appear",
+                    source=name,
+                    paths=list(sources[name].paths),
+                )
+        counts = Counter(found.values())
+        for name in sources:
+            if name in self._unmatched and counts[name]:
+                log.info("source matches files again", source=name, files=counts[name])
+        self._unmatched = set(unmatched)

@@ -260,6 +260,7 @@ class Daemon:
             matches=dict(pipeline.matches),
             alerts=pipeline.alerts,
             possibly_lost_bytes=self.tails.possibly_lost_bytes,
+            unmeasured_truncations=self.tails.unmeasured_truncations,
             commit=CommitSnapshot(
                 commits=commits.commits,
                 failures=commits.failures,
@@ -275,6 +276,7 @@ class Daemon:
                 for name, writer in self.writers.items()
             },
             files=tuple(self.tails.stats()),
+            sources=tuple(self.config.sources),
         )
 
     # ------------------------------------------------------------------ committing

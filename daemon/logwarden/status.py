@@ -58,7 +58,10 @@ class StatusWriter:
             "commit_failures": commit.failures,
             "commit_error": commit.last_error,
             "last_commit_ms": round(commit.last_duration_s * 1000, 2),
-            "possibly_lost_bytes": snapshot.possibly_lost_bytes,  # truncated before read
+            # truncated before read; null when a truncation's loss could not be measured
+            "possibly_lost_bytes": snapshot.lost_bytes,
+            "possibly_lost_known_bytes": snapshot.possibly_lost_bytes,  # a lower bound then
+            "unmeasured_truncations": snapshot.unmeasured_truncations,
             "reports": {
                 name: {
                     "published": report.published,
@@ -66,6 +69,9 @@ class StatusWriter:
                     "active_records": report.active_records,
                 }
                 for name, report in snapshot.reports.items()
+            },
+            "sources": {
+                name: {"files": count} for name, count in snapshot.files_per_source().items()
             },
             "files": [
                 {
@@ -151,11 +157,13 @@ def _print_table(document: dict[str, Any], path: Path) -> None:
         )
     if document.get("commit_error"):
         print(f"  COMMIT FAILING: {document['commit_error']}")
+    _print_loss(document)
     for rule, count in sorted(document.get("matches", {}).items()):
         print(f"  rule {rule:<32} {count:>10}")
     for name, report in sorted(document.get("reports", {}).items()):
         published, active = report["published"], report["active_records"]
         print(f"  report {name:<30} published {published:>6}  active {active:>6}  {report['dir']}")
+    _print_sources(document)
     files = document.get("files", [])
     if files:
         width = max(len(f["path"]) for f in files)
@@ -165,3 +173,26 @@ def _print_table(document: dict[str, Any], path: Path) -> None:
                 f"  {f['path']:<{width}}  {f['source']:<12} {f['offset']:>12} {f.get('lag_bytes', ''):>10}  "
                 f"{f.get('state', '')}{' ' + f['error'] if f.get('error') else ''}"
             )
+
+
+def _print_loss(document: dict[str, Any]) -> None:
+    """What truncations lost: a figure, or "unknown" (never a 0 that only means "not counted")."""
+    if "possibly_lost_known_bytes" not in document:
+        return
+    known, unmeasured = document["possibly_lost_known_bytes"], document["unmeasured_truncations"]
+    if document["possibly_lost_bytes"] is None:
+        plural = "s" if unmeasured != 1 else ""
+        print(
+            f"  possibly lost to truncation: unknown ({unmeasured} truncation{plural} without a "
+            f"copy of the old content; {known} bytes known lost)"
+        )
+    else:
+        print(f"  possibly lost to truncation: {known} bytes")
+
+
+def _print_sources(document: dict[str, Any]) -> None:
+    """Every source with its file count: one that matches nothing must show, not vanish."""
+    for name, source in document.get("sources", {}).items():
+        count = source["files"]
+        note = "  (matches no file)" if count == 0 else ""
+        print(f"  source {name:<30} {count:>6} file{'s' if count != 1 else ' '}{note}")

@@ -29,11 +29,12 @@ from __future__ import annotations
 import asyncio
 import resource
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 from logwarden.config import Config
 from logwarden.counters import FileSnapshot
+from logwarden.discovery import Coverage
 from logwarden.framing import Block, FramerState
 from logwarden.identity import FileCheckpoint, Identity, PathStatus, probe_paths
 from logwarden.log import get_logger
@@ -88,6 +89,7 @@ class TailManager:
         self._tailers: dict[Identity, Tailer] = {}
         self._paths: dict[str, Tailer] = {}  # path → the file it points at (attached tailers)
         self._memory = FileMemory()
+        self._coverage = Coverage()  # says which sources match no file
         self._noted: dict[str, tuple[str, str | None]] = {}  # path → (kind, error) already logged
         self._pending_paths: set[str] = set()
         self._pending_discover = False
@@ -102,7 +104,7 @@ class TailManager:
             if soft == resource.RLIM_INFINITY
             else min(MAX_OPEN_FILES, max(soft // 2, 16))
         )
-        self._lines = self._bytes = self._lost = 0
+        self._lines = self._bytes = self._lost = self._unmeasured = 0
         # bumped by every change `stats()` would show: status is not rewritten while it stays
         self.version = 0
 
@@ -120,6 +122,11 @@ class TailManager:
     def possibly_lost_bytes(self) -> int:
         """Bytes known to be lost to truncations: partial lines, and data seen but not read."""
         return self._lost
+
+    @property
+    def unmeasured_truncations(self) -> int:
+        """Truncations seen without a copy of the old content: what they lost is not known."""
+        return self._unmeasured
 
     def _follow_map(self) -> dict[str, bool]:
         return {name: source.follow_symlinks for name, source in self.config.sources.items()}
@@ -142,10 +149,7 @@ class TailManager:
                 size=checkpoint.tail_end, seed=checkpoint if resume.intact else None,
             )  # fmt: skip
             if not resume.intact:
-                tailer.log.warning(
-                    "file was truncated or rewritten while stopped; reading it from the start",
-                    old_offset=checkpoint.framer.offset,
-                )  # fmt: skip
+                self._truncated_while_stopped(tailer, checkpoint, plan.copies.values())
             if resume.path != checkpoint.path:
                 tailer.names = (checkpoint.path, resume.path)
                 moved_from[checkpoint.path] = tailer
@@ -187,6 +191,28 @@ class TailManager:
         self._reconciler = asyncio.create_task(
             self._reconcile_loop(), name="logwarden-tail-reconcile"
         )
+
+    def _truncated_while_stopped(
+        self,
+        tailer: Tailer,
+        checkpoint: FileCheckpoint,
+        copies: Iterable[tuple[FileCheckpoint, PathStatus, FramerState]],
+    ) -> None:
+        """Logged and counted: with a copy (copytruncate while stopped) the copy holds what was
+        not read; without one, what the file held past the checkpoint is unknown."""
+        copied = [status.path for original, status, _ in copies if original == checkpoint]
+        if copied:
+            tailer.log.info(
+                "file was truncated while stopped; its copy holds what was not read yet",
+                old_offset=checkpoint.framer.offset, copies=copied,
+            )  # fmt: skip
+            return
+        tailer.log.warning(
+            "file was truncated or rewritten while stopped; reading it from the start; what it "
+            "held past the checkpoint is unknown (possibly lost)",
+            old_offset=checkpoint.framer.offset, possibly_lost_bytes="unknown",
+        )  # fmt: skip
+        self.count(unmeasured=1)
 
     def changed(self, changes: Changes) -> None:
         """From the watcher, in the loop. A followed file that grew is read, nothing more: that is
@@ -285,9 +311,10 @@ class TailManager:
     def has_room(self) -> bool:
         return self.sink.has_room()
 
-    def count(self, *, read: int = 0, lost: int = 0) -> None:
+    def count(self, *, read: int = 0, lost: int = 0, unmeasured: int = 0) -> None:
         self._bytes += read
         self._lost += lost
+        self._unmeasured += unmeasured
         self.version += 1
 
     def state_changed(self, tailer: Tailer) -> None:
@@ -457,10 +484,12 @@ class TailManager:
 
     async def _discover(self) -> dict[str, str]:
         try:
-            return dict(await asyncio.to_thread(self.index.discover))
+            found = dict(await asyncio.to_thread(self.index.discover))
         except Exception as error:  # a broken glob root must not stop the daemon
             log.warning("discovery failed; will retry", error=str(error))
             return {}
+        self._coverage.update(self.config.sources, found)
+        return found
 
     async def _reconcile_loop(self) -> None:
         while True:

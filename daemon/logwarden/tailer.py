@@ -92,8 +92,8 @@ class TailerHost(Protocol):
     def has_room(self) -> bool:
         """Whether `wait_for_room` would return at once."""
 
-    def count(self, *, read: int = 0, lost: int = 0) -> None:
-        """Bytes read, and bytes known lost to a truncation."""
+    def count(self, *, read: int = 0, lost: int = 0, unmeasured: int = 0) -> None:
+        """Bytes read, bytes known lost to a truncation, and truncations whose loss is unknown."""
 
     def lineages_for(self, path: str, dev: int) -> tuple[list[Lineage], list[Lineage]]:
         """What `path` may be a copy of: files recently truncated, and live files."""
@@ -409,13 +409,13 @@ class Tailer:
             return False
         self.fd = opened.fd
         self.descriptors.count += 1
-        self.size = opened.size
         if opened.path != self.path and not self.attached:
             self.rename(self.source, opened.path)
         if opened.intact:
+            self.size = opened.size
             self.head, self.sample = opened.head, opened.sample
             self._checkpoint = None
-        else:
+        else:  # (its size is the new content's: the loss is figured on the size seen before)
             await self._truncated("file content changed while it was closed", opened.size)
         return True
 
@@ -469,6 +469,9 @@ class Tailer:
             if fresh < 0:
                 await self._truncated("file truncated", status.st_size)
                 continue
+            # the size seen while catching up: if the file is truncated before it is read that
+            # far, the difference is the figure of what was lost
+            self.size = max(self.size, status.st_size)
             grew = grew or fresh > 0
             if fresh < chunk_bytes:
                 return grew, status
@@ -563,28 +566,65 @@ class Tailer:
         (inside the globs) at the old offset, then read the file from 0. Both in one step after
         the search, so no snapshot has the reset without the copies (a restart would send the
         copies' lines again)."""
+        copies: list[tuple[PathStatus, FramerState]] = []
         if self.framer.position > 0:
             lineage = self.lineage()
             known = self.host.settled_identities()
             copies = await self._io(find_copies, list(self.names), lineage, known)
             self.host.adopt_copies(self, copies)
-        self._restart_at_zero(why, size)
+        self._restart_at_zero(why, size, copies)
 
-    def _restart_at_zero(self, why: str, size: int) -> None:
-        """The old partial line is gone; read the new content from 0."""
+    def _restart_at_zero(
+        self, why: str, size: int, copies: list[tuple[PathStatus, FramerState]]
+    ) -> None:
+        """The old partial line is gone; read the new content from 0. Count what was lost."""
         position = self.framer.position
         if position > 0:
             self.host.truncated(self, self.lineage())
-        unread = max(self.size - position, 0) + self.framer.pending_bytes
-        self.log.warning(
-            f"{why}; reading it again from the start", old_offset=position, size=size,
-            possibly_lost_bytes=unread,
-        )  # fmt: skip
-        self.host.count(lost=unread)
+        lost = self._lost_bytes(copies)
+        if copies and lost == 0:  # copytruncate as it should go: the copy holds what was unread
+            self.log.info(
+                f"{why}; its copy holds what was not read yet; reading the file from the start",
+                old_offset=position, size=size, copies=[status.path for status, _ in copies],
+            )  # fmt: skip
+        elif copies:
+            self.log.warning(
+                f"{why}; bytes seen in the file but neither read nor in its copy are lost",
+                old_offset=position, size=size, possibly_lost_bytes=lost,
+            )  # fmt: skip
+        else:
+            self.log.warning(
+                f"{why}; reading it again from the start; no copy of the old content was "
+                "found, so what was written after the last read is unknown (possibly lost)",
+                old_offset=position, size=size, possibly_lost_bytes="unknown",
+                lost_bytes_known=lost,
+            )  # fmt: skip
+        self.host.count(lost=lost, unmeasured=0 if copies else 1)
         self.framer = LineFramer(self.framer.max_line_bytes)
         self.head = self.sample = b""
+        self.size = 0  # the next read's status says (`size` may predate the truncation)
         self.seed = None
         self._checkpoint = None
+
+    def _lost_bytes(self, copies: list[tuple[PathStatus, FramerState]]) -> int:
+        """Bytes the file was seen to hold past what became lines, less what a copy holds from
+        where it is read.
+
+        Without a copy, this is a lower bound: what a writer appended after the last read and
+        before the truncation was never seen. With one, it is what the daemon could know: only
+        what was written between the copy and the truncation and never seen is beyond it (copy
+        and truncation are a few system calls apart in logrotate).
+        """
+        delivered = self.framer.state.offset
+        seen = max(self.size, self.framer.position)
+        covered = max(
+            (
+                max(min(seen, status.size) - max(delivered, start.offset), 0)
+                for status, start in copies
+            ),
+            default=0,
+        )
+        return max(seen - delivered - covered, 0)
 
     # -- ending
 
