@@ -194,5 +194,6 @@ def _print_sources(document: dict[str, Any]) -> None:
     """Every source with its file count: one that matches nothing must show, not vanish."""
     for name, source in document.get("sources", {}).items():
         count = source["files"]
+        files = f"{count} file{'s' if count != 1 else ''}"
         note = "  (matches no file)" if count == 0 else ""
-        print(f"  source {name:<30} {count:>6} file{'s' if count != 1 else ' '}{note}")
+        print(f"  source {name:<30} {files:>12}{note}")
