@@ -18,7 +18,7 @@ from logwarden.framing import Block
 from logwarden.origin import SourceRef
 from logwarden.records import RecordBuilder, dumps
 from logwarden.reports import ReportWriter
-from logwarden.rules import Match, RuleSet
+from logwarden.rules import Match, RuleChanges, RuleSet
 from logwarden.thresholds import ThresholdTracker
 from logwarden.timestamps import utc_timestamp
 
@@ -49,11 +49,18 @@ class Pipeline:
         self._room = asyncio.Event()
         self._room.set()
 
-    def reconfigure(self, rules: RuleSet, writers: Mapping[str, ReportWriter]) -> None:
-        """A reload: new rules and reports from the next block on; threshold windows start over."""
-        self.rules = rules
-        self.writers = writers
-        self.thresholds = ThresholdTracker(rules)
+    def reconfigure(self, rules: RuleSet, writers: Mapping[str, ReportWriter]) -> RuleChanges:
+        """A reload: new rules and reports from the next block on; what changed in the rules.
+
+        A rule whose definition did not change keeps its threshold window (its keys, their counts
+        and whether they alerted): a config management tool reloads often, and a reset window
+        would alert again for an attack it already reported. Changed and new rules start fresh.
+        """
+        changes = rules.changes_since(self.rules)
+        thresholds = ThresholdTracker(rules)
+        thresholds.keep_windows(self.thresholds, changes.unchanged)
+        self.rules, self.writers, self.thresholds = rules, writers, thresholds
+        return changes
 
     @property
     def pending_bytes(self) -> int:

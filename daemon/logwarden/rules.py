@@ -84,6 +84,27 @@ class CompiledRule:
     searches: tuple[SpanSearch, ...]  # for RE2 rules: direct span searches, like `matchers`
     groups: tuple[tuple[tuple[str, int], ...], ...]  # per match pattern: (name, group index)
 
+    def same_definition(self, other: CompiledRule) -> bool:
+        """Whether `other` is this rule unchanged, for a reload to keep its threshold window.
+
+        Everything the rule is made of counts (patterns, sources, engine, threshold, severity, the
+        report it resolves to) except its `tests`: samples checked at load time change nothing
+        about what the rule matches, and editing one should not make its alerts repeat.
+        """
+        return self.report == other.report and self.config.model_dump(
+            exclude={"tests"}
+        ) == other.config.model_dump(exclude={"tests"})
+
+
+@dataclass(frozen=True, slots=True)
+class RuleChanges:
+    """How a reloaded rule set differs from the running one, by rule name (config order)."""
+
+    added: tuple[str, ...]
+    changed: tuple[str, ...]
+    removed: tuple[str, ...]
+    unchanged: tuple[str, ...]
+
 
 @dataclass(slots=True)
 class _Counters:
@@ -391,6 +412,20 @@ class RuleSet:
 
     def rule(self, name: str) -> CompiledRule:
         return self._by_name[name]
+
+    def changes_since(self, old: RuleSet) -> RuleChanges:
+        """Which rules a reload from `old` to this set adds, changes, removes and leaves alone."""
+        added, changed, unchanged = [], [], []
+        for rule in self._rules:
+            before = old._by_name.get(rule.name)
+            if before is None:
+                added.append(rule.name)
+            elif before.same_definition(rule):
+                unchanged.append(rule.name)
+            else:
+                changed.append(rule.name)
+        removed = [name for name in old._by_name if name not in self._by_name]
+        return RuleChanges(tuple(added), tuple(changed), tuple(removed), tuple(unchanged))
 
     def timeouts(self) -> dict[str, int]:
         """How many `regex` searches each rule lost to match_timeout (rules with none omitted)."""
