@@ -144,6 +144,7 @@ def _not_blank(value: object) -> object:
 
 class DaemonConfig(_Table):
     state_dir: Path = Field(default_factory=_state_dir_default)
+    # matches commit at once (group commit); this bounds only offsets-only commits
     commit_interval: Seconds = 0.2
     rescan_interval: Seconds = 10.0
     watcher: Watcher = "inotify"
