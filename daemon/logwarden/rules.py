@@ -466,11 +466,11 @@ def _compile_rule(config: Config, rule: RuleConfig, sink: ProblemSink) -> Compil
     problems_before = len(sink.problems)
     match = _expand_all(rule.match, (*where, "match"), sink)
     exclude = _expand_all(rule.exclude, (*where, "exclude"), sink)
-    matchers = [_compile_one(p, rule, (*where, "match", i), sink) for i, p in enumerate(match)]
-    excluders = [_compile_one(p, rule, (*where, "exclude", i), sink) for i, p in enumerate(exclude)]
+    matchers = _compile_all(rule.match, match, rule, (*where, "match"), sink)
+    excluders = _compile_all(rule.exclude, exclude, rule, (*where, "exclude"), sink)
     groups = []
     for index, (pattern, matcher) in enumerate(zip(match, matchers, strict=True)):
-        if matcher is None:
+        if pattern is None or matcher is None:
             continue
         numbers: Mapping[str, int] = matcher.groupindex
         groups.append(tuple((name, numbers[name]) for name in capture_names(pattern)))
@@ -488,8 +488,8 @@ def _compile_rule(config: Config, rule: RuleConfig, sink: ProblemSink) -> Compil
         severity=rule.severity,
         report=config.report_for(rule).name,
         uses_re2=rule.engine == "re2",
-        match=tuple(match),
-        exclude=tuple(exclude),
+        match=tuple(p for p in match if p is not None),  # all of them: there were no problems
+        exclude=tuple(p for p in exclude if p is not None),
         matchers=tuple(matchers),
         excluders=tuple(excluders),
         groups=tuple(groups),
@@ -497,26 +497,43 @@ def _compile_rule(config: Config, rule: RuleConfig, sink: ProblemSink) -> Compil
     )
 
 
-def _expand_all(patterns: tuple[str, ...], where: tuple[str, ...], sink: ProblemSink) -> list[str]:
-    expanded = []
+def _expand_all(
+    patterns: tuple[str, ...], where: tuple[str, ...], sink: ProblemSink
+) -> list[str | None]:
+    """Each pattern expanded, None where it cannot be (the problem is in `sink`)."""
+    expanded: list[str | None] = []
     for index, pattern in enumerate(patterns):
         try:
             expanded.append(expand(pattern))
         except PatternError as error:
+            expanded.append(None)
             for problem in error.problems:
                 sink.add((*where, index), problem)
     return expanded
 
 
-def _compile_one(
-    pattern: str, rule: RuleConfig, where: tuple[str | int, ...], sink: ProblemSink
-) -> Any:
-    try:
-        return compile_pattern(pattern, rule.engine)
-    except PatternError as error:
-        for problem in error.problems:
-            sink.add(where, problem)
-        return None
+def _compile_all(
+    written: tuple[str, ...],
+    expanded: list[str | None],
+    rule: RuleConfig,
+    where: tuple[str, ...],
+    sink: ProblemSink,
+) -> list[Any]:
+    """Each expanded pattern compiled, None where it cannot be; problems quote it as written and
+    carry the expansion as their detail (`check-config --verbose`)."""
+    compiled: list[Any] = []
+    for index, (source, pattern) in enumerate(zip(written, expanded, strict=True)):
+        if pattern is None:
+            compiled.append(None)
+            continue
+        try:
+            compiled.append(compile_pattern(pattern, rule.engine, source))
+        except PatternError as error:
+            compiled.append(None)
+            detail = None if error.expanded is None else f"expanded: {error.expanded}"
+            for problem in error.problems:
+                sink.add((*where, index), problem, detail)
+    return compiled
 
 
 # ---------------------------------------------------------------- rule tests
