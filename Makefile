@@ -4,7 +4,12 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
+# Two install stamps: `make run` needs only what running needs (pip install -e .), `make test` and
+# `make lint` add the development tools (the `dev` extras: pytest, hypothesis, mypy, ruff). The dev
+# install covers running too, so it touches both stamps: `make run` after `make test` installs
+# nothing, and `make test` from a bare clone installs everything in one pip run.
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
 DEMO_DIR := var/demo
 
 # Debian packages the tests use: the real logrotate binary for rotation tests,
@@ -14,16 +19,23 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test lint bench install clean debian-packages venv
 
-venv: $(STAMP)
+venv: $(DEV_STAMP)
 
-$(STAMP): pyproject.toml
+# the venv itself, with an up-to-date pip; order-only below, so its age never triggers an install
+$(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "logwarden needs Python >= 3.11"'
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV) || { \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv && \
 		$(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
 	@touch $@
+
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@ $(RUN_STAMP)
 
 debian-packages:
 	@missing=""; for p in $(DEBIAN_TEST_PACKAGES); do \
@@ -35,21 +47,21 @@ debian-packages:
 	fi
 
 # The demo: follow a copy of the shipped sample log from its beginning, then keep watching it.
-run: $(STAMP)
+run: $(RUN_STAMP)
 	@mkdir -p $(DEMO_DIR)
 	@[ -f $(DEMO_DIR)/auth.log ] || cp config/examples/samples/auth.log $(DEMO_DIR)/auth.log
 	@[ -f $(DEMO_DIR)/app.log ] || cp config/examples/samples/app.log $(DEMO_DIR)/app.log
 	$(BIN)/logwarden run --foreground -c config/demo.toml
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check daemon tests
 	$(BIN)/ruff format --check daemon tests
 	$(BIN)/mypy
 
-test: $(STAMP) debian-packages lint
+test: $(DEV_STAMP) debian-packages lint
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP)
+bench: $(RUN_STAMP)  # the benchmarks use the package and the standard library only
 	$(BIN)/python tests/bench/run.py
 
 # Install as a service: a venv under /opt (DynamicUser= services cannot see /home, /root or /tmp).

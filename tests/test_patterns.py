@@ -17,12 +17,14 @@ from logwarden.patterns import (
     KNOWN_TYPES,
     PLACEHOLDERS,
     PatternError,
+    as_written,
     capture_names,
     compile_pattern,
     expand,
     prefilter_form,
     span_search,
     tokenize,
+    written_position,
 )
 
 ENGINES = ("re2", "re", "regex")
@@ -335,3 +337,20 @@ def test_span_search_agrees_with_the_public_search(text: bytes, pos: int) -> Non
         assert spans[0] == (-1, -1)
     else:
         assert spans == [found.span(0), found.span(1), found.span(2)]
+
+
+def test_errors_are_mapped_back_to_the_pattern_as_written() -> None:
+    written = r"a %{ip} b %{int:n} c"
+    expanded = expand(written)
+    assert as_written(f"quoting: {expanded[1:]}", written) == r"quoting:  %{ip} b %{int:n} c"
+    assert written_position(0, written) == 0
+    assert written_position(expanded.index("(?P<ip>") + 40, written) == written.index("%{ip}")
+    assert written_position(expanded.index(" b "), written) == written.index(" b ")
+    assert written_position(len(expanded), written) == len(written)
+    with pytest.raises(PatternError) as caught:
+        compile_pattern(expand(written + "("), "re2", written + "(")
+    assert caught.value.expanded == expand(written + "(")
+    assert "%{ip}" in caught.value.problems[0] and "(?P<ip>" not in caught.value.problems[0]
+    with pytest.raises(PatternError) as caught:
+        compile_pattern("plain(", "re2")
+    assert caught.value.expanded is None

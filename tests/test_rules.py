@@ -632,3 +632,56 @@ def test_truncated_scan_equals_the_definition(property_rules: RuleSet, data: lis
     ]
     assert found == reference(property_rules, "web", block)
     assert all(m.truncated for m in property_rules.for_source("web").scan(block))
+
+
+def test_changes_since_names_added_changed_and_removed_rules(write_config: WriteConfig) -> None:
+    """A reload keeps the threshold windows of `unchanged` rules; test samples do not count."""
+    before = load(
+        write_config,
+        """
+        [rules.same]
+        match = ['a %{word}']
+        report = "ops"
+        [rules.samples]
+        match = ['b %{word}']
+        report = "ops"
+        [rules.count]
+        match = ['c %{ip}']
+        report = "ops"
+        threshold = { key = "ip", count = 5, within = "1m" }
+        [rules.moved]
+        match = ['d %{word}']
+        report = "ops"
+        [rules.gone]
+        match = ['e %{word}']
+        report = "ops"
+        """,
+    )
+    after = load(
+        write_config,
+        """
+        [rules.same]
+        match = ['a %{word}']
+        report = "ops"
+        [rules.samples]
+        match = ['b %{word}']
+        report = "ops"
+        tests = [{ line = "b x", expect = { word = "x" } }]
+        [rules.count]
+        match = ['c %{ip}']
+        report = "ops"
+        threshold = { key = "ip", count = 6, within = "1m" }
+        [rules.moved]
+        match = ['d %{word}']
+        report = "security"
+        [rules.new]
+        match = ['f %{word}']
+        report = "ops"
+        """,
+    )
+    changes = after.changes_since(before)
+    assert changes.added == ("new",)
+    assert changes.changed == ("count", "moved")
+    assert changes.removed == ("gone",)
+    assert changes.unchanged == ("same", "samples")
+    assert before.changes_since(before).unchanged == before.rules

@@ -466,6 +466,50 @@ def test_check_config_lists_every_problem_of_the_rules(write_config: Any) -> Non
         assert any(p.startswith(f"{path}:{line}: {start}") for p in problems), (line, problems)
 
 
+def test_check_config_quotes_patterns_as_written_and_expands_them_on_request(
+    write_config: Any,
+) -> None:
+    """A bad pattern's problem shows `%{ip}` as the operator wrote it, not 2 KB of IPv6 syntax;
+    `check-config --verbose` adds the expansion under it."""
+    path = write_config("""
+        [sources.auth]
+        paths = ["/var/log/auth.log"]
+
+        [rules.ssh]
+        match = ['Failed password for %{user} from %{ip} (port']
+
+        [rules.slow]
+        engine = "regex"
+        match = ['from %{ip} (port']
+    """)
+    ssh_expanded = expand("Failed password for %{user} from %{ip} (port")
+    slow_expanded = expand("from %{ip} (port")
+    result = logwarden("check-config", "-c", path)
+    problems = problems_of(result)
+    assert problems[:2] == [
+        f"{path}:5: rules.ssh.match[0]: RE2 cannot compile this pattern: missing ):"
+        " Failed password for %{user} from %{ip} (port; RE2 syntax:"
+        " https://github.com/google/re2/wiki/Syntax;"
+        ' for lookaround or backreferences use engine = "regex"',
+        f"{path}:9: rules.slow.match[0]: the regex engine cannot compile this pattern:"
+        " missing ) at position 16",
+    ]
+    assert problems[2:] == [
+        "(patterns are quoted as written; `logwarden check-config --verbose` also shows them"
+        " with their placeholders expanded)"
+    ]
+    stderr = result.stderr.decode()
+    assert "(?P<ip>" not in stderr and len(stderr) < 1000
+
+    verbose = problems_of(logwarden("check-config", "--verbose", "-c", path))
+    assert verbose == [
+        problems[0],
+        f"expanded: {ssh_expanded}",
+        problems[1],
+        f"expanded: {slow_expanded}",
+    ]
+
+
 def test_check_config_lists_table_and_rule_problems_together(write_config: Any) -> None:
     path = write_config("""
         [daemon]

@@ -62,8 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--foreground", action="store_true", help="debug mode: echo every match, print rates"
     )
-    with_config(
+    check = with_config(
         commands.add_parser("check-config", help="validate the config; exit 0 if valid, 78 if not")
+    )
+    check.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="with each problem, what the message leaves out (a pattern's placeholders expanded)",
     )
     scan = with_config(
         commands.add_parser("scan", help="run the rules over whole files once; NDJSON on stdout")
@@ -84,14 +90,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def report_config_error(error: ConfigError) -> int:
-    """Print every problem, one `file:line: key: message` a line, plainly: a person fixes these."""
+def report_config_error(error: ConfigError, verbose: bool = False) -> int:
+    """Print every problem, one `file:line: key: message` a line, plainly: a person fixes these.
+
+    A problem's detail (a pattern with its placeholders expanded, thousands of characters for
+    `%{ip}`) would bury the message the operator needs: it is printed with `--verbose` only, and
+    otherwise one closing line says how to see it.
+    """
     count = len(error.problems)
     print(
         f"logwarden: invalid config ({count} problem{'s' if count != 1 else ''}):", file=sys.stderr
     )
     for problem in error.problems:
         print(f"  {problem}", file=sys.stderr)
+        if verbose and problem.detail:
+            print(f"      {problem.detail}", file=sys.stderr)
+    if not verbose and any(problem.detail for problem in error.problems):
+        print(
+            "  (patterns are quoted as written; `logwarden check-config --verbose` also shows"
+            " them with their placeholders expanded)",
+            file=sys.stderr,
+        )
     return EX_CONFIG
 
 
@@ -107,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return status(args)
         return run(args)
     except ConfigError as error:
-        return report_config_error(error)
+        return report_config_error(error, verbose=getattr(args, "verbose", False))
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

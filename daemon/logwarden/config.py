@@ -144,6 +144,7 @@ def _not_blank(value: object) -> object:
 
 class DaemonConfig(_Table):
     state_dir: Path = Field(default_factory=_state_dir_default)
+    # matches commit at once (group commit); this bounds only offsets-only commits
     commit_interval: Seconds = 0.2
     rescan_interval: Seconds = 10.0
     watcher: Watcher = "inotify"
@@ -304,6 +305,8 @@ class Problem:
     line: int | None
     key: str
     message: str
+    # more than the message says, too long for every listing (a pattern's expansion): on request
+    detail: str | None = None
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else f"{self.file}"
@@ -388,9 +391,9 @@ class ProblemSink:
     locator: KeyLocator
     problems: list[Problem]
 
-    def add(self, path: tuple[str | int, ...], message: str) -> None:
+    def add(self, path: tuple[str | int, ...], message: str, detail: str | None = None) -> None:
         self.problems.append(
-            Problem(self.file, self.locator.line_of(path), key_path(path), message)
+            Problem(self.file, self.locator.line_of(path), key_path(path), message, detail)
         )
 
     def raise_if_any(self) -> None:

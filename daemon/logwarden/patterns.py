@@ -119,10 +119,15 @@ _CAPTURE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # what all three engines 
 
 
 class PatternError(ValueError):
-    """A pattern that cannot be expanded or compiled; `problems` holds every reason, in full."""
+    """A pattern that cannot be expanded or compiled; `problems` holds every reason, in full.
 
-    def __init__(self, problems: list[str]) -> None:
+    `expanded` is the pattern the engine was given when it differs from the one written (it had
+    placeholders): the problems quote the pattern as written, this is shown only on request.
+    """
+
+    def __init__(self, problems: list[str], expanded: str | None = None) -> None:
         self.problems = tuple(problems)
+        self.expanded = expanded
         super().__init__("; ".join(problems))
 
 
@@ -287,6 +292,38 @@ def _did_you_mean(word: str) -> str:
     return f" (did you mean %{{{close[0]}}}?)" if close else ""
 
 
+def _pieces(written: str) -> Iterator[tuple[str, str]]:
+    """(as written, as expanded) for each token of a pattern that `expand` accepted."""
+    for token in tokenize(written):
+        expanded = _expand_placeholder(token.text, []) if token.kind == "placeholder" else None
+        if expanded is None:
+            yield token.text, token.text
+        else:
+            name, fragment = expanded
+            yield token.text, f"(?P<{name}>{fragment})"
+
+
+def as_written(text: str, written: str) -> str:
+    """`text` (an engine's message quoting the expanded pattern) with each placeholder's
+    expansion put back as the author wrote it: `%{ip}` rather than 2 KB of IPv6 syntax."""
+    for source, expanded in _pieces(written):
+        if source != expanded:
+            text = text.replace(expanded, source)
+    return text
+
+
+def written_position(position: int, written: str) -> int:
+    """Where `position` in the expanded pattern is in the written one (a position inside a
+    placeholder's expansion is the placeholder's start)."""
+    at_written = at_expanded = 0
+    for source, expanded in _pieces(written):
+        if position < at_expanded + len(expanded):
+            return at_written + (position - at_expanded if source == expanded else 0)
+        at_written += len(source)
+        at_expanded += len(expanded)
+    return at_written + max(position - at_expanded, 0)
+
+
 def capture_names(expanded: str) -> list[str]:
     """The named groups of an expanded pattern, in order of their opening parenthesis."""
     return [_group_name(token) for token in tokenize(expanded) if token.kind == "group"]
@@ -349,20 +386,29 @@ def re2_options(*, combined: bool = False) -> Any:
     return options
 
 
-def compile_pattern(expanded: str, engine: str) -> Any:
+def compile_pattern(expanded: str, engine: str, written: str | None = None) -> Any:
     """An expanded pattern compiled for its engine; PatternError says why it cannot be, with a hint.
 
+    `written` is the pattern as the author wrote it (default: `expanded`): error messages quote
+    and count positions in it, and the PatternError carries the expansion for whoever asks.
     RE2 patterns are compiled from str, so they match UTF-8 bytes and report byte offsets.
     """
+    written = expanded if written is None else written
+    detail = expanded if written != expanded else None
     if engine == "regex":
         try:
             return regex.compile(expanded)
         except regex.error as error:
-            raise PatternError([f"the regex engine cannot compile this pattern: {error}"]) from None
+            where = (
+                "" if error.pos is None else f" at position {written_position(error.pos, written)}"
+            )
+            raise PatternError(
+                [f"the regex engine cannot compile this pattern: {error.msg}{where}"], detail
+            ) from None
     try:
         return re2.compile(expanded, re2_options())
     except re2.error as error:
-        message = re2_error_message(error)
+        message = as_written(re2_error_message(error), written)
         if "\\Z" in message:
             hint = "RE2 writes the end of the text as \\z"
         elif any(sign in message for sign in _PERL_ONLY):
@@ -372,7 +418,9 @@ def compile_pattern(expanded: str, engine: str) -> Any:
                 "RE2 syntax: https://github.com/google/re2/wiki/Syntax;"
                 ' for lookaround or backreferences use engine = "regex"'
             )
-        raise PatternError([f"RE2 cannot compile this pattern: {message}; {hint}"]) from None
+        raise PatternError(
+            [f"RE2 cannot compile this pattern: {message}; {hint}"], detail
+        ) from None
 
 
 def re2_error_message(error: Exception) -> str:

@@ -18,8 +18,8 @@ from logwarden.framing import Block
 from logwarden.origin import SourceRef
 from logwarden.records import RecordBuilder, dumps
 from logwarden.reports import ReportWriter
-from logwarden.rules import Match, RuleSet
-from logwarden.thresholds import ThresholdTracker
+from logwarden.rules import Match, RuleChanges, RuleSet
+from logwarden.thresholds import Alert, ThresholdTracker
 from logwarden.timestamps import utc_timestamp
 
 MAX_PENDING_BYTES = 64 * 1024 * 1024
@@ -49,11 +49,18 @@ class Pipeline:
         self._room = asyncio.Event()
         self._room.set()
 
-    def reconfigure(self, rules: RuleSet, writers: Mapping[str, ReportWriter]) -> None:
-        """A reload: new rules and reports from the next block on; threshold windows start over."""
-        self.rules = rules
-        self.writers = writers
-        self.thresholds = ThresholdTracker(rules)
+    def reconfigure(self, rules: RuleSet, writers: Mapping[str, ReportWriter]) -> RuleChanges:
+        """A reload: new rules and reports from the next block on; what changed in the rules.
+
+        A rule whose definition did not change keeps its threshold window (its keys, their counts
+        and whether they alerted): a config management tool reloads often, and a reset window
+        would alert again for an attack it already reported. Changed and new rules start fresh.
+        """
+        changes = rules.changes_since(self.rules)
+        thresholds = ThresholdTracker(rules)
+        thresholds.keep_windows(self.thresholds, changes.unchanged)
+        self.rules, self.writers, self.thresholds = rules, writers, thresholds
+        return changes
 
     @property
     def pending_bytes(self) -> int:
@@ -90,15 +97,25 @@ class Pipeline:
                     dumps(self.builder.alert(alert, source, stamp)), None
                 )
                 self.alerts += 1
+                if self.echo:
+                    self._echo_alert(alert, source)
 
     def _echo(self, match: Match, source: SourceRef) -> None:
         """Foreground debug mode: each match as it happens, on stdout, one readable line."""
         captures = " ".join(f"{key}={value}" for key, value in match.captures.items())
-        print(
-            f"MATCH {match.rule} [{match.severity}] {source.path}:{match.line_no or '?'} {captures}\n"
-            f"      {match.line}",
-            file=sys.stdout,
-            flush=True,
+        _print(
+            f"MATCH {match.rule} [{match.severity}] {source.path}:{match.line_no or '?'} {captures}",
+            match.line,
+        )
+
+    def _echo_alert(self, alert: Alert, source: SourceRef) -> None:
+        """Foreground debug mode: a threshold crossing, right after the match that made it."""
+        match = alert.match
+        _print(
+            f"ALERT {alert.rule} [{alert.severity}] {alert.key}={alert.value}:"
+            f" {alert.count} matches within {alert.within_s:g}s"
+            f" (last {source.path}:{match.line_no or '?'})",
+            match.line,
         )
 
     async def wait_for_room(self) -> None:
@@ -111,3 +128,14 @@ class Pipeline:
         """The committer made journals durable and freed memory: let the tailers read again."""
         if self.pending_bytes < MAX_PENDING_BYTES // 2:
             self._room.set()
+
+
+# C0 controls, DEL and C1 controls as visible escapes: log content (lines, captures, file names)
+# must not move a terminal's cursor, change its colours or retitle it.
+_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def _print(head: str, line: str) -> None:
+    """One echoed event on stdout: its summary, then the log line indented beneath it."""
+    text = f"{head.translate(_CONTROLS)}\n      {line.translate(_CONTROLS)}"
+    print(text, file=sys.stdout, flush=True)

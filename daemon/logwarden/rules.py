@@ -84,6 +84,27 @@ class CompiledRule:
     searches: tuple[SpanSearch, ...]  # for RE2 rules: direct span searches, like `matchers`
     groups: tuple[tuple[tuple[str, int], ...], ...]  # per match pattern: (name, group index)
 
+    def same_definition(self, other: CompiledRule) -> bool:
+        """Whether `other` is this rule unchanged, for a reload to keep its threshold window.
+
+        Everything the rule is made of counts (patterns, sources, engine, threshold, severity, the
+        report it resolves to) except its `tests`: samples checked at load time change nothing
+        about what the rule matches, and editing one should not make its alerts repeat.
+        """
+        return self.report == other.report and self.config.model_dump(
+            exclude={"tests"}
+        ) == other.config.model_dump(exclude={"tests"})
+
+
+@dataclass(frozen=True, slots=True)
+class RuleChanges:
+    """How a reloaded rule set differs from the running one, by rule name (config order)."""
+
+    added: tuple[str, ...]
+    changed: tuple[str, ...]
+    removed: tuple[str, ...]
+    unchanged: tuple[str, ...]
+
 
 @dataclass(slots=True)
 class _Counters:
@@ -392,6 +413,20 @@ class RuleSet:
     def rule(self, name: str) -> CompiledRule:
         return self._by_name[name]
 
+    def changes_since(self, old: RuleSet) -> RuleChanges:
+        """Which rules a reload from `old` to this set adds, changes, removes and leaves alone."""
+        added, changed, unchanged = [], [], []
+        for rule in self._rules:
+            before = old._by_name.get(rule.name)
+            if before is None:
+                added.append(rule.name)
+            elif before.same_definition(rule):
+                unchanged.append(rule.name)
+            else:
+                changed.append(rule.name)
+        removed = [name for name in old._by_name if name not in self._by_name]
+        return RuleChanges(tuple(added), tuple(changed), tuple(removed), tuple(unchanged))
+
     def timeouts(self) -> dict[str, int]:
         """How many `regex` searches each rule lost to match_timeout (rules with none omitted)."""
         return dict(self._counters.timeouts)
@@ -431,11 +466,11 @@ def _compile_rule(config: Config, rule: RuleConfig, sink: ProblemSink) -> Compil
     problems_before = len(sink.problems)
     match = _expand_all(rule.match, (*where, "match"), sink)
     exclude = _expand_all(rule.exclude, (*where, "exclude"), sink)
-    matchers = [_compile_one(p, rule, (*where, "match", i), sink) for i, p in enumerate(match)]
-    excluders = [_compile_one(p, rule, (*where, "exclude", i), sink) for i, p in enumerate(exclude)]
+    matchers = _compile_all(rule.match, match, rule, (*where, "match"), sink)
+    excluders = _compile_all(rule.exclude, exclude, rule, (*where, "exclude"), sink)
     groups = []
     for index, (pattern, matcher) in enumerate(zip(match, matchers, strict=True)):
-        if matcher is None:
+        if pattern is None or matcher is None:
             continue
         numbers: Mapping[str, int] = matcher.groupindex
         groups.append(tuple((name, numbers[name]) for name in capture_names(pattern)))
@@ -453,8 +488,8 @@ def _compile_rule(config: Config, rule: RuleConfig, sink: ProblemSink) -> Compil
         severity=rule.severity,
         report=config.report_for(rule).name,
         uses_re2=rule.engine == "re2",
-        match=tuple(match),
-        exclude=tuple(exclude),
+        match=tuple(p for p in match if p is not None),  # all of them: there were no problems
+        exclude=tuple(p for p in exclude if p is not None),
         matchers=tuple(matchers),
         excluders=tuple(excluders),
         groups=tuple(groups),
@@ -462,26 +497,43 @@ def _compile_rule(config: Config, rule: RuleConfig, sink: ProblemSink) -> Compil
     )
 
 
-def _expand_all(patterns: tuple[str, ...], where: tuple[str, ...], sink: ProblemSink) -> list[str]:
-    expanded = []
+def _expand_all(
+    patterns: tuple[str, ...], where: tuple[str, ...], sink: ProblemSink
+) -> list[str | None]:
+    """Each pattern expanded, None where it cannot be (the problem is in `sink`)."""
+    expanded: list[str | None] = []
     for index, pattern in enumerate(patterns):
         try:
             expanded.append(expand(pattern))
         except PatternError as error:
+            expanded.append(None)
             for problem in error.problems:
                 sink.add((*where, index), problem)
     return expanded
 
 
-def _compile_one(
-    pattern: str, rule: RuleConfig, where: tuple[str | int, ...], sink: ProblemSink
-) -> Any:
-    try:
-        return compile_pattern(pattern, rule.engine)
-    except PatternError as error:
-        for problem in error.problems:
-            sink.add(where, problem)
-        return None
+def _compile_all(
+    written: tuple[str, ...],
+    expanded: list[str | None],
+    rule: RuleConfig,
+    where: tuple[str, ...],
+    sink: ProblemSink,
+) -> list[Any]:
+    """Each expanded pattern compiled, None where it cannot be; problems quote it as written and
+    carry the expansion as their detail (`check-config --verbose`)."""
+    compiled: list[Any] = []
+    for index, (source, pattern) in enumerate(zip(written, expanded, strict=True)):
+        if pattern is None:
+            compiled.append(None)
+            continue
+        try:
+            compiled.append(compile_pattern(pattern, rule.engine, source))
+        except PatternError as error:
+            compiled.append(None)
+            detail = None if error.expanded is None else f"expanded: {error.expanded}"
+            for problem in error.problems:
+                sink.add((*where, index), problem, detail)
+    return compiled
 
 
 # ---------------------------------------------------------------- rule tests

@@ -603,7 +603,7 @@ class Daemon:
         for name in set(writers) - set(config.reports):
             writers[name].request_rotation()  # publish what it holds; kept until drained
         self.config, self.rules, self.writers = config, rules, writers
-        self.pipeline.reconfigure(rules, writers)
+        changes = self.pipeline.reconfigure(rules, writers)
         index = PathIndex(config.sources)
         self.tails.reconfigure(config, index)
         await self.watcher.reconfigure(index)
@@ -614,6 +614,10 @@ class Daemon:
             sources=len(config.sources),
             rules=len(config.rules),
             reports=len(config.reports),
+            # unchanged rules keep their threshold windows; these start fresh or are gone
+            rules_added=list(changes.added),
+            rules_changed=list(changes.changed),
+            rules_removed=list(changes.removed),
         )
         self.notifier.ready(self.status.summary(self.snapshot()))
 

@@ -145,6 +145,17 @@ class ThresholdTracker:
             match,
         )
 
+    def keep_windows(self, previous: ThresholdTracker, rules: Iterable[str]) -> None:
+        """Take over `previous`'s windows of `rules` (on a reload: the rules that did not change),
+        so that keys counted before the reload are still counted, and alerted keys stay quiet.
+
+        A window is taken only when its threshold is the same; a rule not named starts fresh.
+        """
+        for name in rules:
+            mine, theirs = self._windows.get(name), previous._windows.get(name)
+            if mine is not None and theirs is not None and mine.threshold == theirs.threshold:
+                self._windows[name] = theirs
+
     def keys(self, rule: str) -> int:
         """How many keys a rule is tracking now (for status and tests)."""
         window = self._windows.get(rule)
