@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from logwarden import checkpoint
+from logwarden.atomic import make_dirs
 from logwarden.config import Config, ConfigError
 from logwarden.counters import CommitSnapshot, DaemonSnapshot, ReportSnapshot
 from logwarden.discovery import PathIndex
@@ -642,7 +643,7 @@ def lock_state_dir(state_dir: Path) -> IO[bytes]:
     """Create the state dir and hold its lock for our lifetime: two daemons on one state dir
     would each commit offsets the other has not seen."""
     try:
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        make_dirs(state_dir)
         handle = open(state_dir / "lock", "ab")  # noqa: SIM115 - held open for the daemon's lifetime
     except OSError as error:
         raise StateDirError(
