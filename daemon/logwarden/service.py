@@ -3,7 +3,10 @@
 Signals are handled with `loop.add_signal_handler`, so a handler only sets an asyncio event or
 flag and every decision is taken in ordinary coroutine code. Rejected: `signal.signal` handlers
 (they run between bytecodes, in the middle of whatever the loop was doing) and a main loop
-polling flags every 100 ms (latency and wake-ups for nothing).
+polling flags every 100 ms (latency and wake-ups for nothing). The loop's handlers are the first
+thing `serve()` does, so a SIGTERM during start-up ends it between two phases, cleanly; before the
+loop exists (Python importing, the config compiling) nothing has been done yet, and the plain
+SIGTERM handler of `__main__` and `cli` simply exits 0.
 
 The committer is a group commit: as soon as the previous commit finished and new records wait,
 the next one starts, so a lone match is durable within one fsync round trip, and under load many
