@@ -6,6 +6,7 @@ every warning into a failure of the test that caused it.
 
 from __future__ import annotations
 
+import os
 import textwrap
 import threading
 import time
@@ -58,6 +59,24 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Start every test without the daemon's environment variables; tests set what they need."""
     for name in DAEMON_ENVIRONMENT:
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def fsync_spy(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Record what each `os.fsync` synced (by its descriptor's path), and still sync it.
+
+    A spy, not a mock: a power cut cannot be simulated here, so the test checks that the
+    directory entries a power cut could lose are the ones synced.
+    """
+    synced: list[Path] = []
+    real_fsync = os.fsync
+
+    def spy(descriptor: int) -> None:
+        synced.append(Path(os.readlink(f"/proc/self/fd/{descriptor}")))
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    return synced
 
 
 class WriteConfig(Protocol):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from logwarden.atomic import TEMP_PREFIX, remove_stale_temporaries, write_atomically
+from logwarden.atomic import TEMP_PREFIX, make_dirs, remove_stale_temporaries, write_atomically
 
 
 def test_replaces_with_mode(tmp_path: Path) -> None:
@@ -38,3 +38,23 @@ def test_stale_temporaries_are_removed(tmp_path: Path) -> None:
     (tmp_path / "kept.json").write_bytes(b"{}")
     assert remove_stale_temporaries(tmp_path) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["kept.json"]
+
+
+def test_make_dirs_fsyncs_each_new_directory_into_its_parent(
+    tmp_path: Path, fsync_spy: list[Path]
+) -> None:
+    synced = fsync_spy
+    make_dirs(tmp_path / "a" / "b" / "c", mode=0o750)
+    assert (tmp_path / "a" / "b" / "c").is_dir()
+    assert (tmp_path / "a" / "b").stat().st_mode & 0o777 == 0o750
+    assert synced == [tmp_path, tmp_path / "a", tmp_path / "a" / "b"]
+    synced.clear()
+    make_dirs(tmp_path / "a" / "b" / "c")
+    make_dirs(tmp_path / "a" / "b" / "d")
+    assert synced == [tmp_path / "a" / "b"], "only what is created costs an fsync"
+
+
+def test_make_dirs_refuses_a_file_in_the_way(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"")
+    with pytest.raises(FileExistsError):
+        make_dirs(tmp_path / "a" / "b")

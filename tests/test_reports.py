@@ -24,6 +24,7 @@ from logwarden.reports import (
     staged_path,
     write_batches,
 )
+from logwarden.service import lock_state_dir
 
 
 def make_writer(tmp_path: Path, **overrides: object) -> ReportWriter:
@@ -442,3 +443,22 @@ def test_a_journal_shorter_than_its_fsynced_part_is_a_clear_error(tmp_path: Path
     os.truncate(writer.journal_dir / f"{state.id}.ndjson", 10)
     with pytest.raises(ReportDirError, match="shorter than"):
         recover_journals(tmp_path / "journals", writer.config, [state])
+
+
+def test_every_directory_the_daemon_creates_is_fsynced_into_its_parent(
+    tmp_path: Path, fsync_spy: list[Path]
+) -> None:
+    """A power cut right after the first start must not lose `journals/<report>` (every later
+    seal would fail) or a report dir: each new directory's entry is synced in its parent."""
+    synced = fsync_spy
+    state = tmp_path / "var" / "state"
+    lock = lock_state_dir(state)
+    try:
+        config = ReportConfig.model_validate({"name": "sec", "dir": tmp_path / "out" / "sec"})
+        prepare_dirs({"sec": config}, state / "journals")
+    finally:
+        lock.close()
+    for directory in (state, state / "journals" / "sec", tmp_path / "out" / "sec"):
+        assert directory.is_dir()
+        assert directory.parent in synced, f"{directory} created but its parent never fsynced"
+    assert set(synced) >= {tmp_path, tmp_path / "var", state, state / "journals", tmp_path / "out"}

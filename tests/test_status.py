@@ -48,6 +48,7 @@ def test_status_file_has_every_key(tmp_path: Path) -> None:
     assert document.pop("pid") == os.getpid()
     assert document.pop("written").endswith("Z")
     assert document == {
+        "state": "running",
         "started_s_ago": 14.3,
         "config": str(tmp_path / "logwarden.toml"),
         "lines": 400,

@@ -1,8 +1,16 @@
 """logwarden: watch log files, match lines against rules, publish JSON reports exactly once."""
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-try:
-    __version__ = version("logwarden")
-except PackageNotFoundError:  # running from a source tree without an install
-    __version__ = "0.0.0"
+
+def __getattr__(name: str) -> str:
+    """`__version__` on first use: importlib.metadata costs 30 ms that every start would pay
+    before `__main__` could install its SIGTERM handler."""
+    if name != "__version__":
+        raise AttributeError(f"module 'logwarden' has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("logwarden")
+    except PackageNotFoundError:  # running from a source tree without an install
+        return "0.0.0"

@@ -2,22 +2,25 @@
 
 Only this module exits the process. Exit codes: 0 ok, 1 runtime failure, 2 usage error (argparse),
 78 (EX_CONFIG) invalid config, for `run` too, so systemd's RestartPreventExitStatus=78 stops a
-restart loop.
+restart loop; `status` answers 0 running, 3 not running (LSB), even with a broken config.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 
 from logwarden import __version__
 from logwarden.config import (
     EX_CONFIG,
     Config,
     ConfigError,
+    DaemonConfig,
     KeyLocator,
     default_config_path,
     key_path,
@@ -114,8 +117,22 @@ def report_config_error(error: ConfigError, verbose: bool = False) -> int:
     return EX_CONFIG
 
 
+class StoppedBeforeStart(BaseException):
+    """SIGTERM before the daemon installed its own handlers: nothing was started yet, so the
+    stop is simply leaving. A BaseException, so no `except Exception` on the way swallows it."""
+
+
+def _stop_before_start(signum: int, frame: FrameType | None) -> None:
+    raise StoppedBeforeStart
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # `run`'s handlers come with its event loop; until then a SIGTERM (systemd sends one
+    # whenever it likes) ends the process cleanly, not by the default action (exit -15)
+    signal.signal(signal.SIGTERM, _stop_before_start)
     args = build_parser().parse_args(argv)
+    if args.command != "run":
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the one-shot commands die of it as usual
     configure(args.log_format, args.log_level)
     try:
         if args.command == "check-config":
@@ -129,6 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return report_config_error(error, verbose=getattr(args, "verbose", False))
     except KeyboardInterrupt:
         return 130
+    except StoppedBeforeStart:
+        log.info("stopped before start-up began (SIGTERM)")
+        return EX_OK
     except BrokenPipeError:
         # the reader went away (`logwarden scan ... | head`): stop quietly, like grep
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -206,7 +226,28 @@ def run(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
+    """Show the daemon's state even when the config on disk is broken: that is exactly when
+    the daemon may still run on the config it loaded before (a refused reload leaves that).
+
+    The state dir is the one the broken config names when its [daemon] table can be read, else
+    the default ($STATE_DIRECTORY, else /var/lib/logwarden): the daemon cannot move its state
+    dir on a reload, so the one a config names is the one a daemon started on it uses.
+    """
     from logwarden.status import show_status
 
-    config, _ = load(args.config or default_config_path())
+    path = args.config or default_config_path()
+    try:
+        config, sink = load(path, defer=True)  # with problems: what parsed of it
+        problems = sink.problems
+    except ConfigError as error:  # unreadable, or not TOML: nothing in it can be trusted
+        config = Config(path=path, daemon=DaemonConfig(), sources={}, rules={}, reports={})
+        problems = error.problems
+    if problems:
+        count = len(problems)
+        print(
+            f"logwarden: the config is broken ({count} problem{'s' if count != 1 else ''}; "
+            f"`logwarden check-config` lists them); showing the state in "
+            f"{config.daemon.state_dir}",
+            file=sys.stderr,
+        )
     return show_status(config, as_json=args.json)

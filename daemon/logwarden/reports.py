@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 
-from logwarden.atomic import fsync_dir, remove_stale_temporaries
+from logwarden.atomic import fsync_dir, make_dirs, remove_stale_temporaries
 from logwarden.config import ReportConfig
 from logwarden.timestamps import utc_timestamp
 
@@ -530,7 +530,7 @@ def prepare_dirs(reports: Mapping[str, ReportConfig], journal_root: Path) -> Non
     for report in reports.values():
         for directory in (report.dir, journal_root / report.name):
             try:
-                directory.mkdir(parents=True, exist_ok=True, mode=0o750)
+                make_dirs(directory)
                 probe = directory / f".logwarden-probe-{os.getpid()}"
                 probe.write_bytes(b"")
                 probe.unlink()

@@ -3,7 +3,10 @@
 Signals are handled with `loop.add_signal_handler`, so a handler only sets an asyncio event or
 flag and every decision is taken in ordinary coroutine code. Rejected: `signal.signal` handlers
 (they run between bytecodes, in the middle of whatever the loop was doing) and a main loop
-polling flags every 100 ms (latency and wake-ups for nothing).
+polling flags every 100 ms (latency and wake-ups for nothing). The loop's handlers are the first
+thing `serve()` does, so a SIGTERM during start-up ends it between two phases, cleanly; before the
+loop exists (Python importing, the config compiling) nothing has been done yet, and the plain
+SIGTERM handler of `__main__` and `cli` simply exits 0.
 
 The committer is a group commit: as soon as the previous commit finished and new records wait,
 the next one starts, so a lone match is durable within one fsync round trip, and under load many
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from logwarden import checkpoint
+from logwarden.atomic import make_dirs
 from logwarden.config import Config, ConfigError
 from logwarden.counters import CommitSnapshot, DaemonSnapshot, ReportSnapshot
 from logwarden.discovery import PathIndex
@@ -101,6 +105,9 @@ class Daemon:
         self.commit_wanted = asyncio.Event()
         self.started = time.monotonic()
         self._signals = 0
+        # SIGHUP only sets this and counts; `_reloader` runs the reloads, one at a time
+        self.reload_wanted = asyncio.Event()
+        self._hangups = 0
         self.exit_code = EX_OK
         self._status_failing = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -121,12 +128,20 @@ class Daemon:
     # ------------------------------------------------------------------ phases
 
     async def serve(self) -> int:
+        # first of all, so that a stop at any moment of start-up is a clean stop (systemd sends
+        # SIGTERM whenever it likes); until now the cli's early handler covered it
+        self._install_signal_handlers()
         extender = asyncio.create_task(self._extend_start_timeout())
         try:
             await self.startup()
+        except StartupStopped as stopped:
+            log.info("stopped during start-up", before=stopped.phase)
+            await self.shutdown()
+            return EX_OK
         except (ReportDirError, checkpoint.CheckpointError, StateDirError, OSError) as error:
             # OSError: recovery writes (journal tails) on a full or failing disk, among others
-            log.error("cannot start", error=str(error))
+            path = getattr(error, "filename", None)
+            log.error("cannot start", error=str(error), **({"path": path} if path else {}))
             await self.shutdown()
             return EX_FAILURE
         finally:
@@ -150,12 +165,16 @@ class Daemon:
         state_dir = config.daemon.state_dir
         self._lock = lock_state_dir(state_dir)
         self.checkpoints = await asyncio.to_thread(checkpoint.CheckpointStore, state_dir)
+        self._stop_point("recovery")
         self.restored = restored = self.checkpoints.restored or checkpoint.Checkpoint()
         self.known_sources = restored.sources
         await asyncio.to_thread(prepare_dirs, config.reports, self.journal_root)
-        self.writers = self._build_writers(restored)
+        log.debug("recovering journals", reports=len(config.reports))
+        self.writers = await self._build_writers(restored)
+        self._stop_point("the first commit")
         # sealed journals a crash left unpublished are published before anything new is read
         await self.commit()
+        self._stop_point("reading")
 
         self.pipeline = Pipeline(
             self.rules, self.writers, self.builder, self._records_arrived, echo=self.foreground
@@ -164,15 +183,19 @@ class Daemon:
         self.tails = TailManager(config, index, self.pipeline, restored.files, self.known_sources)
         self.watcher = Watcher(index, config.daemon.watcher, self.tails.changed)
         await self.watcher.start()
+        self._stop_point("reading")
+        # from here a stop is an ordinary one: what was read is drained and committed
         await self.tails.start()
         self.known_sources = frozenset(config.sources)
         self.status = StatusWriter(state_dir)
-        self._install_signal_handlers()
+        # before the ready line: `status` right after it shows this run, not the last one
+        await self._write_status(self.snapshot())
         for coroutine in (
             self._committer(),
             self._rescanner(),
             self._status_loop(),
             self._watchdog_loop(),
+            self._reloader(),
         ):
             self._spawn(coroutine)
         log.info(
@@ -184,6 +207,12 @@ class Daemon:
             pid=os.getpid(),
         )
         self.notifier.ready(self.status.summary(self.snapshot()))
+
+    def _stop_point(self, phase: str) -> None:
+        """Between start-up phases: a stop asked for meanwhile ends start-up here, with every
+        phase so far complete (each one leaves the state dir consistent on its own)."""
+        if self.stop_requested.is_set():
+            raise StartupStopped(phase)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         """Start a background task; one that dies of an exception stops the daemon (exit 1, so
@@ -218,6 +247,8 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
             loop.remove_signal_handler(signum)
+        # stopping already: a further SIGTERM must not turn this clean stop into a kill (-15)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -226,7 +257,7 @@ class Daemon:
         if hasattr(self, "tails"):
             await self.tails.close()
         if hasattr(self, "status"):
-            await self._write_status(self.snapshot())
+            await self._write_status(self.snapshot(), state="stopped")
         self.notifier.close()
         await asyncio.to_thread(self._disk.shutdown)  # lets a commit in flight finish
         if hasattr(self, "checkpoints"):
@@ -285,11 +316,17 @@ class Daemon:
     def journal_root(self) -> Path:
         return self.config.daemon.state_dir / "journals"
 
-    def _build_writers(self, restored: checkpoint.Checkpoint) -> dict[str, ReportWriter]:
+    async def _build_writers(self, restored: checkpoint.Checkpoint) -> dict[str, ReportWriter]:
+        """Recover each report's journals (on a thread: the loop stays free to take a SIGTERM,
+        which ends start-up between two reports) and build its writer on what is left."""
         writers = {}
         for name, report in self.config.reports.items():
+            self._stop_point(f"recovering report {name!r}")
             states = restored.journals_of(name)
-            for lost in recover_journals(self.journal_root, report, states):
+            lost_states = await asyncio.to_thread(
+                recover_journals, self.journal_root, report, states
+            )
+            for lost in lost_states:
                 log.error(
                     "a sealed report is gone from the report dir before it was published; "
                     "its records cannot be recovered",
@@ -529,10 +566,10 @@ class Daemon:
             self.notifier.extend_timeout(START_EXTENSION)
             await asyncio.sleep(START_EXTENSION / 3)
 
-    async def _write_status(self, snapshot: DaemonSnapshot) -> None:
+    async def _write_status(self, snapshot: DaemonSnapshot, state: str = "running") -> None:
         """status.json is advisory: a full disk must not stop the daemon over it."""
         try:
-            await asyncio.to_thread(self.status.write, snapshot)
+            await asyncio.to_thread(self.status.write, snapshot, state)
         except OSError as error:
             if not self._status_failing:
                 log.warning("cannot write status file", error=str(error))
@@ -555,9 +592,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._on_stop, signal.SIGTERM)
         loop.add_signal_handler(signal.SIGINT, self._on_stop, signal.SIGINT)
-        loop.add_signal_handler(
-            signal.SIGHUP, lambda: self._tasks.append(asyncio.create_task(self.reload()))
-        )
+        loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
         loop.add_signal_handler(signal.SIGUSR1, self._on_rotate)
 
     def _on_stop(self, signum: signal.Signals) -> None:
@@ -566,6 +601,27 @@ class Daemon:
             log.warning("second interrupt: stopping now without draining")
             os._exit(130)
         self.stop_requested.set()
+
+    def _on_hangup(self) -> None:
+        self._hangups += 1
+        self.reload_wanted.set()
+
+    async def _reloader(self) -> None:
+        """Reloads one at a time: SIGHUPs that arrive during a reload make exactly one more
+        after it (it reads the newest config, which is all any of them asked for). A task per
+        SIGHUP, as before, ran reloads side by side, each swapping half of the others' work."""
+        while True:
+            await self.reload_wanted.wait()
+            self.reload_wanted.clear()
+            signals, self._hangups = self._hangups, 0
+            log.info("reloading (SIGHUP)", signals=signals)
+            try:
+                await self.reload()
+            except (ReportDirError, OSError) as error:
+                # before anything was swapped (a new report dir that cannot be written)
+                log.error("reload failed; the old config keeps running", error=str(error))
+                self.notifier.ready(self.status.summary(self.snapshot()))
+            await self._write_status(self.snapshot())
 
     def _on_rotate(self) -> None:
         log.info("rotating every report (SIGUSR1)")
@@ -640,6 +696,14 @@ class _Every:
         self._handle.cancel()
 
 
+class StartupStopped(Exception):
+    """A stop was asked for during start-up; `phase` is the one that did not begin."""
+
+    def __init__(self, phase: str) -> None:
+        super().__init__(phase)
+        self.phase = phase
+
+
 class StateDirError(Exception):
     """The state dir cannot be used (not writable, or another daemon holds it)."""
 
@@ -648,7 +712,7 @@ def lock_state_dir(state_dir: Path) -> IO[bytes]:
     """Create the state dir and hold its lock for our lifetime: two daemons on one state dir
     would each commit offsets the other has not seen."""
     try:
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        make_dirs(state_dir)
         handle = open(state_dir / "lock", "ab")  # noqa: SIM115 - held open for the daemon's lifetime
     except OSError as error:
         raise StateDirError(

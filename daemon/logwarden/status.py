@@ -1,8 +1,10 @@
 """What the daemon is doing: a status file kept up to date in the state dir, and `logwarden status`.
 
-The daemon replaces `status.json` atomically every `status_interval`; `logwarden status` reads it
-(no socket to open in a sandbox with PrivateNetwork=, and it still answers after a crash, showing
-the last known state and that the process is gone).
+The daemon replaces `status.json` atomically when it is ready, after a reload, when it stops, and
+every `status_interval` while anything changes; `logwarden status` reads it (no socket to open in
+a sandbox with PrivateNetwork=, and it still answers after a crash, showing the last known state
+and that the process is gone). `status` exits with the LSB codes `systemctl status` uses: 0 the
+daemon runs, 3 it does not, 1 the state cannot be read.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from logwarden.counters import DaemonSnapshot
 from logwarden.timestamps import utc_timestamp
 
 FILE_NAME = "status.json"
+EX_RUNNING = 0
+EX_ERROR = 1
+EX_NOT_RUNNING = 3  # LSB: "program is not running"
 
 
 class StatusWriter:
@@ -96,53 +101,105 @@ class StatusWriter:
             f"{snapshot.match_count} matches, lag {snapshot.lag_bytes} bytes"
         )
 
-    def write(self, snapshot: DaemonSnapshot) -> None:
-        """Blocking: run in a thread. Not fsynced: status is advisory, replaced every few seconds."""
-        data = orjson.dumps(
-            self.document(snapshot), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
-        )
+    def write(self, snapshot: DaemonSnapshot, state: str = "running") -> None:
+        """Blocking: run in a thread. `state` is "running", or "stopped" for the last write.
+
+        Atomic (a reader sees the old document or the new one) but not fsynced, by decision: the
+        file is advisory and rewritten at the next start, so two fsyncs per write (file and dir)
+        would buy nothing but disk flushes on a busy host. The cost is that a power cut can leave
+        it empty or torn, and `show_status` says so instead of failing on it.
+        """
+        document = self.document(snapshot)
+        document["state"] = state
+        data = orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
         write_atomically(self.path, [data], mode=0o644, durable=False)
 
 
 def _alive(pid: int) -> bool:
+    """Whether `pid` is a logwarden process: after a reboot the pid of a status file left by a
+    crash may well belong to something else."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return False  # gone since the probe
+    except OSError:
+        return True  # /proc hides it (hidepid=): the signal probe is all there is
+    return b"logwarden" in cmdline
+
+
+def _read_document(path: Path) -> dict[str, Any] | None:
+    """status.json as written, or None when it is empty or torn (a power cut: it is not
+    fsynced) or not a status document at all. FileNotFoundError when there is none."""
+    data = path.read_bytes()
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(document, dict) or not isinstance(document.get("pid"), int):
+        return None
+    return document
 
 
 def show_status(config: Config, as_json: bool) -> int:
-    """Print the daemon's last status (or, without one, what the checkpoint says); exit 0, or 1
-    when there is nothing to show."""
+    """Print the daemon's last status (or, without one, what the checkpoint says); exit 0 when
+    the daemon runs, 3 when it does not, 1 when its state cannot be read. Never a traceback: an
+    operator runs this when something is already wrong."""
     state_dir = config.daemon.state_dir
     path = state_dir / FILE_NAME
     try:
-        document: dict[str, Any] = orjson.loads(path.read_bytes())
-        document["running"] = _alive(int(document.get("pid", 0)))
-    except FileNotFoundError:
-        saved = checkpoint.load(state_dir)
-        if saved is None:
+        document = _read_document(path)
+        if document is None:
             print(
-                f"logwarden: no status in {state_dir}: the daemon has never run with this config",
+                f"logwarden: {path} is empty or damaged (a crash or power cut while it was being "
+                "written?); the daemon rewrites it when it starts",
                 file=sys.stderr,
             )
-            return 1
+            return EX_ERROR
+        document["running"] = document.get("state") != "stopped" and _alive(document["pid"])
+    except FileNotFoundError:
+        try:
+            saved = checkpoint.load(state_dir)
+        except (OSError, checkpoint.CheckpointError) as error:
+            print(f"logwarden: cannot read the state in {state_dir}: {error}", file=sys.stderr)
+            return EX_ERROR
+        if saved is None:
+            print(
+                f"logwarden: not running; no status in {state_dir}: the daemon has never run "
+                "with this state dir",
+                file=sys.stderr,
+            )
+            return EX_NOT_RUNNING
         document = {
             "running": False,
             "files": [
                 {"source": f.source, "path": f.path, "offset": f.framer.offset} for f in saved.files
             ],
         }
+    except OSError as error:
+        print(f"logwarden: cannot read {path}: {error.strerror or error}", file=sys.stderr)
+        return EX_ERROR
+    code = EX_RUNNING if document["running"] else EX_NOT_RUNNING
     if as_json:
         sys.stdout.buffer.write(
             orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
         )
-        return 0
-    _print_table(document, path)
-    return 0
+        return code
+    try:
+        _print_table(document, path)
+    except (KeyError, TypeError, ValueError) as error:  # a document of another version
+        print(
+            f"logwarden: {path} is not in the form this version knows ({error!r})", file=sys.stderr
+        )
+        return EX_ERROR
+    return code
 
 
 def _print_table(document: dict[str, Any], path: Path) -> None:
