@@ -28,6 +28,8 @@ TIMEOUT = 120
 CORPORA = {
     "attack-sshd": SHIPPED,
     "attack-pam": SHIPPED,
+    "attack-nginx-error": SHIPPED,
+    "attack-apache-error": SHIPPED,
 }
 
 pytestmark = pytest.mark.integration
