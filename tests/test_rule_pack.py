@@ -20,6 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "config" / "logwarden.toml"
+EXAMPLES = ROOT / "config" / "examples"
 DATA = ROOT / "tests" / "data"
 SIDECARS = ROOT / "tests" / "rule_pack"
 TIMEOUT = 120
@@ -30,6 +31,8 @@ CORPORA = {
     "attack-pam": SHIPPED,
     "attack-nginx-error": SHIPPED,
     "attack-apache-error": SHIPPED,
+    "attack-postfix": EXAMPLES / "postfix.toml",
+    "attack-dovecot": EXAMPLES / "dovecot.toml",
 }
 
 pytestmark = pytest.mark.integration
@@ -129,7 +132,9 @@ def test_every_address_captured_is_an_address() -> None:
                 assert ip is None or address.fullmatch(ip), (name, record["line"])
 
 
-@pytest.mark.parametrize("config", [SHIPPED], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "config", [SHIPPED, EXAMPLES / "postfix.toml", EXAMPLES / "dovecot.toml"], ids=lambda p: p.name
+)
 def test_check_config_passes(config: Path) -> None:
     """Every rule's samples pass (`check-config` runs them); only missing-path warnings."""
     result = subprocess.run(
