@@ -196,9 +196,11 @@ def plan_start(
             where is None
             or verdict is None
             or (not verdict and not renamed_within(checkpoint.path, where))
+            or (not verdict and checkpoint.compressed)
         ):
             lost.append(checkpoint)  # gone, unreadable, or its inode reused by an unrelated file
-            unusable.append(checkpoint)
+            if not checkpoint.compressed:  # a gzip file has no plain copies to look for
+                unusable.append(checkpoint)
             continue
         # other content under the same inode at its path or a rotation of it: truncated and
         # rewritten (then maybe rotated), or the inode reused by a newer file of the same
