@@ -94,6 +94,8 @@ def judge_gzip(
     position = 0
     try:
         raw_size = os.fstat(fd).st_size
+        if raw_size == 0:  # just created (gzip reads an empty file as whole and empty)
+            return None
         raw = raw_checkpoint(fd, raw_size)
         while data := stream.read(chunk_bytes):
             end = position + len(data)
