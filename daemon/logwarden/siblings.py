@@ -8,8 +8,8 @@ They are found here by name, as rotations (`identity.is_rotation_name`, `.gz` in
 path the globs cover, on start and after every rotation or rename seen at a followed path.
 
 Which of them hold lines never read is decided, in this order:
-- a file the daemon tracks, or one it finished and still remembers with the same content, is
-  not new;
+- a file the daemon tracks, one it finished and still remembers with the same content, or a
+  copytruncate copy it found holding only lines read, is not new;
 - a file last modified before `after_ns` is not new: every file read and finished before the
   checkpoint was saved was last written before that (see `Checkpoint.rotated_after_ns`);
 - a file whose content is a copy of a file read (the same first KiB and the same bytes before
@@ -103,6 +103,7 @@ def judge_siblings(
     *,
     known: frozenset[Identity],
     retired: Mapping[Identity, FileCheckpoint],
+    read_through: Mapping[Identity, tuple[int, int]],
     after_ns: int,
     chunk_bytes: int,
 ) -> list[Sibling]:
@@ -112,6 +113,8 @@ def judge_siblings(
         status = probe(path, False)
         if status.kind != "file" or status.identity in known or status.mtime_ns <= after_ns:
             continue
+        if read_through.get(status.identity) == (status.size, status.mtime_ns):
+            continue  # a copy of lines read already (copytruncate), renamed since
         ended = retired.get(status.identity)
         # an ended file of which nothing was read proves nothing: its inode may be reused
         if ended is not None and ended.tail is not None and check_file(path, False, ended):

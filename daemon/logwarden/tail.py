@@ -183,6 +183,7 @@ class TailManager:
         for path, (original, status, start) in plan.copies.items():
             covered = discovered.get(path)
             if covered is None and start.offset >= status.size:
+                self._memory.read_through(status)  # as in `adopt_copies`
                 continue  # outside the globs and nothing unread in it
             self._add(
                 covered or original.source, path, status.identity, start,
@@ -378,7 +379,10 @@ class TailManager:
                 continue
             source = self.index.source_of(status.path)
             if source is None and start.offset >= status.size:
-                continue  # outside the globs and nothing unread in it
+                # outside the globs and nothing unread in it; remembered as read, so that a
+                # search for rotated files (`siblings.py`) never reads it again
+                self._memory.read_through(status)
+                continue
             tailer = self._add(
                 source or original.source, status.path, status.identity, start,
                 attached=source is not None, size=status.size, how=f"a copy of {original.path}",
@@ -596,6 +600,7 @@ class TailManager:
             lineages = self._lineages_by_base(bases | set(named.values()))
         known = frozenset(self._tailers)
         retired = dict(self._memory.retired)
+        read_through = dict(self._memory.copies_read)
         chunk = self.config.daemon.read_chunk_bytes
         after = self._search_after
 
@@ -603,8 +608,9 @@ class TailManager:
             found = siblings_of(bases, source_of)
             found.update(named)
             return judge_siblings(
-                found, lineages, known=known, retired=retired, after_ns=after, chunk_bytes=chunk
-            )
+                found, lineages, known=known, retired=retired, read_through=read_through,
+                after_ns=after, chunk_bytes=chunk,
+            )  # fmt: skip
 
         try:
             siblings = await asyncio.to_thread(search)
