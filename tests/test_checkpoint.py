@@ -61,7 +61,7 @@ def test_a_slot_is_valid_json_also_after_a_shorter_save(tmp_path: Path) -> None:
     saved(tmp_path, state(1, sources=50), state(2, sources=50), state(3), state(4))
     for name in SLOT_NAMES:
         document = orjson.loads((tmp_path / name).read_bytes())  # what `jq` would read
-        assert document["checkpoint"]["version"] == 3
+        assert document["checkpoint"]["version"] == 4
     assert load(tmp_path) == state(4)
 
 
@@ -106,7 +106,7 @@ def test_both_slots_damaged_is_refused_with_a_clear_error(tmp_path: Path) -> Non
 def with_version(tmp_path: Path, version: int) -> None:
     """Rewrite the one saved slot as if a daemon writing `version` had saved it."""
     [name] = [name for name in SLOT_NAMES if (tmp_path / name).stat().st_size]
-    slot = (tmp_path / name).read_bytes().replace(b'"version": 3', b'"version": %d' % version)
+    slot = (tmp_path / name).read_bytes().replace(b'"version": 4', b'"version": %d' % version)
     body_start = slot.index(b'"checkpoint":') + len(b'"checkpoint":')
     body = slot[body_start : slot.rindex(b"}")]
     header = b'{"generation":1,"crc32":"%08x","length":%d,"checkpoint":' % (

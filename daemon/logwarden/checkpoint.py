@@ -37,8 +37,11 @@ from logwarden.timestamps import utc_timestamp
 
 # 3: a journal may carry its last committed bytes (`tail`), durable only here. Version 2 (no
 # tails) is read as it is; a daemon that knows only 2 refuses 3 instead of ignoring the tails.
-VERSION = 3
-READABLE_VERSIONS = (2, 3)
+# 4: a file may be a gzip rotation (`compressed`, its offset is in the decompressed stream), and
+# `rotated_after` says from when on a rotated file the checkpoint does not know may hold unread
+# lines. A daemon that knows only 3 would read a gzip's raw bytes as lines: it refuses 4.
+VERSION = 4
+READABLE_VERSIONS = (2, 3, 4)
 SLOT_NAMES = ("checkpoint-a.json", "checkpoint-b.json")
 _HEADER = re.compile(rb'\{"generation":(\d+),"crc32":"([0-9a-f]{8})","length":(\d+),"checkpoint":')
 _TRAILER = b"}\n"
@@ -54,6 +57,11 @@ class Checkpoint:
     journals: Sequence[JournalState] = ()
     next_seq: Mapping[str, int] = field(default_factory=dict)
     sources: frozenset[str] = frozenset()
+    # wall clock (ns): a rotated file (`app.log.2`) this checkpoint does not know and last modified
+    # after this moment may hold lines never read; one modified before it was read and finished,
+    # or deliberately left alone (`tail.TailManager.rotated_after`). None: not known (an older
+    # checkpoint), and such files are left alone.
+    rotated_after_ns: int | None = None
 
     def journals_of(self, report: str) -> list[JournalState]:
         return [journal for journal in self.journals if journal.report == report]
@@ -66,6 +74,7 @@ class Checkpoint:
             "next_seq": dict(self.next_seq),
             "journals": [journal.to_dict() for journal in self.journals],
             "files": [file.to_dict() for file in self.files],
+            "rotated_after_ns": self.rotated_after_ns,
         }
         return orjson.dumps(document, option=orjson.OPT_INDENT_2)
 
@@ -83,7 +92,14 @@ class Checkpoint:
             journals=tuple(JournalState.from_dict(item) for item in document["journals"]),
             next_seq={str(k): int(v) for k, v in document["next_seq"].items()},
             sources=frozenset(document["sources"]),
+            rotated_after_ns=_optional_ns(document.get("rotated_after_ns")),
         )
+
+
+def _optional_ns(value: Any) -> int | None:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        return value
+    raise ValueError(f"rotated_after_ns must be a time in ns, not {value!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,6 +68,11 @@ class FileCheckpoint:
     framer: FramerState  # resume point: offset of the first line not yet emitted
     tail: Fingerprint | None  # the bytes just before `tail_end` (up to 64); None at offset 0
     tail_end: int
+    # a gzip rotation (`app.log.2.gz`, see `compressed.py`): `framer` is then a position in the
+    # decompressed stream, while head, tail and tail_end still describe the raw file (its first
+    # KiB and its last 64 bytes, the gzip trailer's CRC among them), so the identity checks
+    # below confirm a compressed file exactly as they confirm a plain one
+    compressed: bool = False
 
     @property
     def identity(self) -> tuple[int, int]:
@@ -87,6 +92,7 @@ class FileCheckpoint:
             },
             "tail": self.tail.to_dict() if self.tail is not None else None,
             "tail_end": self.tail_end,
+            **({"compressed": True} if self.compressed else {}),
         }
 
     @classmethod
@@ -104,6 +110,9 @@ class FileCheckpoint:
         if not isinstance(skipping, bool) or line_no == 0:
             raise ValueError(f"not a file checkpoint: {d!r}")
         tail = d.get("tail")
+        compressed = d.get("compressed", False)
+        if not isinstance(compressed, bool):
+            raise ValueError(f"not a file checkpoint: {d!r}")
         return cls(
             source=source,
             path=path,
@@ -113,6 +122,7 @@ class FileCheckpoint:
             framer=FramerState(_count(framer, "offset"), line_no, skipping),
             tail=None if tail is None else Fingerprint.from_dict(tail),
             tail_end=_count(d, "tail_end"),
+            compressed=compressed,
         )
 
 
@@ -293,6 +303,12 @@ def is_rotation_name(name: str, base: str) -> bool:
     )
 
 
+def is_gzip_rotation(name: str, base: str) -> bool:
+    """`app.log.2.gz`, `app.log-20261124.gz`: a rotation of `app.log` compressed by gzip (the
+    only compression read; the others are skipped)."""
+    return name.endswith(".gz") and is_rotation_name(name[:-3], base)
+
+
 # ---------------------------------------------------------------- what tail runs in threads
 
 
@@ -387,6 +403,8 @@ def probe_paths(
         status = probe(path, follow)
         statuses[path] = status
         ended = retired.get(status.identity) if status.kind == "file" else None
+        if ended is not None and ended.compressed:
+            ended = None  # a gzip file is never followed as lines
         # an ended file of which nothing was read proves nothing: its inode may be reused
         if ended is not None and ended.tail is not None and check_file(path, follow, ended):
             resumable[path] = ended

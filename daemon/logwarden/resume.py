@@ -110,6 +110,9 @@ class FileMemory:
 
     def __init__(self) -> None:
         self.retired: OrderedDict[Identity, FileCheckpoint] = OrderedDict()
+        # copies (copytruncate) holding only lines read already, never opened: (size, mtime_ns)
+        # as last seen, which a rename keeps and a file reusing the inode would not
+        self.copies_read: OrderedDict[Identity, tuple[int, int]] = OrderedDict()
         # (the paths it had, what it held) of files truncated lately
         self._truncations: deque[tuple[tuple[str, ...], Lineage]] = deque(maxlen=TRUNCATIONS_MEMORY)
 
@@ -118,6 +121,12 @@ class FileMemory:
         self.retired.move_to_end(checkpoint.identity)
         while len(self.retired) > RETIRED_MEMORY:
             self.retired.popitem(last=False)
+
+    def read_through(self, status: PathStatus) -> None:
+        """A copy with nothing unread in it, left alone: not to be read as a rotated file."""
+        self.copies_read[status.identity] = (status.size, status.mtime_ns)
+        while len(self.copies_read) > RETIRED_MEMORY:
+            self.copies_read.popitem(last=False)
 
     def forget(self, identity: Identity) -> None:
         self.retired.pop(identity, None)
@@ -196,9 +205,11 @@ def plan_start(
             where is None
             or verdict is None
             or (not verdict and not renamed_within(checkpoint.path, where))
+            or (not verdict and checkpoint.compressed)
         ):
             lost.append(checkpoint)  # gone, unreadable, or its inode reused by an unrelated file
-            unusable.append(checkpoint)
+            if not checkpoint.compressed:  # a gzip file has no plain copies to look for
+                unusable.append(checkpoint)
             continue
         # other content under the same inode at its path or a rotation of it: truncated and
         # rewritten (then maybe rotated), or the inode reused by a newer file of the same

@@ -180,7 +180,10 @@ class Daemon:
             self.rules, self.writers, self.builder, self._records_arrived, echo=self.foreground
         )
         index = PathIndex(config.sources)
-        self.tails = TailManager(config, index, self.pipeline, restored.files, self.known_sources)
+        self.tails = TailManager(
+            config, index, self.pipeline, restored.files, self.known_sources,
+            rotated_after_ns=restored.rotated_after_ns,
+        )  # fmt: skip
         self.watcher = Watcher(index, config.daemon.watcher, self.tails.changed)
         await self.watcher.start()
         self._stop_point("reading")
@@ -365,12 +368,16 @@ class Daemon:
             seal = writer.due_for_rotation(started) or (stopping and writer.config.publish_on_stop)
             batches += writer.take_batches(seal=seal)
         files = self.tails.snapshot() if hasattr(self, "tails") else list(self.restored.files)
+        rotated_after = (
+            self.tails.rotated_after() if hasattr(self, "tails") else self.restored.rotated_after_ns
+        )
         accepted = self.pipeline.bytes if hasattr(self, "pipeline") else 0
         state = checkpoint.Checkpoint(
             files=files,
             journals=[batch.target for batch in batches],
             next_seq={name: writer.next_seq for name, writer in self.writers.items()},
             sources=self.known_sources,
+            rotated_after_ns=rotated_after,
         )
         try:
             outcome = await self._on_disk(batches, state)

@@ -22,6 +22,13 @@ Decisions, and what was rejected:
 - Files that end (deleted, or rotated away and quiet) are remembered by identity and content for
   a while, so a file that shows up again under a name the globs cover resumes where it stopped
   instead of being read twice.
+- A file can also leave a covered path before it was ever read (rotated twice while stopped, or
+  renamed out of the globs by logrotate before it was opened). Rotation-named siblings of
+  covered paths are therefore looked for on start and after every rotation or rename seen at a
+  followed path, and drained when they hold lines never read (`siblings.py`); a `.gz` one is
+  read through gzip (`compressed.py`). Rejected: pairing inotify's MOVED_FROM and MOVED_TO to
+  learn "this file left that path": it misses what happened while stopped, and a name-based
+  search covers both.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
+from logwarden.compressed import CompressedTailer
 from logwarden.config import Config
 from logwarden.counters import FileSnapshot
 from logwarden.discovery import Coverage
@@ -40,6 +48,7 @@ from logwarden.identity import FileCheckpoint, Identity, PathStatus, probe_paths
 from logwarden.log import get_logger
 from logwarden.origin import SourceRef
 from logwarden.resume import FileMemory, Lineage, plan_start, rotation_of
+from logwarden.siblings import Sibling, judge_siblings, rotation_base, siblings_of
 from logwarden.tailer import Descriptors, Tailer, TailSettings, TailState
 from logwarden.watch import Changes
 
@@ -49,6 +58,9 @@ log = get_logger(__name__)
 
 IDLE_CLOSE_SECONDS = 60.0  # a following file unchanged this long gives its descriptor back
 MAX_OPEN_FILES = 1000
+# `rotated_after` is taken this far back: a file's mtime comes from the kernel's coarse clock,
+# which may lag the fine one that time.time_ns() reads by a tick (a few ms)
+ROTATED_SLACK_NS = 100_000_000
 
 
 class BlockSink(Protocol):
@@ -79,6 +91,8 @@ class TailManager:
         sink: BlockSink,
         restored: Sequence[FileCheckpoint],
         known_sources: frozenset[str],
+        *,
+        rotated_after_ns: int | None = None,
     ) -> None:
         self.config = config
         self.index = index
@@ -97,6 +111,12 @@ class TailManager:
         self._reconcile_wake = asyncio.Event()
         self._reconcile_lock = asyncio.Lock()
         self._reconciler: asyncio.Task[None] | None = None
+        # rotated files unknown to the checkpoint and modified after this may hold unread lines
+        self._restored_after = rotated_after_ns
+        self._search_after = rotated_after_ns or 0  # set at start
+        self._searched = False  # the start's search for rotated files is done
+        self._rotated_paths: set[str] = set()  # uncovered paths with events: rotations of ours?
+        self._rotated_bases: set[str] = set()  # covered paths whose file left: look beside them
         self._stopping: set[asyncio.Task[None]] = set()
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         self.descriptors = Descriptors(
@@ -134,7 +154,10 @@ class TailManager:
     # -- lifecycle
 
     async def start(self) -> None:
-        """Discover, match the restored checkpoints, and start reading."""
+        """Discover, match the restored checkpoints, look for files rotated while stopped, and
+        start reading."""
+        if self._restored_after is None:
+            self._search_after = time.time_ns() - ROTATED_SLACK_NS
         discovered = await self._discover()
         checkpoints = [cp for cp in self._restored if cp.source in self.config.sources]
         plan = await asyncio.to_thread(plan_start, checkpoints, discovered, self._follow_map())
@@ -147,6 +170,7 @@ class TailManager:
                 covered or checkpoint.source, resume.path, checkpoint.identity, state,
                 attached=covered is not None and resume.path not in self._paths,
                 size=checkpoint.tail_end, seed=checkpoint if resume.intact else None,
+                compressed=checkpoint.compressed,
             )  # fmt: skip
             if not resume.intact:
                 self._truncated_while_stopped(tailer, checkpoint, plan.copies.values())
@@ -163,6 +187,7 @@ class TailManager:
         for path, (original, status, start) in plan.copies.items():
             covered = discovered.get(path)
             if covered is None and start.offset >= status.size:
+                self._memory.read_through(status)  # as in `adopt_copies`
                 continue  # outside the globs and nothing unread in it
             self._add(
                 covered or original.source, path, status.identity, start,
@@ -186,6 +211,16 @@ class TailManager:
             successor = self._paths.get(old_path)
             if successor is not None and successor is not tailer and successor.after is None:
                 successor.after = tailer
+        if self._restored_after is not None:  # files rotated while stopped, never seen
+            bases = {cp.path for cp in checkpoints} | {
+                path for path, source in discovered.items() if source in self._known_sources
+            }
+            lineages: dict[str, list[Lineage]] = {}
+            for cp in checkpoints:
+                if not cp.compressed:
+                    lineages.setdefault(cp.path, []).append(Lineage(cp))
+            await self._search_rotated(set(), bases, lineages, "rotated while stopped", spawn=False)
+        self._searched = True
         for tailer in list(self._tailers.values()):
             self._spawn(tailer)
         self._reconciler = asyncio.create_task(
@@ -238,6 +273,21 @@ class TailManager:
     async def rescan(self) -> None:
         """The safety net: rediscover, stat every tracked path, wake whatever changed."""
         await self._reconcile(set(), discover=True, full=True)
+
+    def rotated_after(self) -> int | None:
+        """For the checkpoint (`Checkpoint.rotated_after_ns`): a rotated file it does not know,
+        modified after this, may hold lines never read. Until the start's search is done that is
+        still the restored checkpoint's moment; then it is now, except that a compressed copy
+        waiting for its original to end (and so not in the checkpoint) must be judged again
+        after a restart."""
+        if not self._searched:
+            return self._restored_after
+        waiting = [
+            tailer.mtime_ns - 1
+            for tailer in self._tailers.values()
+            if tailer.compressed and not tailer.ready
+        ]
+        return max(min([time.time_ns() - ROTATED_SLACK_NS, *waiting]), 0)
 
     def snapshot(self) -> list[FileCheckpoint]:
         found = []
@@ -356,7 +406,10 @@ class TailManager:
                 continue
             source = self.index.source_of(status.path)
             if source is None and start.offset >= status.size:
-                continue  # outside the globs and nothing unread in it
+                # outside the globs and nothing unread in it; remembered as read, so that a
+                # search for rotated files (`siblings.py`) never reads it again
+                self._memory.read_through(status)
+                continue
             tailer = self._add(
                 source or original.source, status.path, status.identity, start,
                 attached=source is not None, size=status.size, how=f"a copy of {original.path}",
@@ -373,20 +426,30 @@ class TailManager:
             and tailer.dev == dev
             and tailer.path != path
             and tailer.framer.position > 0
+            and not tailer.compressed
             and rotation_of(path, tailer.names)
         ]
 
     def _add(
         self, source: str, path: str, identity: Identity, state: FramerState, *, attached: bool,
         size: int, seed: FileCheckpoint | None = None, after: Tailer | None = None,
-        copy: bool = False, how: str | None = None,
+        copy: bool = False, how: str | None = None, compressed: bool = False,
+        follows: Tailer | None = None,
     ) -> Tailer:  # fmt: skip
-        tailer = Tailer(
-            self, settings=self._settings[source], descriptors=self.descriptors, source=source,
-            path=path, identity=identity, state=state, attached=attached, size=size, seed=seed,
-        )  # fmt: skip
+        if compressed:
+            tailer: Tailer = CompressedTailer(
+                self, settings=self._settings[source], descriptors=self.descriptors,
+                source=source, path=path, identity=identity, state=state, attached=False,
+                size=size, seed=seed, follows=follows,
+            )  # fmt: skip
+        else:
+            tailer = Tailer(
+                self, settings=self._settings[source], descriptors=self.descriptors,
+                source=source, path=path, identity=identity, state=state, attached=attached,
+                size=size, seed=seed,
+            )  # fmt: skip
+            tailer.ready = not copy
         tailer.after = after
-        tailer.ready = not copy
         self.version += 1
         self._tailers[identity] = tailer
         if attached:
@@ -424,6 +487,7 @@ class TailManager:
         tailer.last_growth = time.monotonic()
         tailer.wake.set()
         tailer.log.info("file left its path; draining it", why=why)
+        self._rotated_bases.add(tailer.path)  # what else left it unseen? (see `siblings.py`)
         self._pending_discover = True  # it may have been renamed to a name the globs cover
         self._reconcile_wake.set()
 
@@ -432,6 +496,7 @@ class TailManager:
         """Stop tailing without finishing (a reload removed it); its checkpoint is dropped."""
         tailer.done = True
         tailer.settled.set()
+        tailer.ended.set()
         if self._tailers.get(tailer.identity) is tailer:
             del self._tailers[tailer.identity]
         if self._paths.get(tailer.path) is tailer:
@@ -517,6 +582,8 @@ class TailManager:
                     targets[path] = source
                 elif path in self._paths:
                     gone.append(path)
+                else:  # renamed out of the globs, compressed, ...: a rotation of a covered path?
+                    self._rotated_paths.add(path)
             probed = await asyncio.to_thread(
                 probe_paths, targets, self._follow_map(), dict(self._memory.retired)
             )
@@ -531,8 +598,107 @@ class TailManager:
                     probed.resumable.get(path),
                     path_fresh=source in fresh,
                 )
+            candidates, self._rotated_paths = self._rotated_paths, set()
+            bases, self._rotated_bases = self._rotated_bases, set()
+            if candidates or bases:
+                await self._search_rotated(candidates, bases, None, "rotated out of the globs")
             if full:
                 self._sweep()
+
+    async def _search_rotated(
+        self,
+        candidates: set[str],
+        bases: set[str],
+        lineages: dict[str, list[Lineage]] | None,
+        why: str,
+        *,
+        spawn: bool = True,
+    ) -> None:
+        """Read the rotated files beside `bases` (and the uncovered `candidates`) that hold lines
+        never read (`siblings.py`). `lineages`: the files read, by the path they were at (at
+        start the restored checkpoints; else the files tracked and remembered)."""
+        source_of = self.index.source_of
+        named = {
+            path: base
+            for path in candidates
+            if (base := rotation_base(path, source_of)) is not None
+        }
+        if not (named or bases):
+            return
+        if lineages is None:
+            lineages = self._lineages_by_base(bases | set(named.values()))
+        known = frozenset(self._tailers)
+        retired = dict(self._memory.retired)
+        read_through = dict(self._memory.copies_read)
+        chunk = self.config.daemon.read_chunk_bytes
+        after = self._search_after
+
+        def search() -> list[Sibling]:
+            found = siblings_of(bases, source_of)
+            found.update(named)
+            return judge_siblings(
+                found, lineages, known=known, retired=retired, read_through=read_through,
+                after_ns=after, chunk_bytes=chunk,
+            )  # fmt: skip
+
+        try:
+            siblings = await asyncio.to_thread(search)
+        except Exception:  # a failed search must not stop the daemon; the next rotation retries
+            log.exception("looking for rotated files failed")
+            return
+        for sibling in siblings:
+            self._adopt_sibling(sibling, lineages.get(sibling.base, []), why, spawn)
+
+    def _lineages_by_base(self, bases: set[str]) -> dict[str, list[Lineage]]:
+        """What was read of the files that were at `bases`: tracked ones, and remembered ones."""
+        lineages: dict[str, list[Lineage]] = {base: [] for base in bases}
+        for tailer in self._tailers.values():
+            if (
+                tailer.ready
+                and not tailer.compressed
+                and tailer.framer.position > 0
+                and tailer.home in lineages
+            ):
+                lineages[tailer.home].append(tailer.lineage())
+        for checkpoint in self._memory.retired.values():
+            if not checkpoint.compressed and checkpoint.path in lineages:
+                lineages[checkpoint.path].append(Lineage(checkpoint))
+        return lineages
+
+    def _adopt_sibling(
+        self, sibling: Sibling, lineages: list[Lineage], why: str, spawn: bool
+    ) -> None:
+        """Drain a rotated file from where its lines were not read yet (`siblings.py`)."""
+        status = sibling.status
+        source = self.index.source_of(sibling.base)
+        if status.identity in self._tailers or source is None or source not in self.config.sources:
+            return
+        start, follows, how = FramerState(), None, why
+        if "copy" in sibling.verdicts:
+            original = lineages[sibling.verdicts.index("copy")].checkpoint
+            live = self._tailers.get(original.identity)
+            if live is not None and not live.done:
+                if not sibling.compressed:
+                    return  # a copy of a file being read (copytruncate adopts it at the truncate)
+                follows = live
+            start, how = original.framer, f"{why}; a copy of {original.path}"
+            if follows is None and start.offset >= sibling.size:
+                return  # holds only lines read already
+        elif "maybe" in sibling.verdicts:
+            return  # holds only lines read already, or is a copy still being written
+        seed = None
+        if sibling.raw is not None:
+            head, tail, raw_size = sibling.raw
+            seed = FileCheckpoint(
+                source, status.path, status.dev, status.inode, head, start, tail, raw_size, True
+            )
+        tailer = self._add(
+            source, status.path, status.identity, start, attached=False, size=sibling.size,
+            seed=seed, how=how, compressed=sibling.compressed, follows=follows,
+        )  # fmt: skip
+        tailer.mtime_ns = status.mtime_ns
+        if spawn:
+            self._spawn(tailer)
 
     def _apply(
         self,

@@ -121,6 +121,8 @@ class Tailer:
     other files that only the manager can answer), `settings` and the shared descriptor budget.
     """
 
+    compressed = False  # a gzip rotation (`compressed.CompressedTailer`)
+
     def __init__(
         self,
         host: TailerHost,
@@ -159,6 +161,7 @@ class Tailer:
         self.last_growth = now  # same, for the grace period of a file rotated away
         self.wake = asyncio.Event()
         self.settled = asyncio.Event()  # read to its end since it was last rotated away
+        self.ended = asyncio.Event()  # finished or stopped: it will read nothing more
         self.lock = asyncio.Lock()  # one reader at a time (its task, or drain)
         self.after: Tailer | None = None  # the file that was at this path before: read it first
         self.ready = True  # False while deciding whether it is a copy of a tracked file
@@ -637,6 +640,7 @@ class Tailer:
         self.close_fd()
         self.done = True
         self.settled.set()
+        self.ended.set()
         self.wake.set()  # finished outside its task (`read_now`): the task must see it and end
         self.host.finished(self)
         self.log.info("finished file", reason=reason, offset=self.framer.position, lines=self.lines)
