@@ -3,6 +3,7 @@ or "unknown", never a 0 that only means "not counted") and sources that match no
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -205,3 +206,37 @@ def test_the_daemon_says_which_sources_match_nothing(workdir: Path, daemon: Daem
     assert daemon.stop() == 0
     assert len(said("source matches no file")) == 2
     assert len(said("source matches files again")) == 1
+
+
+# ---------------------------------------------------------------- a rotated file's name
+
+
+def test_a_rotated_file_is_named_by_its_current_name_while_it_drains(
+    workdir: Path, daemon: Daemon
+) -> None:
+    log = workdir / "logs" / "app.log"
+    rotated = workdir / "logs" / "app.log.1"  # outside the globs (`exclude = "*.[0-9]"`)
+    write_lines(log, 0, 30)
+    daemon.start()
+    caught_up(workdir, 30)
+    os.rename(log, rotated)
+    write_lines(log, 30, 30)
+    write_lines(rotated, 60, 30)  # a writer that has not reopened yet: the old file drains
+
+    def names() -> list[str]:
+        return sorted(os.path.basename(f["path"]) for f in status_json(workdir)["files"])
+
+    wait_until(lambda: names() == ["app.log", "app.log.1"], 15, message="a row for each file")
+    rows = {os.path.basename(f["path"]): f for f in status_json(workdir)["files"]}
+    assert rows["app.log.1"]["state"] == "draining"
+    assert rows["app.log"]["state"] == "following"
+
+    def finished() -> list[dict[str, Any]]:
+        return [e for e in daemon.events() if e.get("event") == "finished file"]
+
+    wait_until(lambda: len(finished()) == 1, 15, message="the rotated file finished")
+    assert finished()[0]["path"] == str(rotated)
+    left = [e for e in daemon.events() if e.get("event") == "file left its path; draining it"]
+    assert [(e["path"], e["old_path"]) for e in left] == [(str(rotated), str(log))]
+    assert daemon.stop() == 0
+    assert_exactly_once(workdir, expected_seqs(0, 90))

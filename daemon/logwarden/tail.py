@@ -477,17 +477,21 @@ class TailManager:
     def _detach(self, tailer: Tailer, why: str) -> None:
         """The path no longer points at this file: drain it, keep it while it grows, then close."""
         self.version += 1
-        if self._paths.get(tailer.path) is tailer:
-            del self._paths[tailer.path]
+        old_path = tailer.path
+        if self._paths.get(old_path) is tailer:
+            del self._paths[old_path]
         tailer.attached = False
+        new_path = tailer.current_path()
+        if new_path is not None and new_path != old_path:
+            tailer.rename(tailer.source, new_path)
         if tailer.state != "error":
             tailer.state = "draining"
         if not tailer.done:
             tailer.settled.clear()
         tailer.last_growth = time.monotonic()
         tailer.wake.set()
-        tailer.log.info("file left its path; draining it", why=why)
-        self._rotated_bases.add(tailer.path)  # what else left it unseen? (see `siblings.py`)
+        tailer.log.info("file left its path; draining it", why=why, old_path=old_path)
+        self._rotated_bases.add(old_path)  # what else left it unseen? (see `siblings.py`)
         self._pending_discover = True  # it may have been renamed to a name the globs cover
         self._reconcile_wake.set()
 

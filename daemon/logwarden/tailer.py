@@ -243,6 +243,20 @@ class Tailer:
         self.settings = settings
         self.framer.max_line_bytes = settings.max_line_bytes
 
+    def current_path(self) -> str | None:
+        """Where the open file is now, from `/proc/self/fd`: after a rename rotation, logs and
+        status name the file by its new name (`app.log.1`), whether or not the globs cover it.
+        None when it is closed or deleted, or the name cannot be read."""
+        if self.fd is None:
+            return None
+        try:
+            target = os.readlink(f"/proc/self/fd/{self.fd}")
+        except OSError:
+            return None
+        if not target.startswith("/") or target.endswith(" (deleted)"):
+            return None
+        return target
+
     def rename(self, source: str, path: str) -> None:
         if path != self.path:
             self.names = (*self.names[-(MAX_NAMES - 1) :], path)
