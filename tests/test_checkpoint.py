@@ -23,6 +23,7 @@ from logwarden.checkpoint import (
     load,
 )
 from logwarden.reports import JournalState
+from logwarden.resume import CopyRead
 
 
 def state(seq: int, sources: int = 1) -> Checkpoint:
@@ -55,6 +56,17 @@ def test_first_start_has_no_checkpoint_and_saves_alternate(tmp_path: Path) -> No
     again.close()
     slots = [orjson.loads((tmp_path / name).read_bytes()) for name in SLOT_NAMES]
     assert sorted(slot["generation"] for slot in slots) == [5, 6]
+
+
+def test_the_rotation_boundary_and_the_copies_read_through_survive_a_restart(
+    tmp_path: Path,
+) -> None:
+    checkpoint = Checkpoint(
+        rotated_after_ns=1_795_650_557_967_662_045,
+        copies_read=(CopyRead(2049, 131075, 4096, 1_795_650_557_990_000_000),),
+    )
+    saved(tmp_path, checkpoint)
+    assert load(tmp_path) == checkpoint
 
 
 def test_a_slot_is_valid_json_also_after_a_shorter_save(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from logwarden.framing import Block, FramerState, split_lines
 from logwarden.globs import PathMatcher, first_matching
 from logwarden.identity import FileCheckpoint, Fingerprint
 from logwarden.origin import SourceRef
+from logwarden.resume import CopyRead
 from logwarden.tail import TailManager
 from logwarden.watch import Changes
 
@@ -140,20 +141,30 @@ class Rig:
         return path
 
     async def start(
-        self, restored: Sequence[FileCheckpoint] = (), known: Iterable[str] = ()
+        self,
+        restored: Sequence[FileCheckpoint] = (),
+        known: Iterable[str] = (),
+        rotated_after_ns: int | None = None,
+        copies_read: Sequence[CopyRead] = (),
     ) -> TailManager:
         index = Index(dict(self.config.sources))
-        manager = TailManager(self.config, index, self.sink, restored, frozenset(known))
+        manager = TailManager(
+            self.config, index, self.sink, restored, frozenset(known),
+            rotated_after_ns=rotated_after_ns, copies_read=copies_read,
+        )  # fmt: skip
         await manager.start()
         return manager
 
     async def restart(self, manager: TailManager) -> TailManager:
-        """Stop as a crash would leave it (lines after the snapshot are cut) and start again."""
+        """Stop as a crash would leave it (lines after the snapshot are cut) and start again
+        from what a commit at that moment would have saved, as the daemon does."""
         snapshot = manager.snapshot()
+        rotated_after = manager.rotated_after()
+        copies_read = manager.copies_read(rotated_after)
         kept = len(self.sink.lines)
         await manager.close()
         del self.sink.lines[kept:]
-        return await self.start(snapshot, known=self.config.sources)
+        return await self.start(snapshot, self.config.sources, rotated_after, copies_read)
 
     async def nudge(self, manager: TailManager) -> None:
         paths = frozenset(self.path(name) for name in os.listdir(self.directory))
@@ -607,6 +618,33 @@ def test_a_file_rotated_away_is_followed_while_it_grows(tmp_path: Path) -> None:
         assert {s.state for s in manager.stats()} == {"following", "draining"}
         await until(lambda: len(manager.stats()) == 1, "the rotated file to close", limit=5)
         assert open_fds() == before + 1
+        await manager.close()
+
+    run(main)
+
+
+def test_a_copy_found_read_through_is_not_read_again_after_a_crash(tmp_path: Path) -> None:
+    # copytruncate, the copy found holding only lines read, then a crash within the moment that
+    # `rotated_after` leaves open: the checkpoint's `copies_read` keeps the copy from being taken
+    # for a rotated file never read (found by the tailer model: its line was delivered twice)
+    rig = Rig.on(tmp_path)
+
+    async def main() -> None:
+        manager = await rig.start()
+        path = rig.write("a.log", "a1:\n")
+        await rig.nudge(manager)
+        await until(lambda: rig.sink.texts() == ["a1:"])
+        shutil.copy(path, rig.path("a.log.1.bak"))
+        os.truncate(path, 0)
+        rig.write("a.log", "a2:\n")
+        await rig.nudge(manager)
+        await until(lambda: "a2:" in rig.sink.texts())  # the truncation was handled
+        manager = await rig.restart(manager)
+        await rig.nudge(manager)
+        rig.write("a.log", "a3:\n")
+        await rig.nudge(manager)
+        await until(lambda: "a3:" in rig.sink.texts())
+        assert rig.sink.texts() == ["a1:", "a2:", "a3:"]
         await manager.close()
 
     run(main)

@@ -32,6 +32,7 @@ import orjson
 
 from logwarden.atomic import fsync_dir
 from logwarden.reports import JournalState
+from logwarden.resume import CopyRead
 from logwarden.tail import FileCheckpoint
 from logwarden.timestamps import utc_timestamp
 
@@ -62,6 +63,10 @@ class Checkpoint:
     # or deliberately left alone (`tail.TailManager.rotated_after`). None: not known (an older
     # checkpoint), and such files are left alone.
     rotated_after_ns: int | None = None
+    # copies with nothing unread (copytruncate's, found beside a truncated file) modified after
+    # `rotated_after_ns`: without them a restart would take such a copy, made in the last moment
+    # before a crash, for a rotated file never read, and send its lines again
+    copies_read: Sequence[CopyRead] = ()
 
     def journals_of(self, report: str) -> list[JournalState]:
         return [journal for journal in self.journals if journal.report == report]
@@ -75,6 +80,7 @@ class Checkpoint:
             "journals": [journal.to_dict() for journal in self.journals],
             "files": [file.to_dict() for file in self.files],
             "rotated_after_ns": self.rotated_after_ns,
+            "copies_read": [copy.to_dict() for copy in self.copies_read],
         }
         return orjson.dumps(document, option=orjson.OPT_INDENT_2)
 
@@ -93,6 +99,7 @@ class Checkpoint:
             next_seq={str(k): int(v) for k, v in document["next_seq"].items()},
             sources=frozenset(document["sources"]),
             rotated_after_ns=_optional_ns(document.get("rotated_after_ns")),
+            copies_read=tuple(CopyRead.from_dict(item) for item in document.get("copies_read", ())),
         )
 
 

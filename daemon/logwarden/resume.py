@@ -103,6 +103,28 @@ def copy_start(
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class CopyRead:
+    """A copy found holding only lines already read, as it was then (`FileMemory.read_through`)."""
+
+    dev: int
+    inode: int
+    size: int
+    mtime_ns: int
+
+    def to_dict(self) -> dict[str, int]:
+        return {"dev": self.dev, "inode": self.inode, "size": self.size, "mtime_ns": self.mtime_ns}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> CopyRead:
+        values = [data[key] for key in ("dev", "inode", "size", "mtime_ns")]
+        if not all(isinstance(value, int) and not isinstance(value, bool) for value in values):
+            raise ValueError(
+                f"a copy read through needs integer dev, inode, size, mtime_ns: {data}"
+            )
+        return cls(*values)  # type: ignore[arg-type]
+
+
 class FileMemory:
     """Files that ended, by identity (a file that shows up again under a covered name resumes
     where it stopped instead of being read twice), and what recently truncated files held (a
@@ -121,6 +143,19 @@ class FileMemory:
         self.retired.move_to_end(checkpoint.identity)
         while len(self.retired) > RETIRED_MEMORY:
             self.retired.popitem(last=False)
+
+    def copies_read_after(self, after_ns: int) -> list[CopyRead]:
+        """The copies read through that a search from `after_ns` on would look at: what the
+        checkpoint must carry for a restart to leave them alone too."""
+        return [
+            CopyRead(identity[0], identity[1], size, mtime_ns)
+            for identity, (size, mtime_ns) in self.copies_read.items()
+            if mtime_ns >= after_ns
+        ]
+
+    def restore_copies_read(self, copies: Iterable[CopyRead]) -> None:
+        for copy in copies:
+            self.copies_read[(copy.dev, copy.inode)] = (copy.size, copy.mtime_ns)
 
     def read_through(self, status: PathStatus) -> None:
         """A copy with nothing unread in it, left alone: not to be read as a rotated file."""

@@ -22,7 +22,7 @@ import fcntl
 import os
 import signal
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +50,7 @@ from logwarden.reports import (
     settle,
     write_batches,
 )
+from logwarden.resume import CopyRead
 from logwarden.rules import RuleSet, load_config
 from logwarden.status import StatusWriter
 from logwarden.tail import FileCheckpoint, TailManager
@@ -182,7 +183,7 @@ class Daemon:
         index = PathIndex(config.sources)
         self.tails = TailManager(
             config, index, self.pipeline, restored.files, self.known_sources,
-            rotated_after_ns=restored.rotated_after_ns,
+            rotated_after_ns=restored.rotated_after_ns, copies_read=restored.copies_read,
         )  # fmt: skip
         self.watcher = Watcher(index, config.daemon.watcher, self.tails.changed)
         await self.watcher.start()
@@ -368,9 +369,12 @@ class Daemon:
             seal = writer.due_for_rotation(started) or (stopping and writer.config.publish_on_stop)
             batches += writer.take_batches(seal=seal)
         files = self.tails.snapshot() if hasattr(self, "tails") else list(self.restored.files)
-        rotated_after = (
-            self.tails.rotated_after() if hasattr(self, "tails") else self.restored.rotated_after_ns
-        )
+        copies_read: Sequence[CopyRead]
+        if hasattr(self, "tails"):
+            rotated_after = self.tails.rotated_after()
+            copies_read = self.tails.copies_read(rotated_after)
+        else:
+            rotated_after, copies_read = self.restored.rotated_after_ns, self.restored.copies_read
         accepted = self.pipeline.bytes if hasattr(self, "pipeline") else 0
         state = checkpoint.Checkpoint(
             files=files,
@@ -378,6 +382,7 @@ class Daemon:
             next_seq={name: writer.next_seq for name, writer in self.writers.items()},
             sources=self.known_sources,
             rotated_after_ns=rotated_after,
+            copies_read=copies_read,
         )
         try:
             outcome = await self._on_disk(batches, state)

@@ -47,7 +47,7 @@ from logwarden.framing import Block, FramerState
 from logwarden.identity import FileCheckpoint, Identity, PathStatus, probe_paths
 from logwarden.log import get_logger
 from logwarden.origin import SourceRef
-from logwarden.resume import FileMemory, Lineage, plan_start, rotation_of
+from logwarden.resume import CopyRead, FileMemory, Lineage, plan_start, rotation_of
 from logwarden.siblings import Sibling, judge_siblings, rotation_base, siblings_of
 from logwarden.tailer import Descriptors, Tailer, TailSettings, TailState
 from logwarden.watch import Changes
@@ -93,6 +93,7 @@ class TailManager:
         known_sources: frozenset[str],
         *,
         rotated_after_ns: int | None = None,
+        copies_read: Sequence[CopyRead] = (),
     ) -> None:
         self.config = config
         self.index = index
@@ -103,6 +104,7 @@ class TailManager:
         self._tailers: dict[Identity, Tailer] = {}
         self._paths: dict[str, Tailer] = {}  # path → the file it points at (attached tailers)
         self._memory = FileMemory()
+        self._memory.restore_copies_read(copies_read)
         self._coverage = Coverage()  # says which sources match no file
         self._noted: dict[str, tuple[str, str | None]] = {}  # path → (kind, error) already logged
         self._pending_paths: set[str] = set()
@@ -288,6 +290,11 @@ class TailManager:
             if tailer.compressed and not tailer.ready
         ]
         return max(min([time.time_ns() - ROTATED_SLACK_NS, *waiting]), 0)
+
+    def copies_read(self, rotated_after_ns: int | None) -> list[CopyRead]:
+        """For the checkpoint, beside `rotated_after`: the copies read through that a search
+        after a restart would otherwise take for rotated files never read."""
+        return self._memory.copies_read_after(rotated_after_ns or 0)
 
     def snapshot(self) -> list[FileCheckpoint]:
         found = []
