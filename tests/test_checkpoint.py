@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from logwarden import checkpoint as checkpoint_module
 from logwarden.checkpoint import (
     SLOT_NAMES,
     Checkpoint,
@@ -22,6 +24,7 @@ from logwarden.checkpoint import (
     CheckpointStore,
     load,
 )
+from logwarden.journal import JournalPosition
 from logwarden.reports import JournalState
 
 
@@ -61,7 +64,7 @@ def test_a_slot_is_valid_json_also_after_a_shorter_save(tmp_path: Path) -> None:
     saved(tmp_path, state(1, sources=50), state(2, sources=50), state(3), state(4))
     for name in SLOT_NAMES:
         document = orjson.loads((tmp_path / name).read_bytes())  # what `jq` would read
-        assert document["checkpoint"]["version"] == 3
+        assert document["checkpoint"]["version"] == 4
     assert load(tmp_path) == state(4)
 
 
@@ -106,7 +109,7 @@ def test_both_slots_damaged_is_refused_with_a_clear_error(tmp_path: Path) -> Non
 def with_version(tmp_path: Path, version: int) -> None:
     """Rewrite the one saved slot as if a daemon writing `version` had saved it."""
     [name] = [name for name in SLOT_NAMES if (tmp_path / name).stat().st_size]
-    slot = (tmp_path / name).read_bytes().replace(b'"version": 3', b'"version": %d' % version)
+    slot = (tmp_path / name).read_bytes().replace(b'"version": 4', b'"version": %d' % version)
     body_start = slot.index(b'"checkpoint":') + len(b'"checkpoint":')
     body = slot[body_start : slot.rindex(b"}")]
     header = b'{"generation":1,"crc32":"%08x","length":%d,"checkpoint":' % (
@@ -128,6 +131,33 @@ def test_a_version_2_checkpoint_is_read(tmp_path: Path) -> None:
     saved(tmp_path, state(1))
     with_version(tmp_path, 2)
     assert load(tmp_path) == state(1)
+
+
+def test_a_version_3_checkpoint_is_read_without_cursors(tmp_path: Path) -> None:
+    """Version 4 added journal sources' cursors; version 3 (none) is read as having none."""
+    saved(tmp_path, state(1))
+    with_version(tmp_path, 3)
+    assert load(tmp_path) == state(1)
+    assert load(tmp_path).cursors == {}  # type: ignore[union-attr]
+
+
+def test_journal_cursors_survive_a_save(tmp_path: Path) -> None:
+    cursors = {
+        "sshd": JournalPosition("s=ab;i=4;b=cd;m=1;t=2;x=3", None),
+        "copy": JournalPosition("s=ef;i=9;b=cd;m=1;t=2;x=3", "/srv/journal"),
+    }
+    saved(tmp_path, dataclasses.replace(state(1), cursors=cursors))
+    assert load(tmp_path).cursors == cursors  # type: ignore[union-attr]
+
+
+def test_a_daemon_that_knows_only_version_3_refuses_4(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading 4 as 3 would drop the cursors and read the journal again per start_at."""
+    saved(tmp_path, state(1))
+    monkeypatch.setattr(checkpoint_module, "READABLE_VERSIONS", (2, 3))
+    with pytest.raises(CheckpointError, match="version 4"):
+        load(tmp_path)
 
 
 SAVER = textwrap.dedent(

@@ -1,9 +1,9 @@
 """The checkpoint: the one truth after a crash, tying tail offsets to committed journal lengths.
 
-It holds each tailed file's identity and resume point, each journal's committed length, and the
-sources the daemon has seen (so that `start_at` applies only to a source seen for the first
-time). Versioned, so a later release can migrate it; a checkpoint of a newer version is refused
-rather than misread.
+It holds each tailed file's identity and resume point, each journal source's cursor, each
+report journal's committed length, and the sources the daemon has seen (so that `start_at`
+applies only to a source seen for the first time). Versioned, so a later release can migrate
+it; a checkpoint of a newer version is refused rather than misread.
 
 It lives in two slot files, `checkpoint-a.json` and `checkpoint-b.json`, written in turn in
 place: each save overwrites the older slot and makes it durable with one fdatasync, while the
@@ -31,14 +31,17 @@ from typing import Any
 import orjson
 
 from logwarden.atomic import fsync_dir
+from logwarden.journal import JournalPosition
 from logwarden.reports import JournalState
 from logwarden.tail import FileCheckpoint
 from logwarden.timestamps import utc_timestamp
 
 # 3: a journal may carry its last committed bytes (`tail`), durable only here. Version 2 (no
 # tails) is read as it is; a daemon that knows only 2 refuses 3 instead of ignoring the tails.
-VERSION = 3
-READABLE_VERSIONS = (2, 3)
+# 4: the cursors of journal sources (`cursors`). 2 and 3 are read as having none; a daemon that
+# knows only 3 refuses 4 rather than read the journal again from wherever start_at says.
+VERSION = 4
+READABLE_VERSIONS = (2, 3, 4)
 SLOT_NAMES = ("checkpoint-a.json", "checkpoint-b.json")
 _HEADER = re.compile(rb'\{"generation":(\d+),"crc32":"([0-9a-f]{8})","length":(\d+),"checkpoint":')
 _TRAILER = b"}\n"
@@ -54,6 +57,7 @@ class Checkpoint:
     journals: Sequence[JournalState] = ()
     next_seq: Mapping[str, int] = field(default_factory=dict)
     sources: frozenset[str] = frozenset()
+    cursors: Mapping[str, JournalPosition] = field(default_factory=dict)  # per journal source
 
     def journals_of(self, report: str) -> list[JournalState]:
         return [journal for journal in self.journals if journal.report == report]
@@ -66,6 +70,7 @@ class Checkpoint:
             "next_seq": dict(self.next_seq),
             "journals": [journal.to_dict() for journal in self.journals],
             "files": [file.to_dict() for file in self.files],
+            "cursors": {name: position.to_dict() for name, position in self.cursors.items()},
         }
         return orjson.dumps(document, option=orjson.OPT_INDENT_2)
 
@@ -83,6 +88,10 @@ class Checkpoint:
             journals=tuple(JournalState.from_dict(item) for item in document["journals"]),
             next_seq={str(k): int(v) for k, v in document["next_seq"].items()},
             sources=frozenset(document["sources"]),
+            cursors={
+                str(name): JournalPosition.from_dict(item)
+                for name, item in document.get("cursors", {}).items()
+            },
         )
 
 
