@@ -390,11 +390,12 @@ class JournalReader:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
-            started = time.monotonic()
+            started, entries = time.monotonic(), self.entries
             returncode = await self._follow()
             self._args = None  # each restart plans again from the position
             self.restarts += 1
-            if time.monotonic() - started >= HEALTHY_AFTER:
+            # a child that read something, or ran a while, was healthy: start the backoff over
+            if self.entries > entries or time.monotonic() - started >= HEALTHY_AFTER:
                 backoff = BACKOFF_FIRST
             log.warning(
                 "journalctl exited; restarting it",
