@@ -480,3 +480,58 @@ def test_a_file_fallback_runs_only_while_the_journal_cannot_be_read(
     assert daemon.stop() == 0
     by_source = sorted((int(r["captures"]["seq"]), r["source"]["name"]) for r in records(tmp_path))
     assert by_source == [(3, "auth-file"), (6, "auth-journal"), (9, "auth-journal")]
+
+
+def test_the_shipped_config_catches_sshd_failures_from_the_journal(
+    tmp_path: Path, daemon: Daemon
+) -> None:
+    """A host without /var/log/auth.log (no rsyslog): sshd's failures come from the journal."""
+    shipped = (Path(__file__).resolve().parent.parent / "config" / "logwarden.toml").read_text()
+    text = shipped.replace("/var/lib/logwarden", str(tmp_path / "var")).replace(
+        "/var/log/", str(tmp_path / "no-var-log") + "/"
+    )
+    assert "journal = { matches = [" in text
+    text = text.replace(
+        "journal = { matches = [", f'journal = {{ directory = "{tmp_path / "journal"}", matches = ['
+    )
+    write_config(tmp_path / "logwarden.toml", text)
+    journal = JournalFiles(tmp_path / "journal")
+    journal.append([{"SYSLOG_IDENTIFIER": "systemd", "MESSAGE": "Started ssh.service."}])
+    daemon.start()
+    failure = "Failed password for root from 203.0.113.9 port 4242 ssh2"
+    journal.append(
+        [
+            {
+                "SYSLOG_FACILITY": "4",
+                "SYSLOG_IDENTIFIER": "sshd",
+                "_PID": "812",
+                "MESSAGE": failure,
+            },
+            # no facility (logged natively): matched by its identifier
+            {"SYSLOG_IDENTIFIER": "sshd-session", "_PID": "813", "MESSAGE": failure},
+            # the same words from a program that is not sshd: not an sshd failure
+            {"SYSLOG_FACILITY": "3", "SYSLOG_IDENTIFIER": "cron", "MESSAGE": failure},
+        ]
+    )
+    reports = tmp_path / "var" / "reports" / "security"
+
+    def found() -> list[dict[str, Any]]:
+        return [
+            r
+            for r in published_records(reports)
+            if "kind" not in r and r["captures"].get("ip") == "203.0.113.9"
+        ]
+
+    def pending() -> bytes:
+        journals = (tmp_path / "var" / "journals").rglob("*")
+        return b"".join(p.read_bytes() for p in journals if p.is_file())
+
+    wait_until(
+        lambda: b'"pid":812' in pending() and b'"pid":813' in pending(),
+        15,
+        message="both sshd failures read",
+    )
+    assert daemon.stop() == 0  # publishes on stop
+    assert {r["source"]["name"] for r in found()} == {"auth-journal"}
+    assert {r["source"]["journal"]["identifier"] for r in found()} == {"sshd", "sshd-session"}
+    assert any("journal readable" in e["event"] for e in daemon.events())
