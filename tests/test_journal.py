@@ -535,3 +535,33 @@ def test_the_shipped_config_catches_sshd_failures_from_the_journal(
     assert {r["source"]["name"] for r in found()} == {"auth-journal"}
     assert {r["source"]["journal"]["identifier"] for r in found()} == {"sshd", "sshd-session"}
     assert any("journal readable" in e["event"] for e in daemon.events())
+
+
+def test_reload_starts_stops_and_restarts_journal_sources(workdir: Path, daemon: Daemon) -> None:
+    config = workdir / "logwarden.toml"
+    journal = JournalFiles(workdir / "journal")
+    journal.append([seq_entry(n) for n in range(30)])
+    daemon.start()
+    wait_until(lambda: set(seqs_pending(workdir)) >= fails(0, 30), message="first entries")
+    [first_child] = journalctl_children(daemon.pid)
+    # unchanged source: the same child goes on
+    daemon.signal(signal.SIGHUP)
+    wait_until(lambda: daemon.logged("reloaded"), message="reload")
+    assert journalctl_children(daemon.pid) == [first_child]
+    # changed matches: restarted at its cursor (nothing read twice); a new source starts
+    text = config.read_text()
+    config.write_text(
+        text.replace('"SYSLOG_IDENTIFIER=app2"', '"SYSLOG_IDENTIFIER=app3"')
+        + '\n[sources.other]\njournal = { directory = "journal", matches = ["SYSLOG_IDENTIFIER=b"] }\n'
+    )
+    daemon.signal(signal.SIGHUP)
+    wait_until(lambda: len(journalctl_children(daemon.pid)) == 2, message="two children")
+    assert first_child not in journalctl_children(daemon.pid)
+    journal.append([seq_entry(n) for n in range(30, 60)] + [seq_entry(90, ident="b")])
+    wait_until(lambda: 90 in seqs_pending(workdir), message="the new source's entry")
+    # removed: its child stops
+    config.write_text(text)
+    daemon.signal(signal.SIGHUP)
+    wait_until(lambda: len(journalctl_children(daemon.pid)) == 1, message="one child again")
+    assert daemon.stop() == 0
+    assert_exactly_once(workdir, fails(0, 60) | {90})
