@@ -13,8 +13,9 @@ DEV_STAMP := $(VENV)/.installed-dev
 DEMO_DIR := var/demo
 
 # Debian packages the tests use: the real logrotate binary for rotation tests,
-# systemd-analyze (package systemd) for the unit file checks.
-DEBIAN_TEST_PACKAGES := logrotate systemd
+# systemd-analyze (package systemd) for the unit file checks, systemd-journal-remote to write
+# real journal files for the journal source tests (read back with systemd's journalctl).
+DEBIAN_TEST_PACKAGES := logrotate systemd systemd-journal-remote
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test lint bench install clean debian-packages venv

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from logwarden import checkpoint as checkpoint_module
 from logwarden.checkpoint import (
     SLOT_NAMES,
     Checkpoint,
@@ -22,6 +24,7 @@ from logwarden.checkpoint import (
     CheckpointStore,
     load,
 )
+from logwarden.journal import JournalPosition
 from logwarden.reports import JournalState
 from logwarden.resume import CopyRead
 
@@ -140,6 +143,33 @@ def test_a_version_2_checkpoint_is_read(tmp_path: Path) -> None:
     saved(tmp_path, state(1))
     with_version(tmp_path, 2)
     assert load(tmp_path) == state(1)
+
+
+def test_a_version_3_checkpoint_is_read_without_cursors(tmp_path: Path) -> None:
+    """Version 4 added journal sources' cursors; version 3 (none) is read as having none."""
+    saved(tmp_path, state(1))
+    with_version(tmp_path, 3)
+    assert load(tmp_path) == state(1)
+    assert load(tmp_path).cursors == {}  # type: ignore[union-attr]
+
+
+def test_journal_cursors_survive_a_save(tmp_path: Path) -> None:
+    cursors = {
+        "sshd": JournalPosition("s=ab;i=4;b=cd;m=1;t=2;x=3", None),
+        "copy": JournalPosition("s=ef;i=9;b=cd;m=1;t=2;x=3", "/srv/journal"),
+    }
+    saved(tmp_path, dataclasses.replace(state(1), cursors=cursors))
+    assert load(tmp_path).cursors == cursors  # type: ignore[union-attr]
+
+
+def test_a_daemon_that_knows_only_version_3_refuses_4(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading 4 as 3 would drop the cursors and read the journal again per start_at."""
+    saved(tmp_path, state(1))
+    monkeypatch.setattr(checkpoint_module, "READABLE_VERSIONS", (2, 3))
+    with pytest.raises(CheckpointError, match="version 4"):
+        load(tmp_path)
 
 
 SAVER = textwrap.dedent(

@@ -12,7 +12,13 @@ import orjson
 import pytest
 
 from logwarden.config import Config, DaemonConfig
-from logwarden.counters import CommitSnapshot, DaemonSnapshot, FileSnapshot, ReportSnapshot
+from logwarden.counters import (
+    CommitSnapshot,
+    DaemonSnapshot,
+    FileSnapshot,
+    JournalSnapshot,
+    ReportSnapshot,
+)
 from logwarden.status import FILE_NAME, StatusWriter, show_status
 
 
@@ -36,7 +42,24 @@ def snapshot(tmp_path: Path, taken: float, lines: int) -> DaemonSnapshot:
             FileSnapshot("src", "/l/b.log", 0, 0, 0, 0, 0, 0, "error", "permission denied"),
         ),
         sources=("src", "auth"),
+        journals=(
+            JournalSnapshot(
+                "sshd",
+                None,
+                CURSOR,
+                "2026-11-25T23:29:27.000001Z",
+                2.5,
+                11,
+                1,
+                0,
+                "following",
+                None,
+            ),
+        ),
     )
+
+
+CURSOR = "s=2d129a1a28794b0c9fb597edd7ddb360;i=4a;b=0123;m=1a2150a2c25;t=661222fbc70c2;x=15234"
 
 
 def test_status_file_has_every_key(tmp_path: Path) -> None:
@@ -90,6 +113,20 @@ def test_status_file_has_every_key(tmp_path: Path) -> None:
                 "error": "permission denied",
             },
         ],
+        "journals": [
+            {
+                "source": "sshd",
+                "directory": None,
+                "cursor": CURSOR,
+                "realtime": "2026-11-25T23:29:27.000001Z",
+                "lag_s": 2.5,
+                "entries": 11,
+                "restarts": 1,
+                "oversized": 0,
+                "state": "following",
+                "error": None,
+            }
+        ],
     }
     assert writer.summary(first) == "2 files, 200 lines/s, 7 matches, lag 50 bytes"
 
@@ -128,3 +165,7 @@ def test_a_loss_that_could_not_be_measured_is_null_and_shown_as_unknown(
     assert "5 bytes known lost" in shown
     assert re.search(r"source auth +0 files +\(matches no file\)", shown)
     assert re.search(r"source src +2 files", shown)
+    # a journal source: its cursor abbreviated (sequence number @ seqnum id), time, lag, restarts
+    assert re.search(
+        r"sshd +i=74@2d129a1a +2026-11-25T23:29:27.000001Z +2.5s +11 +1  following", shown
+    )

@@ -62,7 +62,7 @@ def test_unit_contract() -> None:
         "RestartSec=2s",
         "RestartPreventExitStatus=78",
         "DynamicUser=yes",
-        "SupplementaryGroups=adm",
+        "SupplementaryGroups=adm systemd-journal",
         "StateDirectory=logwarden",
         "ConfigurationDirectory=logwarden",
         "RuntimeDirectory=logwarden",

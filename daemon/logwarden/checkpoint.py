@@ -1,9 +1,9 @@
 """The checkpoint: the one truth after a crash, tying tail offsets to committed journal lengths.
 
-It holds each tailed file's identity and resume point, each journal's committed length, and the
-sources the daemon has seen (so that `start_at` applies only to a source seen for the first
-time). Versioned, so a later release can migrate it; a checkpoint of a newer version is refused
-rather than misread.
+It holds each tailed file's identity and resume point, each journal source's cursor, each
+report journal's committed length, and the sources the daemon has seen (so that `start_at`
+applies only to a source seen for the first time). Versioned, so a later release can migrate
+it; a checkpoint of a newer version is refused rather than misread.
 
 It lives in two slot files, `checkpoint-a.json` and `checkpoint-b.json`, written in turn in
 place: each save overwrites the older slot and makes it durable with one fdatasync, while the
@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 
 from logwarden.atomic import fsync_dir
+from logwarden.journal import JournalPosition
 from logwarden.reports import JournalState
 from logwarden.resume import CopyRead
 from logwarden.tail import FileCheckpoint
@@ -38,9 +39,11 @@ from logwarden.timestamps import utc_timestamp
 
 # 3: a journal may carry its last committed bytes (`tail`), durable only here. Version 2 (no
 # tails) is read as it is; a daemon that knows only 2 refuses 3 instead of ignoring the tails.
-# 4: a file may be a gzip rotation (`compressed`, its offset is in the decompressed stream), and
+# 4: a file may be a gzip rotation (`compressed`, its offset is in the decompressed stream);
 # `rotated_after` says from when on a rotated file the checkpoint does not know may hold unread
-# lines. A daemon that knows only 3 would read a gzip's raw bytes as lines: it refuses 4.
+# lines, and `copies_read` which such files are known to hold none; journal sources have their
+# cursors (`cursors`). 2 and 3 are read as having none of these; a daemon that knows only 3 would
+# read a gzip's raw bytes as lines and a journal again from wherever start_at says: it refuses 4.
 VERSION = 4
 READABLE_VERSIONS = (2, 3, 4)
 SLOT_NAMES = ("checkpoint-a.json", "checkpoint-b.json")
@@ -67,6 +70,7 @@ class Checkpoint:
     # `rotated_after_ns`: without them a restart would take such a copy, made in the last moment
     # before a crash, for a rotated file never read, and send its lines again
     copies_read: Sequence[CopyRead] = ()
+    cursors: Mapping[str, JournalPosition] = field(default_factory=dict)  # per journal source
 
     def journals_of(self, report: str) -> list[JournalState]:
         return [journal for journal in self.journals if journal.report == report]
@@ -81,6 +85,7 @@ class Checkpoint:
             "files": [file.to_dict() for file in self.files],
             "rotated_after_ns": self.rotated_after_ns,
             "copies_read": [copy.to_dict() for copy in self.copies_read],
+            "cursors": {name: position.to_dict() for name, position in self.cursors.items()},
         }
         return orjson.dumps(document, option=orjson.OPT_INDENT_2)
 
@@ -100,6 +105,10 @@ class Checkpoint:
             sources=frozenset(document["sources"]),
             rotated_after_ns=_optional_ns(document.get("rotated_after_ns")),
             copies_read=tuple(CopyRead.from_dict(item) for item in document.get("copies_read", ())),
+            cursors={
+                str(name): JournalPosition.from_dict(item)
+                for name, item in document.get("cursors", {}).items()
+            },
         )
 
 

@@ -171,13 +171,13 @@ def warn_unmatched_sources(config: Config) -> None:
     no file now, at the line of its `paths`."""
     from logwarden.discovery import PathIndex, unmatched_sources
 
-    unmatched = unmatched_sources(config.sources, PathIndex(config.sources).discover())
-    if not unmatched:
-        return
+    files = config.file_sources
+    unmatched = unmatched_sources(files, PathIndex(files).discover())
     try:
         locator = KeyLocator(config.path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError):
         locator = KeyLocator("")
+    _warn_journal_sources(config, locator)
     for name in unmatched:
         where = ("sources", name, "paths")
         line = locator.line_of(where)
@@ -187,6 +187,30 @@ def warn_unmatched_sources(config: Config) -> None:
             f"logwarden: warning: {place}: {key_path(where)}: matches no file now ({paths})",
             file=sys.stderr,
         )
+
+
+def _warn_journal_sources(config: Config, locator: KeyLocator) -> None:
+    """A warning for each journal source that cannot read now: no journalctl, or no journal
+    file it may open (a directory that does not exist, or not in group systemd-journal)."""
+    import shutil
+
+    from logwarden.journal import journal_readable
+
+    for name, source in config.journal_sources.items():
+        assert source.journal is not None
+        where = ("sources", name, "journal")
+        line = locator.line_of(where)
+        place = f"{config.path}:{line}" if line else str(config.path)
+        if shutil.which("journalctl") is None:
+            problem = "journalctl is not installed (or not on PATH): this source will read nothing"
+        elif not journal_readable(source.journal.directory):
+            problem = "no journal file can be read now (missing, or not in group systemd-journal)"
+        else:
+            continue
+        fallbacks = [n for n, s in config.sources.items() if s.fallback_for == name]
+        if fallbacks:
+            problem += f"; its fallback {', '.join(fallbacks)} is used instead"
+        print(f"logwarden: warning: {place}: {key_path(where)}: {problem}", file=sys.stderr)
 
 
 def scan(args: argparse.Namespace) -> int:

@@ -168,21 +168,61 @@ class DaemonConfig(_Table):
         return value
 
 
+# A journalctl match: FIELD=VALUE (fields are upper case, digits and "_"), "+" (OR between the
+# groups either side), or an absolute path (journalctl's shorthand for _EXE= and friends). Checked
+# so that nothing a config holds can become a journalctl option; otherwise passed through as is.
+_JOURNAL_MATCH = re.compile(r"\+|[A-Z0-9_]+=.*|/.+", re.DOTALL)
+
+
+class JournalConfig(_Table):
+    """A source read from the systemd journal through the host's `journalctl`."""
+
+    matches: tuple[str, ...] = ()  # journalctl's match syntax; empty: every entry
+    directory: Path | None = None  # journal files of this directory instead of the system's
+
+    _directory_not_blank = field_validator("directory", mode="before")(_not_blank)
+
+    @field_validator("matches")
+    @classmethod
+    def _match_syntax(cls, matches: tuple[str, ...]) -> tuple[str, ...]:
+        for match in matches:
+            if not _JOURNAL_MATCH.fullmatch(match):
+                raise ValueError(
+                    f'{match!r} is not a journalctl match: use "FIELD=value" '
+                    '(e.g. "SYSLOG_IDENTIFIER=sshd"), "+" or an absolute path'
+                )
+        if matches and (matches[0] == "+" or matches[-1] == "+"):
+            raise ValueError('"+" goes between two groups of matches, not first or last')
+        return matches
+
+
 class SourceConfig(_Table):
+    """Where lines come from: files (`paths`) or the systemd journal (`journal`), never both."""
+
     name: str
-    paths: tuple[str, ...] = Field(min_length=1)
+    paths: tuple[str, ...] = ()
+    journal: JournalConfig | None = None
     exclude: tuple[str, ...] = ()
     start_at: StartAt = "end"
     max_line_bytes: Size = 64 * 1024
     follow_symlinks: bool = Field(default=False, strict=True)
+    # a file source used only while the journal source named here cannot read its journal: the
+    # same events reach both when rsyslog copies the journal into a file (see `fallback.py`)
+    fallback_for: str | None = None
 
     @field_validator("paths")
     @classmethod
     def _absolute(cls, paths: tuple[str, ...]) -> tuple[str, ...]:
+        if not paths:
+            raise ValueError("must not be empty")
         for path in paths:
             if not path.strip():
                 raise ValueError("a path cannot be empty")
         return paths
+
+    @property
+    def is_journal(self) -> bool:
+        return self.journal is not None
 
     @field_validator("max_line_bytes")
     @classmethod
@@ -286,6 +326,14 @@ class Config(_Table):
     sources: Mapping[str, SourceConfig]
     rules: Mapping[str, RuleConfig]
     reports: Mapping[str, ReportConfig]
+
+    @property
+    def file_sources(self) -> dict[str, SourceConfig]:
+        return {name: source for name, source in self.sources.items() if not source.is_journal}
+
+    @property
+    def journal_sources(self) -> dict[str, SourceConfig]:
+        return {name: source for name, source in self.sources.items() if source.is_journal}
 
     def report_for(self, rule: RuleConfig) -> ReportConfig:
         """The report a rule writes to (its own, or the only one there is)."""
@@ -487,7 +535,19 @@ def parse(document: dict[str, Any], path: Path, sink: ProblemSink) -> Config:
         if isinstance(source_raw, dict) and isinstance(source_raw.get("paths"), list):
             paths = [_resolve_glob(base, p) if _is_path_text(p) else p for p in source_raw["paths"]]
             resolved = source_raw | {"paths": paths}
-        sources[name] = _validate(SourceConfig, resolved, ("sources", name), sink, name=name)
+        journal = source_raw.get("journal") if isinstance(source_raw, dict) else None
+        if isinstance(journal, dict) and _is_path_text(journal.get("directory")):
+            resolved = resolved | {
+                "journal": journal | {"directory": _resolve(base, journal["directory"])}
+            }
+        kind_ok = _one_kind(name, source_raw, sink)
+        if isinstance(source_raw, dict) and not kind_ok:
+            # still validated, for the other problems of the table; then left out
+            resolved = {k: v for k, v in resolved.items() if k not in ("paths", "journal")}
+            resolved["paths"] = ["-"]
+        validated = _validate(SourceConfig, resolved, ("sources", name), sink, name=name)
+        sources[name] = validated if kind_ok else None
+    _check_fallbacks(sources, sink)
 
     # no [reports] at all: one report beside the state is a sensible default
     reports_raw = tables["reports"] or {"default": {}}
@@ -538,6 +598,54 @@ def parse(document: dict[str, Any], path: Path, sink: ProblemSink) -> Config:
         rules=valid_rules,
         reports=valid_reports,
     )
+
+
+_FILE_ONLY_KEYS = ("exclude", "follow_symlinks", "fallback_for")
+
+
+def _one_kind(name: str, raw: object, sink: ProblemSink) -> bool:
+    """A source reads files (`paths`) or the journal (`journal`): exactly one of them."""
+    if not isinstance(raw, dict):
+        return True  # validation says what is wrong with it
+    where = ("sources", name)
+    if "paths" in raw and "journal" in raw:
+        sink.add(
+            (*where, "journal"),
+            "a source has either `paths` (files) or `journal` (the systemd journal), not both;"
+            " make two sources",
+        )
+        return False
+    if "paths" not in raw and "journal" not in raw:
+        sink.add(
+            (*where, "paths"),
+            "is required (or `journal = { matches = [...] }` to read the systemd journal)",
+        )
+        return False
+    if "journal" in raw:
+        for key in _FILE_ONLY_KEYS:
+            if key in raw:
+                sink.add((*where, key), "applies to file sources (`paths`) only")
+                return False
+    return True
+
+
+def _check_fallbacks(sources: Mapping[str, SourceConfig | None], sink: ProblemSink) -> None:
+    """`fallback_for` names a journal source of this config."""
+    for name, source in sources.items():
+        if source is None or source.fallback_for is None:
+            continue
+        target = sources.get(source.fallback_for)
+        if source.fallback_for not in sources:
+            sink.add(
+                ("sources", name, "fallback_for"),
+                f"no source named {source.fallback_for!r}{_did_you_mean(source.fallback_for, sources)}",
+            )
+        elif target is not None and not target.is_journal:
+            sink.add(
+                ("sources", name, "fallback_for"),
+                f"{source.fallback_for!r} is not a journal source: a fallback stands in for a"
+                " journal source that cannot read its journal",
+            )
 
 
 def _check_references(

@@ -29,6 +29,22 @@ class FileSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class JournalSnapshot:
+    """One journal source: where it stands and how its journalctl fares."""
+
+    source: str
+    directory: str | None  # None: the system journal
+    cursor: str | None  # of the last entry handed on (what the next commit saves)
+    realtime: str | None  # that entry's time (RFC 3339 UTC)
+    lag_s: float | None  # how long ago that was
+    entries: int
+    restarts: int  # journalctl children that ended and were started again
+    oversized: int  # entries skipped for their size
+    state: str  # "starting", "following", "restarting" or "error"
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class ReportSnapshot:
     dir: Path
     published: int  # reports published since the daemon started
@@ -59,7 +75,8 @@ class DaemonSnapshot:
     commit: CommitSnapshot
     reports: Mapping[str, ReportSnapshot]
     files: tuple[FileSnapshot, ...]
-    sources: tuple[str, ...]  # every configured source, each shown even with no file
+    sources: tuple[str, ...]  # every file source, each shown even with no file
+    journals: tuple[JournalSnapshot, ...] = ()
 
     def files_per_source(self) -> dict[str, int]:
         """Tracked files of each source, in config order; 0 for a source that matches none."""

@@ -3,6 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from logwarden.rules import Match
+
+
+class Origin(Protocol):
+    """Where the lines of the blocks handed on together came from: a file (`SourceRef`, one for
+    every line) or a batch of journal entries (each line its own entry, found by offset)."""
+
+    @property
+    def name(self) -> str | None: ...
+
+    def record_source(self, match: Match) -> dict[str, Any]:
+        """The record's `source` for a match of one of these lines."""
+        ...
+
+    def where(self, match: Match) -> str:
+        """A short place for a person: `path:line`."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,3 +33,16 @@ class SourceRef:
     path: str
     dev: int
     inode: int
+
+    def record_source(self, match: Match) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "path": self.path,
+            "dev": self.dev,
+            "inode": self.inode,
+            "offset": match.offset,
+            "line_no": match.line_no,
+        }
+
+    def where(self, match: Match) -> str:
+        return f"{self.path}:{match.line_no or '?'}"

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 
 from logwarden.framing import Block
-from logwarden.origin import SourceRef
+from logwarden.origin import Origin
 from logwarden.records import RecordBuilder, dumps
 from logwarden.reports import ReportWriter
 from logwarden.rules import Match, RuleChanges, RuleSet
@@ -67,7 +67,7 @@ class Pipeline:
         """Bytes of records waiting for a commit, over every report."""
         return sum(writer.pending_bytes for writer in self.writers.values())
 
-    def accept(self, source: SourceRef, blocks: list[Block]) -> None:
+    def accept(self, source: Origin, blocks: list[Block]) -> None:
         matcher = self.rules.for_source(source.name)
         found = False
         for block in blocks:
@@ -82,7 +82,7 @@ class Pipeline:
                 self._room.clear()
             self.on_records()
 
-    def _record(self, matches: list[Match], source: SourceRef) -> None:
+    def _record(self, matches: list[Match], source: Origin) -> None:
         stamp = utc_timestamp()
         now = time.time()
         for match in matches:
@@ -100,21 +100,21 @@ class Pipeline:
                 if self.echo:
                     self._echo_alert(alert, source)
 
-    def _echo(self, match: Match, source: SourceRef) -> None:
+    def _echo(self, match: Match, source: Origin) -> None:
         """Foreground debug mode: each match as it happens, on stdout, one readable line."""
         captures = " ".join(f"{key}={value}" for key, value in match.captures.items())
         _print(
-            f"MATCH {match.rule} [{match.severity}] {source.path}:{match.line_no or '?'} {captures}",
+            f"MATCH {match.rule} [{match.severity}] {source.where(match)} {captures}",
             match.line,
         )
 
-    def _echo_alert(self, alert: Alert, source: SourceRef) -> None:
+    def _echo_alert(self, alert: Alert, source: Origin) -> None:
         """Foreground debug mode: a threshold crossing, right after the match that made it."""
         match = alert.match
         _print(
             f"ALERT {alert.rule} [{alert.severity}] {alert.key}={alert.value}:"
             f" {alert.count} matches within {alert.within_s:g}s"
-            f" (last {source.path}:{match.line_no or '?'})",
+            f" (last {source.where(alert.match)})",
             match.line,
         )
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from logwarden.origin import SourceRef
+from logwarden.origin import Origin
 from logwarden.rules import Match
 from logwarden.thresholds import Alert
 from logwarden.timestamps import utc_timestamp
@@ -21,27 +21,20 @@ class RecordBuilder:
     def __init__(self, host: str | None = None) -> None:
         self.host = host or socket.gethostname()
 
-    def match(self, match: Match, source: SourceRef, time: str | None = None) -> dict[str, Any]:
+    def match(self, match: Match, source: Origin, time: str | None = None) -> dict[str, Any]:
         return {
             "v": RECORD_VERSION,
             "time": time or utc_timestamp(),
             "rule": match.rule,
             "severity": match.severity,
             "host": self.host,
-            "source": {
-                "name": source.name,
-                "path": source.path,
-                "dev": source.dev,
-                "inode": source.inode,
-                "offset": match.offset,
-                "line_no": match.line_no,
-            },
+            "source": source.record_source(match),
             "line": match.line,
             "truncated": match.truncated,
             "captures": match.captures,
         }
 
-    def alert(self, alert: Alert, source: SourceRef, time: str | None = None) -> dict[str, Any]:
+    def alert(self, alert: Alert, source: Origin, time: str | None = None) -> dict[str, Any]:
         """A threshold crossing: the triggering match's record plus `kind` and `threshold`."""
         record = self.match(alert.match, source, time)
         record["kind"] = "alert"

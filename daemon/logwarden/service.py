@@ -33,6 +33,8 @@ from logwarden.atomic import make_dirs
 from logwarden.config import Config, ConfigError
 from logwarden.counters import CommitSnapshot, DaemonSnapshot, ReportSnapshot
 from logwarden.discovery import PathIndex
+from logwarden.fallback import files_only, select_sources
+from logwarden.journal import JournalManager, JournalPosition
 from logwarden.log import get_logger
 from logwarden.notify import Notifier
 from logwarden.pipeline import Pipeline
@@ -115,6 +117,7 @@ class Daemon:
         self._lock: IO[bytes] | None = None
         self.restored = checkpoint.Checkpoint()
         self._committed_files: list[FileCheckpoint] = []
+        self._committed_cursors: dict[str, JournalPosition] = {}
         self._committed_bytes = 0
         self._commit_lock = asyncio.Lock()
         # commits run on their own thread, never queued behind file reads in the default pool
@@ -123,7 +126,9 @@ class Daemon:
         self.checkpoints: checkpoint.CheckpointStore
         self.pipeline: Pipeline
         self.tails: TailManager
+        self.journals: JournalManager
         self.watcher: Watcher
+        self.active: Config  # the config's sources less one of each fallback pair
         self.status: StatusWriter
 
     # ------------------------------------------------------------------ phases
@@ -180,17 +185,20 @@ class Daemon:
         self.pipeline = Pipeline(
             self.rules, self.writers, self.builder, self._records_arrived, echo=self.foreground
         )
-        index = PathIndex(config.sources)
+        self.active = active = await asyncio.to_thread(select_sources, config)
+        index = PathIndex(active.file_sources)
         self.tails = TailManager(
-            config, index, self.pipeline, restored.files, self.known_sources,
+            files_only(active), index, self.pipeline, restored.files, self.known_sources,
             rotated_after_ns=restored.rotated_after_ns, copies_read=restored.copies_read,
         )  # fmt: skip
+        self.journals = JournalManager(active, self.pipeline, restored.cursors, self.known_sources)
         self.watcher = Watcher(index, config.daemon.watcher, self.tails.changed)
         await self.watcher.start()
         self._stop_point("reading")
         # from here a stop is an ordinary one: what was read is drained and committed
         await self.tails.start()
-        self.known_sources = frozenset(config.sources)
+        await self.journals.start()
+        self.known_sources = frozenset(active.sources)
         self.status = StatusWriter(state_dir)
         # before the ready line: `status` right after it shows this run, not the last one
         await self._write_status(self.snapshot())
@@ -204,7 +212,8 @@ class Daemon:
             self._spawn(coroutine)
         log.info(
             "ready",
-            sources=len(config.sources),
+            sources=len(active.sources),
+            journal_sources=list(self.journals.readers),
             rules=len(config.rules),
             files=len(self.tails.stats()),
             state_dir=str(state_dir),
@@ -239,6 +248,9 @@ class Daemon:
         self.stop_requested.set()
 
     async def drain(self) -> None:
+        # journal readers stop first: the commit below then holds their last cursors, and
+        # whatever journalctl had not handed on yet is read at the next start
+        await self.journals.close()
         await self.tails.drain()
         # the first commit seals and publishes; the second records that nothing is left sealed
         if not (await self.commit(stopping=True) and await self.commit()):
@@ -256,6 +268,8 @@ class Daemon:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if hasattr(self, "journals"):
+            await self.journals.close()
         if hasattr(self, "watcher"):
             await self.watcher.stop()
         if hasattr(self, "tails"):
@@ -274,6 +288,7 @@ class Daemon:
         commits = self.commit_stats
         return (
             self.tails.version,
+            self.journals.version,
             self.pipeline.bytes,
             self.pipeline.alerts,
             commits.commits,
@@ -311,7 +326,8 @@ class Daemon:
                 for name, writer in self.writers.items()
             },
             files=tuple(self.tails.stats()),
-            sources=tuple(self.config.sources),
+            sources=tuple(self.active.file_sources),
+            journals=tuple(self.journals.stats()),
         )
 
     # ------------------------------------------------------------------ committing
@@ -368,6 +384,7 @@ class Daemon:
         for writer in self.writers.values():
             seal = writer.due_for_rotation(started) or (stopping and writer.config.publish_on_stop)
             batches += writer.take_batches(seal=seal)
+        # one synchronous step: offsets and cursors agree with what the batches above hold
         files = self.tails.snapshot() if hasattr(self, "tails") else list(self.restored.files)
         copies_read: Sequence[CopyRead]
         if hasattr(self, "tails"):
@@ -375,6 +392,9 @@ class Daemon:
             copies_read = self.tails.copies_read(rotated_after)
         else:
             rotated_after, copies_read = self.restored.rotated_after_ns, self.restored.copies_read
+        cursors = (
+            self.journals.snapshot() if hasattr(self, "journals") else dict(self.restored.cursors)
+        )
         accepted = self.pipeline.bytes if hasattr(self, "pipeline") else 0
         state = checkpoint.Checkpoint(
             files=files,
@@ -383,6 +403,7 @@ class Daemon:
             sources=self.known_sources,
             rotated_after_ns=rotated_after,
             copies_read=copies_read,
+            cursors=cursors,
         )
         try:
             outcome = await self._on_disk(batches, state)
@@ -395,6 +416,7 @@ class Daemon:
             return False
         settle(batches)
         self._committed_files, self._committed_bytes = files, accepted
+        self._committed_cursors = cursors
         if self.commit_stats.last_error is not None:
             log.info("commit succeeded again", failed_attempts=self.commit_stats.failures)
             self.commit_stats.last_error = None
@@ -450,6 +472,8 @@ class Daemon:
         `full_check` by comparing snapshots (a truncation moves an offset without new bytes)."""
         if self.pipeline.bytes != self._committed_bytes:
             return True
+        if self.journals.snapshot() != self._committed_cursors:
+            return True  # a position taken without entries (start_at end, a cursor skipped)
         return full_check and self.tails.snapshot() != self._committed_files
 
     def _commit_on_disk(
@@ -672,14 +696,16 @@ class Daemon:
             writers[name].request_rotation()  # publish what it holds; kept until drained
         self.config, self.rules, self.writers = config, rules, writers
         changes = self.pipeline.reconfigure(rules, writers)
-        index = PathIndex(config.sources)
-        self.tails.reconfigure(config, index)
+        self.active = active = await asyncio.to_thread(select_sources, config)
+        index = PathIndex(active.file_sources)
+        self.tails.reconfigure(files_only(active), index)
         await self.watcher.reconfigure(index)
-        self.known_sources = self.known_sources | frozenset(config.sources)
+        await self.journals.reconfigure(active)
+        self.known_sources = self.known_sources | frozenset(active.sources)
         await self.tails.rescan()
         log.info(
             "reloaded",
-            sources=len(config.sources),
+            sources=len(active.sources),
             rules=len(config.rules),
             reports=len(config.reports),
             # unchanged rules keep their threshold windows; these start fresh or are gone

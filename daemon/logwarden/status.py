@@ -92,6 +92,21 @@ class StatusWriter:
                 }
                 for f in snapshot.files
             ],
+            "journals": [
+                {
+                    "source": j.source,
+                    "directory": j.directory,
+                    "cursor": j.cursor,
+                    "realtime": j.realtime,
+                    "lag_s": None if j.lag_s is None else round(j.lag_s, 3),
+                    "entries": j.entries,
+                    "restarts": j.restarts,
+                    "oversized": j.oversized,
+                    "state": j.state,
+                    "error": j.error,
+                }
+                for j in snapshot.journals
+            ],
         }
 
     def summary(self, snapshot: DaemonSnapshot) -> str:
@@ -230,6 +245,36 @@ def _print_table(document: dict[str, Any], path: Path) -> None:
                 f"  {f['path']:<{width}}  {f['source']:<12} {f['offset']:>12} {f.get('lag_bytes', ''):>10}  "
                 f"{f.get('state', '')}{' ' + f['error'] if f.get('error') else ''}"
             )
+    _print_journals(document.get("journals", []))
+
+
+def abbreviate_cursor(cursor: str | None) -> str:
+    """A cursor for a table: its entry's sequence number and seqnum id's start (`i=4@2d129a1a`);
+    `status --json` has it whole."""
+    if cursor is None:
+        return "-"
+    fields = dict(part.split("=", 1) for part in cursor.split(";") if "=" in part)
+    if "i" in fields and "s" in fields:
+        return f"i={int(fields['i'], 16)}@{fields['s'][:8]}"
+    return cursor[:20] + ("..." if len(cursor) > 20 else "")
+
+
+def _print_journals(journals: list[dict[str, Any]]) -> None:
+    """Journal sources: the cursor (abbreviated), the last entry's time, its age, restarts."""
+    if not journals:
+        return
+    print(
+        f"  {'JOURNAL':<16} {'CURSOR':<20} {'LAST ENTRY':<28} {'LAG':>9} {'ENTRIES':>9}"
+        f" {'RESTARTS':>8}  STATE"
+    )
+    for j in journals:
+        lag = "-" if j.get("lag_s") is None else f"{j['lag_s']:.1f}s"
+        print(
+            f"  {j['source']:<16} {abbreviate_cursor(j.get('cursor')):<20}"
+            f" {j.get('realtime') or '-':<28} {lag:>9} {j.get('entries', 0):>9}"
+            f" {j.get('restarts', 0):>8}  {j.get('state', '')}"
+            f"{' ' + j['error'] if j.get('error') else ''}"
+        )
 
 
 def _print_loss(document: dict[str, Any]) -> None:
