@@ -68,7 +68,7 @@ bench: $(RUN_STAMP)  # the benchmarks use the package and the standard library o
 PREFIX ?= /opt/logwarden
 install:
 	$(PYTHON) -m venv $(PREFIX)
-	$(PREFIX)/bin/pip install --quiet .
+	$(PREFIX)/bin/pip install --quiet '.[zstd,encrypt]'
 	install -d -m 0755 /etc/logwarden
 	[ -f /etc/logwarden/logwarden.toml ] || install -m 0644 config/logwarden.toml /etc/logwarden/logwarden.toml
 	install -m 0644 systemd/logwarden.service /etc/systemd/system/logwarden.service

@@ -246,9 +246,10 @@ def decrypt(data: bytes, keys: Sequence[ReportKey], name: str) -> bytes:
         raise ReportOpenError(f"{name}: encrypted with format version {data[len(MAGIC)]}, not 1")
     key = next((candidate for candidate in keys if candidate.id == key_id), None)
     if key is None:
-        given = ", ".join(f"{k.path} ({k.id.hex()})" for k in keys) or "none"
+        given = ", ".join(f"{k.path} has {k.id.hex()}" for k in keys)
         raise ReportOpenError(
-            f"{name}: sealed with key id {key_id.hex()}; no given key has it (given: {given})"
+            f"{name}: encrypted with key id {key_id.hex()}; "
+            + (f"wrong key ({given})" if keys else "give its key file with --key FILE")
         )
     if importlib.util.find_spec("cryptography") is None:
         raise ReportOpenError(
