@@ -31,7 +31,7 @@ import base64
 import binascii
 import gzip
 import hashlib
-import importlib.util
+import importlib
 import os
 import zlib
 from collections.abc import Sequence
@@ -96,11 +96,19 @@ def load_key(path: Path) -> ReportKey:
 
 def missing_library(compress: Compression | None, encrypt: bool) -> str | None:
     """The package a report's settings need and this install lacks, with how to get it."""
-    if compress == "zstd" and importlib.util.find_spec("zstandard") is None:
+    if compress == "zstd" and not _importable("zstandard"):
         return 'compress = "zstd" needs the zstandard package: pip install "logwarden[zstd]"'
-    if encrypt and importlib.util.find_spec("cryptography") is None:
+    if encrypt and not _importable("cryptography.hazmat.primitives.ciphers"):
         return 'encrypt needs the cryptography package: pip install "logwarden[encrypt]"'
     return None
+
+
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
 
 
 def sealed_suffix(compress: Compression | None, encrypt: bool) -> str:
@@ -218,7 +226,7 @@ def open_bytes(name: str, data: bytes, keys: Sequence[ReportKey] = ()) -> bytes:
         except (OSError, EOFError, zlib.error) as error:
             raise ReportOpenError(f"{name}: not valid gzip: {error}") from error
     elif layers.compress == "zstd":
-        if importlib.util.find_spec("zstandard") is None:
+        if not _importable("zstandard"):
             raise ReportOpenError(
                 f'{name}: needs the zstandard package: pip install "logwarden[zstd]"'
             )
@@ -251,7 +259,7 @@ def decrypt(data: bytes, keys: Sequence[ReportKey], name: str) -> bytes:
             f"{name}: encrypted with key id {key_id.hex()}; "
             + (f"wrong key ({given})" if keys else "give its key file with --key FILE")
         )
-    if importlib.util.find_spec("cryptography") is None:
+    if not _importable("cryptography.hazmat.primitives.ciphers"):
         raise ReportOpenError(
             f'{name}: needs the cryptography package: pip install "logwarden[encrypt]"'
         )
