@@ -168,9 +168,9 @@ def test_sealed_reports_hold_exactly_what_a_plain_one_holds(
     wrong = cli("report", "decrypt", "--key", str(workdir / "other.key"), str(sealed_files[0]))
     assert wrong.returncode == 1 and b"wrong key" in wrong.stderr and not wrong.stdout
     tampered = workdir / sealed_files[0].name
-    data = bytearray(sealed_files[0].read_bytes())
-    data[40] ^= 1
-    tampered.write_bytes(data)
+    flipped = bytearray(sealed_files[0].read_bytes())
+    flipped[40] ^= 1
+    tampered.write_bytes(flipped)
     refused = cli("report", "decrypt", "--key", str(workdir / "report.key"), str(tampered))
     assert refused.returncode == 1 and b"authentication failed" in refused.stderr
     assert not refused.stdout
