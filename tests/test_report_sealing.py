@@ -356,3 +356,24 @@ def test_a_reload_with_an_unreadable_key_keeps_the_old_config(
     (workdir / "logs" / "access.log").write_bytes(access_lines(7))  # one full sealed report
     wait_until(lambda: len(published_records(workdir / "reports" / "sealed", [key])) == 7, 10)
     assert daemon.stop() == 0
+
+
+def test_an_index_lost_in_a_crash_is_rebuilt_from_the_files(
+    sealed_dir: tuple[Path, Daemon, ReportKey],
+) -> None:
+    """A crash between a rename and its index.json: the next start describes the file itself."""
+    workdir, daemon, key = sealed_dir
+    (workdir / "logs" / "access.log").write_bytes(access_lines(14))
+    daemon.start()
+    assert daemon.stop() == 0
+    reports = workdir / "reports"
+    before = {name: index_of(reports / name)["files"] for name in NAMES}
+    for name in NAMES:
+        (reports / name / INDEX_NAME).unlink()
+    daemon.start()
+    wait_until(lambda: all((reports / n / INDEX_NAME).exists() for n in NAMES), 10)
+    assert daemon.stop() == 0
+    for name in NAMES:
+        assert_index_matches(reports / name, [key])
+        after = index_of(reports / name)["files"]
+        assert [item["sha256"] for item in after] == [item["sha256"] for item in before[name]]
