@@ -14,7 +14,7 @@ DEMO_DIR := var/demo
 
 # Debian packages the tests use: the real logrotate binary for rotation tests,
 # systemd-analyze (package systemd) for the unit file checks.
-DEBIAN_TEST_PACKAGES := logrotate systemd
+DEBIAN_TEST_PACKAGES := logrotate systemd tmux
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test lint bench install clean debian-packages venv

@@ -78,11 +78,11 @@ def test_a_tampered_report_is_named_by_summary(published: tuple[Path, ReportKey]
     assert summary["records"] == 59
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is in DEBIAN_TEST_PACKAGES")
 def test_on_a_terminal_a_readable_table_and_no_raw_escape(
     published: tuple[Path, ReportKey], tmp_path: Path
 ) -> None:
     workdir, _ = published
+    assert shutil.which("tmux"), "tmux is in the Makefile's DEBIAN_TEST_PACKAGES"
     session = f"lw-report-{time.monotonic_ns()}"
     out = tmp_path / "rc"
     command = " ".join(
