@@ -14,8 +14,9 @@ DEMO_DIR := var/demo
 
 # Debian packages the tests use: the real logrotate binary for rotation tests,
 # systemd-analyze (package systemd) for the unit file checks, systemd-journal-remote to write
-# real journal files for the journal source tests (read back with systemd's journalctl).
-DEBIAN_TEST_PACKAGES := logrotate systemd systemd-journal-remote
+# real journal files for the journal source tests (read back with systemd's journalctl), tmux to
+# test what a terminal shows.
+DEBIAN_TEST_PACKAGES := logrotate systemd systemd-journal-remote tmux
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test lint bench install clean debian-packages venv
@@ -69,7 +70,7 @@ bench: $(RUN_STAMP)  # the benchmarks use the package and the standard library o
 PREFIX ?= /opt/logwarden
 install:
 	$(PYTHON) -m venv $(PREFIX)
-	$(PREFIX)/bin/pip install --quiet .
+	$(PREFIX)/bin/pip install --quiet '.[zstd,encrypt]'
 	install -d -m 0755 /etc/logwarden
 	[ -f /etc/logwarden/logwarden.toml ] || install -m 0644 config/logwarden.toml /etc/logwarden/logwarden.toml
 	install -m 0644 systemd/logwarden.service /etc/systemd/system/logwarden.service

@@ -9,11 +9,14 @@ import sys
 import textwrap
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from logwarden.report_index import INDEX_NAME
+from logwarden.sealing import ReportKey, layers_of, open_report
 
 LOGWARDEN = [sys.executable, "-m", "logwarden"]
 
@@ -138,16 +141,22 @@ def write_config(path: Path, text: str) -> Path:
     return path
 
 
-def published_records(report_dir: Path) -> list[dict[str, Any]]:
-    """Every record of every published report, each report checked to be complete, valid JSON."""
+def published_records(report_dir: Path, keys: Sequence[ReportKey] = ()) -> list[dict[str, Any]]:
+    """Every record of every published report, each report checked to be complete, valid JSON;
+    compressed and encrypted reports are opened (with `keys`). index.json is not a report."""
     records: list[dict[str, Any]] = []
     if not report_dir.exists():
         return records
     for path in sorted(report_dir.iterdir()):
-        if path.name.startswith("."):
+        if path.name.startswith(".") or path.name == INDEX_NAME:
             continue
-        if path.suffix == ".json":
-            document = orjson.loads(path.read_bytes())
+        try:
+            layers = layers_of(path.name)
+        except ValueError:
+            raise AssertionError(f"unexpected file in a report dir: {path}") from None
+        data = open_report(path, keys)
+        if layers.format == "json":
+            document = orjson.loads(data)
             assert set(document) == {"report", "host", "opened", "closed", "counts", "records"}, (
                 path
             )
@@ -155,10 +164,8 @@ def published_records(report_dir: Path) -> list[dict[str, Any]]:
                 1 for r in document["records"] if "kind" not in r
             )
             records.extend(document["records"])
-        elif path.suffix == ".ndjson":
-            records.extend(orjson.loads(line) for line in path.read_bytes().splitlines())
         else:
-            raise AssertionError(f"unexpected file in a report dir: {path}")
+            records.extend(orjson.loads(line) for line in data.splitlines())
     return records
 
 

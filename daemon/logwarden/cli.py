@@ -90,6 +90,26 @@ def build_parser() -> argparse.ArgumentParser:
         commands.add_parser("status", help="what the running daemon (or its state dir) says")
     )
     status.add_argument("--json", action="store_true", help="print the status document as JSON")
+    report = commands.add_parser("report", help="what published reports hold")
+    actions = report.add_subparsers(dest="action", required=True, metavar="ACTION")
+    show = actions.add_parser("show", help="summarise report files")
+    show.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    summary = actions.add_parser("summary", help="summarise every report in a report dir")
+    summary.add_argument("dir", type=Path, metavar="DIR")
+    decrypt = actions.add_parser("decrypt", help="print encrypted reports' JSON on stdout")
+    decrypt.add_argument("files", nargs="+", type=Path, metavar="REPORT")
+    for action in (show, summary, decrypt):
+        action.add_argument(
+            "--key",
+            action="append",
+            type=Path,
+            default=[],
+            required=action is decrypt,
+            metavar="FILE",
+            help="a key file for encrypted reports (repeatable: old keys after a rotation)",
+        )
+    for action in (show, summary):
+        action.add_argument("--json", action="store_true", help="the numbers as one JSON document")
     return parser
 
 
@@ -133,7 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command != "run":
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the one-shot commands die of it as usual
-    configure(args.log_format, args.log_level)
+    # `report` has no logging options: what it has to say goes to stdout and stderr
+    configure(getattr(args, "log_format", "auto"), getattr(args, "log_level", "warning"))
     try:
         if args.command == "check-config":
             return check_config(args)
@@ -141,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return scan(args)
         if args.command == "status":
             return status(args)
+        if args.command == "report":
+            return report(args)
         return run(args)
     except ConfigError as error:
         return report_config_error(error, verbose=getattr(args, "verbose", False))
@@ -275,3 +298,47 @@ def status(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return show_status(config, as_json=args.json)
+
+
+def report(args: argparse.Namespace) -> int:
+    """`report show|summary|decrypt`: open published reports (with `--key` when encrypted)."""
+    import orjson
+
+    from logwarden import report_view
+    from logwarden.sealing import KeyFileError, ReportOpenError, load_key, open_report
+
+    try:
+        keys = [load_key(path) for path in args.key]
+    except KeyFileError as error:
+        print(f"logwarden report: {error}", file=sys.stderr)
+        return EX_FAILURE
+    if args.action == "decrypt":
+        failed = False
+        for path in args.files:
+            try:
+                sys.stdout.buffer.write(open_report(path, keys))
+            except (ReportOpenError, ValueError, OSError) as error:
+                print(f"logwarden report decrypt: {error}", file=sys.stderr)
+                failed = True
+        sys.stdout.buffer.flush()
+        return EX_FAILURE if failed else EX_OK
+    index = None
+    if args.action == "summary":
+        if not args.dir.is_dir():
+            print(f"logwarden report summary: {args.dir}: not a directory", file=sys.stderr)
+            return EX_FAILURE
+        files = report_view.report_files(args.dir)
+        index = report_view.verify_index(args.dir)
+    else:
+        files = args.files
+    summary, problems = report_view.summarize(files, keys)
+    for problem in problems:
+        print(f"logwarden report: {problem}", file=sys.stderr)
+    if args.json:
+        document = summary.to_json() | ({"index": index} if index is not None else {})
+        sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+        sys.stdout.buffer.write(b"\n")
+        sys.stdout.buffer.flush()
+    else:
+        report_view.render(summary, index)
+    return EX_FAILURE if problems else EX_OK

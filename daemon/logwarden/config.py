@@ -25,9 +25,12 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
 )
+
+from logwarden.sealing import Compression, KeyFileError, ReportKey, load_key, missing_library
 
 EX_CONFIG = 78
 DEFAULT_CONFIG_PATH = Path("/etc/logwarden/logwarden.toml")
@@ -298,23 +301,43 @@ class RuleConfig(_Table):
         return value
 
 
+class EncryptConfig(_Table):
+    """`encrypt = { key_file = ... }`: the key is read when the config is loaded, so a new key
+    file applies from the next start or reload on, to the reports sealed after it."""
+
+    key_file: Path
+    _key: ReportKey | None = PrivateAttr(None)
+
+    @property
+    def key(self) -> ReportKey:
+        if self._key is None:
+            raise RuntimeError(f"the key of {self.key_file} was never loaded")
+        return self._key
+
+
 class ReportConfig(_Table):
     name: str
     dir: Path
     format: ReportFormat = "json"
+    compress: Compression | None = None
+    encrypt: EncryptConfig | None = None
     rotate_max_bytes: Size | None = 10 * 1024 * 1024
     rotate_max_records: int | None = Field(default=None, ge=0, strict=True)
     rotate_interval: Seconds | None = 3600.0
     keep: int = Field(default=48, ge=1, strict=True)
+    keep_days: float | None = Field(default=None, ge=0)
+    max_total_bytes: Size | None = None
     publish_on_stop: bool = Field(default=True, strict=True)
     file_mode: FileMode = 0o640
 
     _dir_not_blank = field_validator("dir", mode="before")(_not_blank)
 
-    @field_validator("rotate_max_bytes", "rotate_max_records", "rotate_interval")
+    @field_validator(
+        "rotate_max_bytes", "rotate_max_records", "rotate_interval", "keep_days", "max_total_bytes"
+    )
     @classmethod
     def _zero_is_off(cls, value: float | None) -> float | None:
-        """TOML has no null: 0 turns a rotation limit off."""
+        """TOML has no null: 0 turns a rotation or retention limit off."""
         return None if value == 0 else value
 
 
@@ -561,7 +584,13 @@ def parse(document: dict[str, Any], path: Path, sink: ProblemSink) -> Config:
             elif "dir" not in report_raw:
                 resolved = report_raw | {"dir": state_dir / "reports" / name}
             # any other `dir` is left for validation to reject, not replaced by the default
-        reports[name] = _validate(ReportConfig, resolved, ("reports", name), sink, name=name)
+            encrypt = report_raw.get("encrypt")
+            if isinstance(encrypt, dict) and _is_path_text(encrypt.get("key_file")):
+                key_file = _resolve(base, encrypt["key_file"])
+                resolved = resolved | {"encrypt": encrypt | {"key_file": key_file}}
+        reports[name] = _check_sealing(
+            _validate(ReportConfig, resolved, ("reports", name), sink, name=name), sink
+        )
 
     rules = {}
     for name, raw in tables["rules"].items():
@@ -646,6 +675,26 @@ def _check_fallbacks(sources: Mapping[str, SourceConfig | None], sink: ProblemSi
                 f"{source.fallback_for!r} is not a journal source: a fallback stands in for a"
                 " journal source that cannot read its journal",
             )
+
+
+def _check_sealing(report: ReportConfig | None, sink: ProblemSink) -> ReportConfig | None:
+    """A report's compression and encryption must be usable now: the library installed, the
+    key file readable and 32 bytes. Found here, they fail `check-config`, a start and a reload
+    alike, instead of the first sealing hours later."""
+    if report is None:
+        return None
+    where = ("reports", report.name)
+    missing = missing_library(report.compress, report.encrypt is not None)
+    if missing:
+        sink.add((*where, "compress" if "zstd" in missing else "encrypt"), missing)
+        return None
+    if report.encrypt is not None:
+        try:
+            report.encrypt._key = load_key(report.encrypt.key_file)
+        except KeyFileError as error:
+            sink.add((*where, "encrypt", "key_file"), str(error))
+            return None
+    return report
 
 
 def _check_references(

@@ -135,6 +135,11 @@ class Pipeline:
 _CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
 
 
+def printable(text: str) -> str:
+    """`text` with every control character as a visible `\\xNN` escape: safe for a terminal."""
+    return text.translate(_CONTROLS)
+
+
 def _print(head: str, line: str) -> None:
     """One echoed event on stdout: its summary, then the log line indented beneath it."""
     text = f"{head.translate(_CONTROLS)}\n      {line.translate(_CONTROLS)}"

@@ -24,20 +24,21 @@ import itertools
 import os
 import re
 import time
-from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from logwarden import report_index
 from logwarden.atomic import fsync_dir, make_dirs, remove_stale_temporaries
 from logwarden.config import ReportConfig
+from logwarden.report_index import SEQ_WIDTH, RecordTally, ReportIndex, published_name_pattern
+from logwarden.sealing import ReportKey, SealingWriter, layers_of, sealed_suffix
 from logwarden.timestamps import utc_timestamp
 
-SEQ_WIDTH = 8
 # A commit's appends stay durable through the checkpoint alone until a journal's unsynced tail
 # would pass this: one fdatasync a commit instead of two (see `write_batches`)
 INLINE_TAIL_BYTES = 16 * 1024
@@ -120,6 +121,9 @@ class Journal:
         # its report is rendered in the report dir, waiting for its rename (a checkpoint lists a
         # journal as sealed only once it is staged, so every restored sealed journal is)
         self.staged = state.closed is not None
+        # fixed with its report's name at sealing (a reload after it changes neither)
+        self.seal_key: ReportKey | None = None
+        self.index_entry: dict[str, Any] | None = None  # made at staging, listed at publishing
 
     @property
     def length(self) -> int:
@@ -171,7 +175,7 @@ class ReportWriter:
         self.next_seq = next_seq
         self.rotate_requested = False
         self.published = 0
-        self._published_names: deque[str] | None = None  # oldest first; listed at first retention
+        self._indexes: dict[Path, ReportIndex] = {}  # per report dir, loaded at first use
         for state in sorted(restored, key=lambda s: s.seq):
             journal = Journal(state, journal_dir)
             if state.closed is None:
@@ -277,6 +281,9 @@ class ReportWriter:
                 # rendered into its staged report instead, which is fsynced
                 tail=bytes(tail) if len(tail) <= INLINE_TAIL_BYTES and not journal.closed else b"",
             )
+            if journal.closed and journal.state.publish_to is None:  # named now, from this config
+                encrypt = self.config.encrypt
+                journal.seal_key = encrypt.key if encrypt is not None else None
             batches.append(CommitBatch(self, journal, bytes(journal.pending), target))
             journal.inflight_bytes, journal.inflight_records = (
                 len(journal.pending),
@@ -299,25 +306,51 @@ class ReportWriter:
     # ------------------------------------------------------------ blocking I/O, run in a thread
 
     def _new_report_path(self, state: JournalState) -> Path:
-        return self.config.dir / f"{state.id}.{self.config.format}"
+        config = self.config
+        suffix = sealed_suffix(config.compress, config.encrypt is not None)
+        return config.dir / f"{state.id}.{config.format}{suffix}"
 
     def stage(self, batch: CommitBatch) -> None:
         """Render a sealed journal's whole report (its journal file's committed part, then the
-        batch) into its staged file and fsync it; the caller fsyncs the dir."""
+        batch) into its staged file, compressed and encrypted as its name says, and fsync it; the
+        caller fsyncs the dir. Only sealed bytes ever reach the report dir."""
         journal, target = batch.journal, batch.target
         path = staged_path(target)
+        layers = layers_of(path.name)
+        key = journal.seal_key if layers.encrypted else None
+        if layers.encrypted and key is None:
+            raise OSError(f"{path.name}: no key to seal it with")
+        tally = RecordTally()
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
         descriptor = os.open(path, flags, 0o600)
         try:
             with os.fdopen(descriptor, "wb", buffering=READ_CHUNK) as stream:
-                for chunk in self._render(journal.path, journal.state.length, batch.data, target):
-                    stream.write(chunk)
+                sealer = SealingWriter(stream, layers.compress, key)
+                buffer = bytearray()
+                for piece in self._render(
+                    journal.path, journal.state.length, batch.data, target, tally
+                ):
+                    buffer += piece
+                    if len(buffer) >= READ_CHUNK:
+                        sealer.write(bytes(buffer))
+                        buffer.clear()
+                sealer.write(bytes(buffer))
+                sealer.close()
                 stream.flush()
                 os.fchmod(stream.fileno(), self.config.file_mode)
                 os.fsync(stream.fileno())
         except BaseException:
             path.unlink(missing_ok=True)
             raise
+        journal.index_entry = report_index.entry(
+            report_path(target).name,
+            tally,
+            size=sealer.size,
+            sha256=sealer.sha256,
+            opened=target.opened,
+            closed=target.closed,
+            key=key,
+        )
         journal.staged = batch.staged_now = True
 
     def publish(self, journal: Journal, state: JournalState) -> Path:
@@ -328,25 +361,50 @@ class ReportWriter:
         the report dir.
         """
         final = report_path(state)
+        index = self.index_of(final.parent)  # loaded before the rename: it lists the dir
         if not final.exists():
             os.rename(staged_path(state), final)
-            if self._published_names is not None and final.parent == self.config.dir:
-                self._published_names.append(final.name)
+        if final.name not in index.entries:
+            index.add(
+                journal.index_entry or report_index.describe(final, self._keys(), state.records)
+            )
         journal.path.unlink(missing_ok=True)
         self.published += 1
         return final
+
+    def _keys(self) -> list[ReportKey]:
+        return [self.config.encrypt.key] if self.config.encrypt is not None else []
+
+    def index_of(self, directory: Path) -> ReportIndex:
+        """The index of a report dir, read and reconciled with the dir at first use (blocking;
+        start-up calls it for the report's dir, so the first publish does not pay for it)."""
+        index = self._indexes.get(directory)
+        if index is None:
+            index = ReportIndex.load(directory, self.name, self.config.file_mode, self._keys())
+            self._indexes[directory] = index
+        return index
+
+    def write_indexes(self) -> None:
+        """Replace each index.json that changed since it was last written (blocking)."""
+        for index in self._indexes.values():
+            if index.dirty:
+                index.write()
 
     def forget_published(self, journal: Journal) -> None:
         self.sealed.remove(journal)
 
     def _render(
-        self, path: Path, committed: int, tail: bytes, state: JournalState
+        self, path: Path, committed: int, tail: bytes, state: JournalState, tally: RecordTally
     ) -> Iterator[bytes]:
         """The report of `state`: the first `committed` bytes of the journal at `path`, then
-        `tail`, as NDJSON or wrapped in one JSON document, as its name says."""
+        `tail`, as NDJSON or wrapped in one JSON document, as its name says; each record is
+        counted into `tally` on the way."""
         chunks = itertools.chain(_read_prefix(path, committed), [tail] if tail else [])
-        if report_path(state).suffix == ".ndjson":
-            yield from chunks
+        lines = _lines(chunks)
+        if layers_of(report_path(state).name).format == "ndjson":
+            for line in lines:
+                tally.add(line)
+                yield line + b"\n"
             return
         header = {
             "report": self.name,
@@ -357,53 +415,47 @@ class ReportWriter:
         }
         yield orjson.dumps(header)[:-1] + b',"records":['
         first = True
-        carry = b""
-        for chunk in chunks:
-            lines = (carry + chunk).split(b"\n")
-            carry = lines.pop()
-            for line in lines:
-                if line:
-                    yield line if first else b",\n" + line
-                    first = False
-        if carry:
-            yield carry if first else b",\n" + carry
+        for line in lines:
+            tally.add(line)
+            yield line if first else b",\n" + line
+            first = False
         yield b"]}\n"
 
-    def apply_retention(self, protected: set[str]) -> list[Path]:
-        """Delete the oldest published reports beyond `keep`; never one still listed in a checkpoint.
+    def apply_retention(self, protected: set[str], now: float | None = None) -> list[Path]:
+        """Delete the oldest published reports beyond `keep`, older than `keep_days`, or beyond
+        `max_total_bytes` in all; never one still listed in a checkpoint (`protected` journal
+        ids), which the next start must recognise as published. Each deletion leaves the index.
 
-        The dir is listed once; after that the names this writer publishes are tracked in memory,
-        so a publish costs no directory scan however large `keep` is. No dir fsync: a deletion
-        lost in a crash only means an old report is deleted again next time.
+        Works on the index, not a listing: a publish costs no directory scan however large `keep`
+        is. No dir fsync: a deletion lost in a crash only means an old report is deleted again.
         """
-        if self._published_names is None:
-            pattern = re.compile(
-                rf"^{re.escape(self.name)}-\d{{8}}T\d{{6}}Z-\d{{{SEQ_WIDTH}}}\.(json|ndjson)$"
+        config = self.config
+        index = self.index_of(config.dir)
+        names = list(index.entries)  # oldest first
+        total = sum(int(item.get("bytes") or 0) for item in index.entries.values())
+        cutoff = None
+        if config.keep_days is not None:
+            cutoff = utc_timestamp(
+                datetime.fromtimestamp((now or time.time()) - config.keep_days * 86400, UTC)
             )
-            try:
-                found = [
-                    entry.name for entry in os.scandir(self.config.dir) if pattern.match(entry.name)
-                ]
-            except FileNotFoundError:
-                found = []
-            self._published_names = deque(sorted(found, key=_seq_of))
-        names = self._published_names
+        pattern = published_name_pattern(self.name)
         removed = []
-        kept_back: list[str] = []
-        for _ in range(max(len(names) - self.config.keep, 0)):  # only the oldest beyond `keep`
-            name = names.popleft()
-            if name.rsplit(".", 1)[0] in protected:
-                kept_back.append(name)
+        for position, name in enumerate(names):
+            item = index.entries[name]
+            over_count = len(names) - position > config.keep
+            too_old = cutoff is not None and str(item.get("closed") or "") < cutoff
+            too_big = config.max_total_bytes is not None and total > config.max_total_bytes
+            if not (over_count or too_old or too_big):
+                break  # the rest are newer, and what is left fits
+            found = pattern.match(name)
+            if found and found[1] in protected:
                 continue
-            path = self.config.dir / name
+            path = config.dir / name
             path.unlink(missing_ok=True)
+            index.remove([name])
+            total -= int(item.get("bytes") or 0)
             removed.append(path)
-        names.extendleft(reversed(kept_back))
         return removed
-
-
-def _seq_of(name: str) -> str:
-    return name.rsplit("-", 1)[1]
 
 
 def report_path(state: JournalState) -> Path:
@@ -566,7 +618,7 @@ def recover_journals(
     sealed = {state.id: state for state in states if state.closed is not None}
     staged = re.compile(
         rf"^{re.escape(STAGED_PREFIX)}({re.escape(report.name)}-\d{{8}}T\d{{6}}Z-\d{{{SEQ_WIDTH}}})"
-        rf"\.(json|ndjson)$"
+        rf"\.(json|ndjson)(\.gz|\.zst)?(\.enc)?$"
     )
     directories = {report.dir} | {report_path(state).parent for state in sealed.values()}
     for directory in directories:
@@ -604,6 +656,17 @@ def _restore_tail(path: Path, state: JournalState) -> None:
         os.close(descriptor)
     if created:
         fsync_dir(path.parent)
+
+
+def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The non-empty lines of a stream of chunks, without their newlines."""
+    carry = b""
+    for chunk in chunks:
+        lines = (carry + chunk).split(b"\n")
+        carry = lines.pop()
+        yield from (line for line in lines if line)
+    if carry:
+        yield carry
 
 
 def _read_prefix(path: Path, length: int) -> Iterator[bytes]:

@@ -362,6 +362,8 @@ class Daemon:
                 states,
                 restored.next_seq.get(name, 1),
             )
+            # its index.json, reconciled with the dir now rather than at the first publish
+            await asyncio.to_thread(writers[name].index_of, report.dir)
         return writers
 
     def _records_arrived(self) -> None:
@@ -508,6 +510,11 @@ class Daemon:
                     writer.apply_retention(protected)
                 except OSError as failure:
                     outcome.problems.append(("retention failed; will retry", str(failure)))
+        for writer in writers.values():
+            try:  # after retention, so an index never lists a file it has just deleted
+                writer.write_indexes()
+            except OSError as failure:
+                outcome.problems.append(("writing index.json failed; will retry", str(failure)))
         return outcome
 
     async def _committer(self) -> None:
