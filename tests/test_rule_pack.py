@@ -136,7 +136,8 @@ def test_every_address_captured_is_an_address() -> None:
     "config", [SHIPPED, EXAMPLES / "postfix.toml", EXAMPLES / "dovecot.toml"], ids=lambda p: p.name
 )
 def test_check_config_passes(config: Path) -> None:
-    """Every rule's samples pass (`check-config` runs them); only missing-path warnings."""
+    """Every rule's samples pass (`check-config` runs them); only warnings about what this host
+    lacks (the shipped paths, a readable journal)."""
     result = subprocess.run(
         [sys.executable, "-m", "logwarden", "check-config", "-c", str(config)],
         capture_output=True,
@@ -147,4 +148,4 @@ def test_check_config_passes(config: Path) -> None:
     assert result.returncode == 0, result.stderr.decode()
     assert re.match(rf"{re.escape(str(config))}: ok: .* samples passed", result.stdout.decode())
     for line in result.stderr.decode().splitlines():
-        assert "matches no file now" in line, line
+        assert "matches no file now" in line or "no journal file can be read now" in line, line
