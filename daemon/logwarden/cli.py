@@ -90,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
         commands.add_parser("status", help="what the running daemon (or its state dir) says")
     )
     status.add_argument("--json", action="store_true", help="print the status document as JSON")
+    explain = with_config(
+        commands.add_parser("explain", help="each rule's verdict on each LINE, and why")
+    )
+    explain.add_argument("--source", metavar="NAME", help="explain as a line of this source")
+    explain.add_argument("--json", action="store_true", help="one JSON object per line")
+    explain.add_argument("--all", action="store_true", help="list the rules that did not match too")
+    explain.add_argument("lines", nargs="+", metavar="LINE", help="log lines ('-' reads stdin)")
     return parser
 
 
@@ -141,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return scan(args)
         if args.command == "status":
             return status(args)
+        if args.command == "explain":
+            return explain(args)
         return run(args)
     except ConfigError as error:
         return report_config_error(error, verbose=getattr(args, "verbose", False))
@@ -216,6 +225,28 @@ def scan(args: argparse.Namespace) -> int:
         bytes=summary.bytes,
     )
     return EX_FAILURE if summary.failed else EX_OK
+
+
+def explain(args: argparse.Namespace) -> int:
+    """Exit like grep: 0 when some line matched a rule, 1 when none did."""
+    from logwarden.explain import Explainer, print_json, print_text, text_console
+
+    config, rules = load_config(args.config)
+    if args.source and args.source not in config.sources:
+        known = ", ".join(config.sources)
+        print(
+            f"logwarden explain: no source named {args.source!r} (known: {known})", file=sys.stderr
+        )
+        return 2
+    console = text_console()
+    matched = False
+    for verdict in Explainer(config, rules, args.source).explain(args.lines):
+        matched = matched or bool(verdict.matched)
+        if args.json:
+            print_json(verdict, sys.stdout.buffer)
+        else:
+            print_text(verdict, console, args.all)
+    return EX_OK if matched else EX_FAILURE
 
 
 def run(args: argparse.Namespace) -> int:
