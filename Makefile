@@ -12,9 +12,10 @@ RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 DEMO_DIR := var/demo
 
-# Debian packages the tests use: the real logrotate binary for rotation tests,
+# Debian packages the tests use: the real logrotate binary for rotation tests, tmux to see
+# terminal output as a person does (capture-pane),
 # systemd-analyze (package systemd) for the unit file checks.
-DEBIAN_TEST_PACKAGES := logrotate systemd
+DEBIAN_TEST_PACKAGES := logrotate systemd tmux
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test lint bench install clean debian-packages venv
