@@ -347,3 +347,22 @@ def _capture(tmux: list[str], *options: str) -> str:
         timeout=10,
         check=True,
     ).stdout.decode()
+
+
+def test_a_regex_engine_rule_is_not_in_the_prefilter(tmp_path: Path) -> None:
+    text = CONFIG.split("[rules.ssh-failed]", maxsplit=1)[0] + (
+        "[rules.look]\n"
+        'engine = "regex"\n'
+        "match = ['user (?P<user>\\w+)(?! from 10\\.)']\n"
+        "exclude = ['admin']\n\n"
+        "[rules.oom]\nmatch = ['Out of memory']\n\n"  # an RE2 rule, so there is a prefilter
+        '[reports.out]\ndir = "reports"\n'
+    )
+    config = write_config(tmp_path / "regex.toml", text)
+    code, [bob, admin] = as_json("-c", config, "user bob", "user admin")
+    assert code == 0
+    assert bob["prefilter"] is False and bob["matched"] == ["look"]
+    assert by_rule(bob)["look"]["prefilter"] is None
+    assert by_rule(bob)["look"]["captures"] == {"user": "bob"}
+    assert by_rule(admin)["look"]["verdict"] == "vetoed"
+    assert "only regex rules look" in bob["notes"][0]

@@ -319,7 +319,12 @@ def _notes(block: Block, trace: LineTrace, max_line_bytes: int) -> tuple[str, ..
     if block.data.endswith(b"\r\n") or (block.data.endswith(b"\r") and not block.truncated):
         notes.append("a final \\r dropped (CRLF line end), as in a file")
     if trace.prefilter is False:
-        notes.append("the prefilter has no hit: no RE2 rule can match, the daemon skips the line")
+        if any(rule.prefilter is None for rule in trace.rules):  # engine = "regex" rules
+            notes.append("the prefilter has no hit: no RE2 rule can match, only regex rules look")
+        else:
+            notes.append(
+                "the prefilter has no hit: no RE2 rule can match, the daemon skips the line"
+            )
     return tuple(notes)
 
 
