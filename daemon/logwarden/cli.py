@@ -65,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--foreground", action="store_true", help="debug mode: echo every match, print rates"
     )
+    run.add_argument(
+        "--live",
+        action="store_true",
+        help="with --foreground on a terminal: a status panel instead of scrolling lines",
+    )
     check = with_config(
         commands.add_parser("check-config", help="validate the config; exit 0 if valid, 78 if not")
     )
@@ -253,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
     from logwarden.service import run_daemon
 
     config, rules = load_config(args.config)
-    return run_daemon(config, rules, foreground=args.foreground)
+    return run_daemon(config, rules, foreground=args.foreground or args.live, live=args.live)
 
 
 def status(args: argparse.Namespace) -> int:

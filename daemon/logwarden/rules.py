@@ -84,6 +84,23 @@ class CompiledRule:
     searches: tuple[SpanSearch, ...]  # for RE2 rules: direct span searches, like `matchers`
     groups: tuple[tuple[tuple[str, int], ...], ...]  # per match pattern: (name, group index)
 
+    def span(self, text: str) -> tuple[int, int] | None:
+        """Where the rule's first matching pattern is in a line it matched (characters), for the
+        foreground console to highlight; None if none is (or a `regex` search timed out)."""
+        for matcher in self.matchers:
+            try:
+                found = (
+                    matcher.search(text)
+                    if self.uses_re2
+                    else matcher.search(text, timeout=self.config.match_timeout)
+                )
+            except TimeoutError:
+                return None
+            if found is not None:
+                start, end = found.span()
+                return start, end
+        return None
+
     def same_definition(self, other: CompiledRule) -> bool:
         """Whether `other` is this rule unchanged, for a reload to keep its threshold window.
 
