@@ -3,13 +3,9 @@ as a person sees it in a terminal (tmux)."""
 
 from __future__ import annotations
 
-import os
 import shlex
-import shutil
 import subprocess
 import sys
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +14,7 @@ import orjson
 import pytest
 
 from harness import write_config
+from tmuxpane import Pane
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "config" / "logwarden.toml"
@@ -280,37 +277,23 @@ def test_exit_codes_for_bad_config_and_usage(tmp_path: Path, config: Path) -> No
 
 
 @pytest.fixture
-def tmux() -> Iterator[list[str]]:
-    """A private tmux server (its own socket), killed at the end."""
-    if shutil.which("tmux") is None:
-        pytest.fail("tmux is not installed (make test installs it)")
-    command = ["tmux", "-L", f"logwarden-test-{uuid.uuid4().hex[:8]}", "-f", "/dev/null"]
-    yield command
-    subprocess.run([*command, "kill-server"], capture_output=True, timeout=10, check=False)
+def pane() -> Iterator[Pane]:
+    terminal = Pane()
+    yield terminal
+    terminal.kill()
 
 
 def test_terminal_rendering_makes_escape_sequences_harmless(
-    tmp_path: Path, config: Path, tmux: list[str]
+    tmp_path: Path, config: Path, pane: Pane
 ) -> None:
     hostile = "sshd[7]: Failed password for \x1b]0;owned\x07root\x1b[2J from 203.0.113.9 port 22"
     (tmp_path / "line").write_text(hostile)
-    shell = (
+    pane.start(
         f"{shlex.quote(sys.executable)} -m logwarden explain -c {shlex.quote(str(config))}"
         f' --source auth "$(cat {shlex.quote(str(tmp_path / "line"))})"'
         f" {shlex.quote(FAILED.replace('203.0.113.9', '10.0.0.5'))} quiet; echo EXIT=$?; sleep 60"
     )
-    env = {**os.environ, "TERM": "xterm-256color"}
-    subprocess.run(
-        [*tmux, "new-session", "-d", "-x", "160", "-y", "50", "-s", "explain", shell],
-        env=env,
-        check=True,
-        timeout=10,
-    )
-    screen = ""
-    deadline = time.monotonic() + 30
-    while "EXIT=" not in screen and time.monotonic() < deadline:
-        time.sleep(0.1)
-        screen = _capture(tmux)
+    screen = pane.wait_for("EXIT=")
     assert "EXIT=0" in screen, screen
     lines = screen.splitlines()
     assert (
@@ -328,25 +311,10 @@ def test_terminal_rendering_makes_escape_sequences_harmless(
     assert "  3 rules did not match (--all lists them)" in lines
     # the sequences did nothing: the screen was not cleared before line 1, the title not set
     assert lines[0].startswith("line 1: ")
-    title = subprocess.run(
-        [*tmux, "display-message", "-p", "-t", "explain", "#{pane_title}"],
-        capture_output=True,
-        timeout=10,
-        check=True,
-    ).stdout.decode()
-    assert "owned" not in title
+    assert "owned" not in pane.title()
     # and it is a terminal rendering: the verdicts are coloured
-    coloured = _capture(tmux, "-e")
+    coloured = pane.screen(colours=True)
     assert "\x1b[" in coloured and "\x1b]" not in coloured
-
-
-def _capture(tmux: list[str], *options: str) -> str:
-    return subprocess.run(
-        [*tmux, "capture-pane", "-p", "-J", *options, "-t", "explain"],
-        capture_output=True,
-        timeout=10,
-        check=True,
-    ).stdout.decode()
 
 
 def test_a_regex_engine_rule_is_not_in_the_prefilter(tmp_path: Path) -> None:
