@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import uuid
 
@@ -54,8 +55,25 @@ class Pane:
         return self._run("display-message", "-p", "-t", "test", "#{pane_title}")
 
     def kill(self) -> None:
+        """Stop what runs in the pane, then the server. Closing a terminal only sends SIGHUP,
+        which the daemon takes as "reload": its process group gets a SIGTERM first."""
+        try:
+            pid = int(self._run("display-message", "-p", "-t", "test", "#{pane_pid}"))
+            os.killpg(pid, signal.SIGTERM)
+            wait_until(lambda: not _alive(pid), 30, message="the pane's processes to stop")
+        except (subprocess.CalledProcessError, ValueError, ProcessLookupError):
+            pass  # no session (it never started, or it ended): nothing runs there
         subprocess.run([*self.tmux, "kill-server"], capture_output=True, timeout=10, check=False)
 
     def _run(self, *args: str) -> str:
         done = subprocess.run([*self.tmux, *args], capture_output=True, timeout=10, check=True)
         return done.stdout.decode()
+
+
+def _alive(group: int) -> bool:
+    """Whether any process of a process group is left."""
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
