@@ -685,3 +685,36 @@ def test_changes_since_names_added_changed_and_removed_rules(write_config: Write
     assert changes.removed == ("gone",)
     assert changes.unchanged == ("same", "samples")
     assert before.changes_since(before).unchanged == before.rules
+
+
+def test_explain_agrees_with_scan_on_the_shipped_rules_and_corpora() -> None:
+    """`SourceMatcher.explain` on every line of the attack corpora: its verdict is scan's, and its
+    why (patterns found, excludes found, prefilter) never contradicts that verdict."""
+    from logwarden.framing import split_lines
+    from logwarden.rules import load_config
+
+    root = Path(__file__).resolve().parent.parent
+    _, rules = load_config(root / "config" / "logwarden.toml")
+    matcher = rules.for_source(None)
+    lines = [
+        raw
+        for corpus in sorted((root / "tests" / "data").glob("attack-*.log"))
+        for _, _, raw in split_lines(Block(corpus.read_bytes(), 0, 1))
+    ]
+    assert len(lines) > 100
+    matched = 0
+    for raw in lines:
+        trace = matcher.explain(Block(raw + b"\n", 0, 1))
+        assert trace.matches == tuple(matcher.scan(Block(raw + b"\n", 0, 1)))
+        found = {match.rule: match.captures for match in trace.matches}
+        assert [t.rule for t in trace.rules] == list(matcher.rules)
+        for rule in trace.rules:
+            assert rule.captures == found.get(rule.rule)
+            if rule.captures is not None:
+                matched += 1
+                assert rule.patterns and not rule.excludes and trace.prefilter is not False
+            else:
+                assert not rule.patterns or rule.excludes
+            if rule.patterns:  # the prefilter never misses what a pattern finds
+                assert rule.prefilter is not False and trace.prefilter is not False
+    assert matched > 50

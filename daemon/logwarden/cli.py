@@ -65,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--foreground", action="store_true", help="debug mode: echo every match, print rates"
     )
+    run.add_argument(
+        "--live",
+        action="store_true",
+        help="with --foreground on a terminal: a status panel instead of scrolling lines",
+    )
     check = with_config(
         commands.add_parser("check-config", help="validate the config; exit 0 if valid, 78 if not")
     )
@@ -110,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
         )
     for action in (show, summary):
         action.add_argument("--json", action="store_true", help="the numbers as one JSON document")
+    explain = with_config(
+        commands.add_parser("explain", help="each rule's verdict on each LINE, and why")
+    )
+    explain.add_argument("--source", metavar="NAME", help="explain as a line of this source")
+    explain.add_argument("--json", action="store_true", help="one JSON object per line")
+    explain.add_argument("--all", action="store_true", help="list the rules that did not match too")
+    explain.add_argument("lines", nargs="+", metavar="LINE", help="log lines ('-' reads stdin)")
     return parser
 
 
@@ -164,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return status(args)
         if args.command == "report":
             return report(args)
+        if args.command == "explain":
+            return explain(args)
         return run(args)
     except ConfigError as error:
         return report_config_error(error, verbose=getattr(args, "verbose", False))
@@ -265,11 +279,33 @@ def scan(args: argparse.Namespace) -> int:
     return EX_FAILURE if summary.failed else EX_OK
 
 
+def explain(args: argparse.Namespace) -> int:
+    """Exit like grep: 0 when some line matched a rule, 1 when none did."""
+    from logwarden.explain import Explainer, print_json, print_text, text_console
+
+    config, rules = load_config(args.config)
+    if args.source and args.source not in config.sources:
+        known = ", ".join(config.sources)
+        print(
+            f"logwarden explain: no source named {args.source!r} (known: {known})", file=sys.stderr
+        )
+        return 2
+    console = text_console()
+    matched = False
+    for verdict in Explainer(config, rules, args.source).explain(args.lines):
+        matched = matched or bool(verdict.matched)
+        if args.json:
+            print_json(verdict, sys.stdout.buffer)
+        else:
+            print_text(verdict, console, args.all)
+    return EX_OK if matched else EX_FAILURE
+
+
 def run(args: argparse.Namespace) -> int:
     from logwarden.service import run_daemon
 
     config, rules = load_config(args.config)
-    return run_daemon(config, rules, foreground=args.foreground)
+    return run_daemon(config, rules, foreground=args.foreground or args.live, live=args.live)
 
 
 def status(args: argparse.Namespace) -> int:

@@ -9,17 +9,17 @@ held in journals grows, and `wait_for_room` makes the tailers stop reading until
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 
+from logwarden.console import Echo
 from logwarden.framing import Block
 from logwarden.origin import Origin
 from logwarden.records import RecordBuilder, dumps
 from logwarden.reports import ReportWriter
 from logwarden.rules import Match, RuleChanges, RuleSet
-from logwarden.thresholds import Alert, ThresholdTracker
+from logwarden.thresholds import ThresholdTracker
 from logwarden.timestamps import utc_timestamp
 
 MAX_PENDING_BYTES = 64 * 1024 * 1024
@@ -34,14 +34,14 @@ class Pipeline:
         writers: Mapping[str, ReportWriter],
         builder: RecordBuilder,
         on_records: Callable[[], None],
-        echo: bool = False,
+        echo: Echo | None = None,
     ) -> None:
         self.rules = rules
         self.writers = writers
         self.builder = builder
         self.thresholds = ThresholdTracker(rules)
         self.on_records = on_records  # wakes the committer
-        self.echo = echo
+        self.echo = echo  # foreground mode: every match and alert on the console
         self.lines = 0
         self.bytes = 0
         self.matches: Counter[str] = Counter()
@@ -89,34 +89,16 @@ class Pipeline:
             writer = self.writers[match.report]
             writer.append(dumps(self.builder.match(match, source, stamp)), match.rule)
             self.matches[match.rule] += 1
-            if self.echo:
-                self._echo(match, source)
+            if self.echo is not None:
+                self.echo.match(match, source, self.rules.rule(match.rule))
             alert = self.thresholds.observe(match, now)
             if alert is not None:
                 self.writers[alert.report].append(
                     dumps(self.builder.alert(alert, source, stamp)), None
                 )
                 self.alerts += 1
-                if self.echo:
-                    self._echo_alert(alert, source)
-
-    def _echo(self, match: Match, source: Origin) -> None:
-        """Foreground debug mode: each match as it happens, on stdout, one readable line."""
-        captures = " ".join(f"{key}={value}" for key, value in match.captures.items())
-        _print(
-            f"MATCH {match.rule} [{match.severity}] {source.where(match)} {captures}",
-            match.line,
-        )
-
-    def _echo_alert(self, alert: Alert, source: Origin) -> None:
-        """Foreground debug mode: a threshold crossing, right after the match that made it."""
-        match = alert.match
-        _print(
-            f"ALERT {alert.rule} [{alert.severity}] {alert.key}={alert.value}:"
-            f" {alert.count} matches within {alert.within_s:g}s"
-            f" (last {source.where(alert.match)})",
-            match.line,
-        )
+                if self.echo is not None:
+                    self.echo.alert(alert, source)
 
     async def wait_for_room(self) -> None:
         await self._room.wait()
@@ -128,19 +110,3 @@ class Pipeline:
         """The committer made journals durable and freed memory: let the tailers read again."""
         if self.pending_bytes < MAX_PENDING_BYTES // 2:
             self._room.set()
-
-
-# C0 controls, DEL and C1 controls as visible escapes: log content (lines, captures, file names)
-# must not move a terminal's cursor, change its colours or retitle it.
-_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
-
-
-def printable(text: str) -> str:
-    """`text` with every control character as a visible `\\xNN` escape: safe for a terminal."""
-    return text.translate(_CONTROLS)
-
-
-def _print(head: str, line: str) -> None:
-    """One echoed event on stdout: its summary, then the log line indented beneath it."""
-    text = f"{head.translate(_CONTROLS)}\n      {line.translate(_CONTROLS)}"
-    print(text, file=sys.stdout, flush=True)

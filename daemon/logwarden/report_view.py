@@ -2,7 +2,7 @@
 
 The numbers are computed once into a plain document (`summarize`), which `--json` prints as is and
 the terminal rendering lays out with rich. Everything that came from a log line (captures, rule
-names of a hand-made report, alert keys) goes through `printable` before it is shown, and into
+names of a hand-made report, alert keys) goes through `terminal.visible` before it is shown, and into
 rich as `Text`, never as markup: a log line is attacker-controlled, and must neither move the
 cursor nor style the output.
 """
@@ -20,9 +20,9 @@ from typing import Any, TextIO
 
 import orjson
 
-from logwarden.pipeline import printable
 from logwarden.report_index import INDEX_NAME
 from logwarden.sealing import ReportKey, ReportOpenError, layers_of, open_report
+from logwarden.terminal import visible
 
 TOP = 10
 SPARK_WIDTH = 60
@@ -197,7 +197,7 @@ def render(summary: Summary, index: dict[str, Any] | None, out: TextIO = sys.std
     table_box = box.ASCII if plain else box.SIMPLE_HEAD
 
     def safe(value: object) -> Text:
-        return Text(printable(str(value)))
+        return Text(visible(str(value)))
 
     matches = sum(summary.rules.values())
     head = Text(
@@ -223,7 +223,7 @@ def render(summary: Summary, index: dict[str, Any] | None, out: TextIO = sys.std
 
     for name, counter in sorted(summary.captures.items()):
         top = Table(box=table_box, show_edge=False)
-        top.add_column(Text(f"top {printable(name)}"))
+        top.add_column(Text(f"top {visible(name)}"))
         top.add_column("matches", justify="right")
         for value, n in counter.most_common(TOP):
             top.add_row(safe(value), str(n))

@@ -84,6 +84,23 @@ class CompiledRule:
     searches: tuple[SpanSearch, ...]  # for RE2 rules: direct span searches, like `matchers`
     groups: tuple[tuple[tuple[str, int], ...], ...]  # per match pattern: (name, group index)
 
+    def span(self, text: str) -> tuple[int, int] | None:
+        """Where the rule's first matching pattern is in a line it matched (characters), for the
+        foreground console to highlight; None if none is (or a `regex` search timed out)."""
+        for matcher in self.matchers:
+            try:
+                found = (
+                    matcher.search(text)
+                    if self.uses_re2
+                    else matcher.search(text, timeout=self.config.match_timeout)
+                )
+            except TimeoutError:
+                return None
+            if found is not None:
+                start, end = found.span()
+                return start, end
+        return None
+
     def same_definition(self, other: CompiledRule) -> bool:
         """Whether `other` is this rule unchanged, for a reload to keep its threshold window.
 
@@ -104,6 +121,30 @@ class RuleChanges:
     changed: tuple[str, ...]
     removed: tuple[str, ...]
     unchanged: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleTrace:
+    """Why one rule did or did not match one line (`SourceMatcher.explain`), pattern by pattern."""
+
+    rule: str
+    prefilter: bool | None  # this rule's part of the prefilter hit the line; None: not consulted
+    patterns: tuple[int, ...]  # indices of the `match` patterns found in the line
+    excludes: tuple[int, ...]  # indices of the `exclude` patterns found in the line
+    timed_out: bool  # engine = "regex": a search ran out of match_timeout
+    captures: dict[str, str | None] | None  # the verdict of `scan`: None unless it matched
+
+
+@dataclass(frozen=True, slots=True)
+class LineTrace:
+    """One line as the matcher saw it and every rule's trace (`SourceMatcher.explain`)."""
+
+    line: str  # the text the rules saw (invalid UTF-8 replaced, a final \r dropped, cut if long)
+    truncated: bool
+    valid_utf8: bool
+    prefilter: bool | None  # the combined prefilter hit the line; None: this path does not ask it
+    matches: tuple[Match, ...]  # exactly what `scan` gives for the line
+    rules: tuple[RuleTrace, ...]  # every rule of this matcher, in rule order
 
 
 @dataclass(slots=True)
@@ -143,6 +184,7 @@ class SourceMatcher:
             self._owner += [position] * (len(patterns) - first)
         self._prefilter: SpanSearch | None = None
         self._set: Any = None
+        self._explain_prefilters: dict[int, SpanSearch] = {}  # filled by `explain` only
         if patterns:
             # No global (?m): the rewrite already scopes `m` to each anchor it emits.
             alternatives = [prefilter_form(p) for r in rules if r.uses_re2 for p in r.match]
@@ -183,6 +225,54 @@ class SourceMatcher:
                 if line_no is not None:
                     line_no += block.data.count(b"\n", lo, hi)
         return out
+
+    def explain(self, block: Block) -> LineTrace:
+        """Every rule's trace on a block of exactly one line, for `logwarden explain`.
+
+        The verdict is `scan`'s own, run on the block; the rest says why, from the same compiled
+        prefilter, Set members and searches, in the order the hot path consults them. Nothing here
+        runs on the daemon's path: a rule's own slice of the prefilter is compiled on first use.
+        """
+        matches = tuple(self.scan(block))
+        raw = next(split_lines(block))[2]
+        try:
+            text = raw.decode()
+            valid = True
+        except UnicodeDecodeError:
+            text, valid = raw.decode("utf-8", "replace"), False
+        line = text.encode()
+        # truncated and invalid lines take the slow path, where RE2 rules confirm without asking
+        asked = self._prefilter is not None and valid and not block.truncated
+        hit = asked and any(True for _ in self._candidates(block.data, 0, len(block.data)))
+        found = {match.rule: match.captures for match in matches}
+        traces = []
+        for position, rule in enumerate(self._rules):
+            prefilter = None
+            if asked and rule.uses_re2:
+                prefilter = (
+                    self._rule_prefilter(position)(block.data, 0, len(block.data))[0][0] >= 0
+                )
+            try:
+                patterns, excludes = _found_patterns(rule, line, text)
+                timed_out = False
+            except TimeoutError:
+                patterns, excludes, timed_out = (), (), True
+            traces.append(
+                RuleTrace(rule.name, prefilter, patterns, excludes, timed_out, found.get(rule.name))
+            )
+        return LineTrace(
+            text, block.truncated, valid, hit if asked else None, matches, tuple(traces)
+        )
+
+    def _rule_prefilter(self, position: int) -> SpanSearch:
+        """One rule's alternatives of the combined prefilter, compiled alone (explain only)."""
+        search = self._explain_prefilters.get(position)
+        if search is None:
+            rule = self._rules[position]
+            alternatives = "|".join(prefilter_form(p) for p in rule.match)
+            search = span_search(re2.compile(alternatives, re2_options(combined=True)))
+            self._explain_prefilters[position] = search
+        return search
 
     def _candidates(self, data: bytes, lo: int, hi: int) -> Iterator[tuple[int, int]]:
         """(start, end) of each line in data[lo:hi] the prefilter hits; end excludes the newline.
@@ -332,6 +422,29 @@ def _confirm_re2(
                 return None
             return _captures(line, spans, groups)
     return None
+
+
+def _found_patterns(
+    rule: CompiledRule, line: bytes, text: str
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Which of a rule's match and exclude patterns occur in a line (explain: every one, not the
+    first); a `regex` rule's searches keep their timeout, whose TimeoutError is the caller's."""
+    if rule.uses_re2:
+        return (
+            tuple(i for i, find in enumerate(rule.searches) if find(line, 0, len(line))[0][0] >= 0),
+            tuple(
+                i for i, excluder in enumerate(rule.excluders) if excluder.search(line) is not None
+            ),
+        )
+    timeout = rule.config.match_timeout
+    return (
+        tuple(
+            i for i, m in enumerate(rule.matchers) if m.search(text, timeout=timeout) is not None
+        ),
+        tuple(
+            i for i, m in enumerate(rule.excluders) if m.search(text, timeout=timeout) is not None
+        ),
+    )
 
 
 def _captures(

@@ -31,6 +31,7 @@ from typing import IO, Any
 from logwarden import checkpoint
 from logwarden.atomic import make_dirs
 from logwarden.config import Config, ConfigError
+from logwarden.console import Echo, foreground_echo
 from logwarden.counters import CommitSnapshot, DaemonSnapshot, ReportSnapshot
 from logwarden.discovery import PathIndex
 from logwarden.fallback import files_only, select_sources
@@ -67,13 +68,14 @@ FULL_CHECK_INTERVAL = 60.0  # a truncation the bytes counter misses is also caug
 SLOW_COMMIT_S = 0.005  # a commit on the loop slower than this sends commits to their thread
 THREADED_COMMITS_FOR_S = 300.0  # for this long, before the loop tries again
 STATUS_HEARTBEAT = 60.0  # status.json is rewritten this often even when nothing changed
+CONSOLE_INTERVAL = 1.0  # the foreground console's snapshots (rates, the --live panel)
 
 log = get_logger(__name__)
 
 
-def run_daemon(config: Config, rules: RuleSet, *, foreground: bool) -> int:
+def run_daemon(config: Config, rules: RuleSet, *, foreground: bool, live: bool = False) -> int:
     """Run until SIGTERM/SIGINT; the exit code for the cli."""
-    daemon = Daemon(config, rules, foreground=foreground)
+    daemon = Daemon(config, rules, foreground=foreground, live=live)
     return asyncio.run(daemon.serve())
 
 
@@ -94,10 +96,13 @@ class CommitStats:
 
 
 class Daemon:
-    def __init__(self, config: Config, rules: RuleSet, foreground: bool = False) -> None:
+    def __init__(
+        self, config: Config, rules: RuleSet, foreground: bool = False, live: bool = False
+    ) -> None:
         self.config = config
         self.rules = rules
         self.foreground = foreground
+        self.echo = foreground_echo(live) if foreground else None
         self.notifier = Notifier()
         self.builder = RecordBuilder()
         self.writers: dict[str, ReportWriter] = {}
@@ -183,7 +188,7 @@ class Daemon:
         self._stop_point("reading")
 
         self.pipeline = Pipeline(
-            self.rules, self.writers, self.builder, self._records_arrived, echo=self.foreground
+            self.rules, self.writers, self.builder, self._records_arrived, echo=self.echo
         )
         self.active = active = await asyncio.to_thread(select_sources, config)
         index = PathIndex(active.file_sources)
@@ -220,6 +225,9 @@ class Daemon:
             pid=os.getpid(),
         )
         self.notifier.ready(self.status.summary(self.snapshot()))
+        if self.echo is not None:
+            self.echo.open()
+            self._spawn(self._console_loop(self.echo))
 
     def _stop_point(self, phase: str) -> None:
         """Between start-up phases: a stop asked for meanwhile ends start-up here, with every
@@ -260,6 +268,8 @@ class Daemon:
             self.exit_code = EX_FAILURE
 
     async def shutdown(self) -> None:
+        if self.echo is not None:
+            self.echo.close()  # the console is the terminal's again for the last log lines
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
             loop.remove_signal_handler(signum)
@@ -565,9 +575,6 @@ class Daemon:
                 log.exception("rescan failed")
 
     async def _status_loop(self) -> None:
-        previous_lines, previous_time = 0, time.monotonic()
-        rate_every = 5.0
-        last_rate = time.monotonic()
         unchanged_since, last_key, last_rate_shown = time.monotonic(), None, 0.0
         while True:
             await asyncio.sleep(self.config.daemon.status_interval)
@@ -586,18 +593,13 @@ class Daemon:
             last_rate_shown = self.status.lines_per_s  # once more after it falls to 0
             if self.notifier.enabled:
                 self.notifier.status(self.status.summary(snapshot))
-            now = snapshot.taken
-            if self.foreground and now - last_rate >= rate_every:
-                rate = (snapshot.lines - previous_lines) / (now - previous_time)
-                log.info(
-                    "rates",
-                    lines_per_s=round(rate, 1),
-                    lines=snapshot.lines,
-                    matches=snapshot.match_count,
-                    files=len(snapshot.files),
-                    commits=snapshot.commit.commits,
-                )
-                previous_lines, previous_time, last_rate = snapshot.lines, now, now
+
+    async def _console_loop(self, echo: Echo) -> None:
+        """Foreground mode: the console's rates (and the --live panel) from a snapshot a second;
+        apart from the status loop, which skips its snapshots while nothing changes."""
+        while True:
+            await asyncio.sleep(CONSOLE_INTERVAL)
+            echo.tick(self.snapshot())
 
     async def _extend_start_timeout(self) -> None:
         """Until READY=1: ask systemd for more time every few seconds, so that a long start

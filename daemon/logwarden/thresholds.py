@@ -156,6 +156,16 @@ class ThresholdTracker:
             if mine is not None and theirs is not None and mine.threshold == theirs.threshold:
                 self._windows[name] = theirs
 
+    def standing(self, rule: str, value: str, now: float) -> tuple[int, bool]:
+        """A key's matches inside its window at `now` (at most `count`: no more are kept) and
+        whether it has alerted and is not yet armed again; for `logwarden explain`."""
+        window = self._windows.get(rule)
+        state = window.keys.get(value) if window is not None else None
+        if window is None or state is None:
+            return 0, False
+        horizon = now - window.threshold.within
+        return sum(1 for moment in state.times if moment > horizon), state.alerted
+
     def keys(self, rule: str) -> int:
         """How many keys a rule is tracking now (for status and tests)."""
         window = self._windows.get(rule)

@@ -1,0 +1,399 @@
+"""`logwarden explain`: every rule's verdict on each line given, and why, from the daemon's rules.
+
+The answer to "why didn't my rule match". Lines go through what a file's lines go through: a
+`LineFramer` with the source's `max_line_bytes` (a long line is cut, a final `\\r` dropped), then
+`SourceMatcher.explain`, whose verdict is `scan`'s own on that line; nothing here matches a
+pattern. Thresholds are counted by a `ThresholdTracker` over the lines in the order given, so a
+pasted burst shows the line that would raise the alert.
+
+A rule's verdict is a list of steps in the order the daemon takes them (source, prefilter, match,
+exclude, threshold). Ignore lists, event time and `where` (issue 12) will each be one more step
+function in `_steps`, adding one line to the verdict.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Literal
+
+import orjson
+from rich.console import Console
+from rich.text import Text
+
+from logwarden.config import Config, RuleConfig
+from logwarden.framing import Block, LineFramer
+from logwarden.log import get_logger
+from logwarden.rules import CompiledRule, LineTrace, RuleSet, RuleTrace
+from logwarden.scan import DEFAULT_MAX_LINE_BYTES, STDIN
+from logwarden.terminal import visible
+from logwarden.thresholds import ThresholdTracker
+
+log = get_logger(__name__)
+
+Verdict = Literal["matched", "vetoed", "near-miss", "timed-out", "no-match", "not-for-source"]
+_NEAR = ("vetoed", "near-miss", "timed-out")  # shown on a terminal without --all
+_READ_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One check of a rule on a line, and what it said: True passed, False stopped the line there,
+    None not consulted on this line's path."""
+
+    name: str  # "source", "prefilter", "match", "exclude", "threshold"
+    ok: bool | None
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class RuleVerdict:
+    rule: str
+    severity: str
+    verdict: Verdict
+    steps: tuple[Step, ...]
+    trace: RuleTrace | None  # None: the rule does not apply to the source
+    threshold: dict[str, Any] | None  # the key's window after this line, for a rule with one
+    would_match: bool = False  # not for this source, but it matches the line where it applies
+
+    @property
+    def near(self) -> bool:
+        """Worth showing without --all: it came close, or it matches but not in this source."""
+        return self.verdict in _NEAR or self.would_match
+
+    def as_json(self) -> dict[str, Any]:
+        trace = self.trace
+        return {
+            "rule": self.rule,
+            "severity": self.severity,
+            "verdict": self.verdict,
+            "applies": trace is not None,
+            "would_match": self.would_match,
+            "prefilter": trace.prefilter if trace else None,
+            "patterns": list(trace.patterns) if trace else [],
+            "excludes": list(trace.excludes) if trace else [],
+            "captures": trace.captures if trace else None,
+            "threshold": self.threshold,
+            "steps": [{"step": s.name, "ok": s.ok, "detail": s.detail} for s in self.steps],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class LineVerdict:
+    """Every rule's verdict on one line; `number` counts the lines given, from 1."""
+
+    number: int
+    source: str | None
+    trace: LineTrace
+    notes: tuple[str, ...]  # how the line itself was treated (cut, invalid UTF-8, CR)
+    rules: tuple[RuleVerdict, ...]  # in config order
+
+    @property
+    def matched(self) -> list[str]:
+        return [v.rule for v in self.rules if v.verdict == "matched"]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "line_no": self.number,
+            "line": self.trace.line,
+            "source": self.source,
+            "truncated": self.trace.truncated,
+            "valid_utf8": self.trace.valid_utf8,
+            "prefilter": self.trace.prefilter,
+            "notes": list(self.notes),
+            "matched": self.matched,
+            "rules": [verdict.as_json() for verdict in self.rules],
+        }
+
+
+class Explainer:
+    """Explains lines one after another for one source (None: every rule, as `scan` does for a
+    file of no source); threshold windows carry over from line to line."""
+
+    def __init__(self, config: Config, rules: RuleSet, source: str | None) -> None:
+        self.rules = rules
+        self.source = source
+        self.matcher = rules.for_source(source)
+        # rules scoped to other sources: does their pattern match? (the top "why not" answer)
+        self.everywhere = rules.for_source(None) if source is not None else None
+        self.max_line_bytes = (
+            config.sources[source].max_line_bytes if source else DEFAULT_MAX_LINE_BYTES
+        )
+        self.thresholds = ThresholdTracker(rules)
+        self.count = 0
+
+    def explain(self, inputs: Iterable[str]) -> Iterator[LineVerdict]:
+        """Each LINE argument is one line of a file; `-` is standard input, read as a file."""
+        for item in inputs:
+            framer = LineFramer(self.max_line_bytes)
+            if item == STDIN:
+                with os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=0) as stream:
+                    while chunk := stream.read(_READ_CHUNK):
+                        yield from self._blocks(framer.feed(chunk))
+                yield from self._blocks(framer.flush())
+            else:
+                # the bytes as given: argv decoding keeps invalid UTF-8 as surrogate escapes
+                yield from self._blocks(framer.feed(os.fsencode(item) + b"\n"))
+                yield from self._blocks(framer.flush())
+
+    def _blocks(self, blocks: list[Block]) -> Iterator[LineVerdict]:
+        for block in blocks:
+            for line in _one_line_each(block):
+                self.count += 1
+                yield self._line(line)
+
+    def _line(self, block: Block) -> LineVerdict:
+        trace = self.matcher.explain(block)
+        traces = {t.rule: t for t in trace.rules}
+        elsewhere = {}
+        if self.everywhere is not None and len(traces) < len(self.rules.rules):
+            elsewhere = {t.rule: t for t in self.everywhere.explain(block).rules}
+        now = time.time()  # until event time exists, a line counts as arriving now
+        verdicts = []
+        for name in self.rules.rules:
+            rule = self.rules.rule(name)
+            verdict = self._verdict(rule, traces.get(name), trace, now)
+            other = elsewhere.get(name)
+            if verdict.trace is None and other is not None and other.captures is not None:
+                verdict = _matches_elsewhere(verdict)
+            verdicts.append(verdict)
+        return LineVerdict(
+            self.count,
+            self.source,
+            trace,
+            _notes(block, trace, self.max_line_bytes),
+            tuple(verdicts),
+        )
+
+    def _verdict(
+        self, rule: CompiledRule, trace: RuleTrace | None, line: LineTrace, now: float
+    ) -> RuleVerdict:
+        steps = list(_steps(rule, trace, line, self.source))
+        window = None
+        if trace is not None and trace.captures is not None and rule.config.threshold:
+            window, step = self._threshold(rule, trace.captures, line, now)
+            steps.append(step)
+        return RuleVerdict(rule.name, rule.severity, _classify(trace), tuple(steps), trace, window)
+
+    def _threshold(
+        self,
+        rule: CompiledRule,
+        captures: dict[str, str | None],
+        line: LineTrace,
+        now: float,
+    ) -> tuple[dict[str, Any] | None, Step]:
+        """Count the match as the daemon would, and say where its key's window stands."""
+        threshold = rule.config.threshold
+        assert threshold is not None
+        key, need, within = threshold.key, threshold.count, threshold.within
+        value = captures.get(key)
+        if value is None:
+            return None, Step("threshold", None, f"not counted: capture {key} took no part")
+        match = next(m for m in line.matches if m.rule == rule.name)
+        alert = self.thresholds.observe(match, now) is not None
+        count, alerted = self.thresholds.standing(rule.name, value, now)
+        detail = f"{count} of {need} within {_duration(within)} for {key}={visible(value)}"
+        if alert:
+            detail += ": this line crosses it, ALERT"
+        elif alerted:
+            detail += f": alerted already (again once fewer than {need} are in the window)"
+        window = {
+            "key": key,
+            "value": value,
+            "count": count,
+            "of": need,
+            "within_s": within,
+            "alert": alert,
+            "alerted_before": alerted and not alert,
+        }
+        return window, Step("threshold", True, detail)
+
+
+def _matches_elsewhere(verdict: RuleVerdict) -> RuleVerdict:
+    steps = (
+        *verdict.steps,
+        Step("match", None, "its patterns match this line where the rule applies"),
+    )
+    return RuleVerdict(
+        verdict.rule, verdict.severity, verdict.verdict, steps, None, None, would_match=True
+    )
+
+
+def _one_line_each(block: Block) -> Iterator[Block]:
+    """A block cut into blocks of one line each, the `\\r` kept: the prefilter reads raw bytes."""
+    if block.truncated:
+        yield block
+        return
+    data, start, line_no = block.data, 0, block.line_no
+    while start < len(data):
+        end = data.find(b"\n", start)
+        stop = len(data) if end < 0 else end + 1
+        yield Block(data[start:stop], block.offset + start, line_no)
+        line_no = None if line_no is None else line_no + 1
+        start = stop
+
+
+def _steps(
+    rule: CompiledRule, trace: RuleTrace | None, line: LineTrace, source: str | None
+) -> Iterator[Step]:
+    """The checks before the threshold, in the daemon's order; each says what it saw."""
+    config = rule.config
+    if trace is None:
+        scope = ", ".join(config.sources or ())
+        yield Step("source", False, f"not for source {source} (only for: {scope})")
+        return
+    if source is None:
+        yield Step("source", True, "no --source given: every rule applies")
+    else:
+        yield Step("source", True, "every source" if config.sources is None else f"for {source}")
+    if not rule.uses_re2:
+        yield Step("prefilter", None, 'engine = "regex": not in the prefilter, runs on every line')
+    elif trace.prefilter is None:
+        yield Step("prefilter", None, "not asked on this line (it is cut or not valid UTF-8)")
+    elif trace.prefilter:
+        yield Step("prefilter", True, "its patterns' prefilter hits the line")
+    else:
+        yield Step("prefilter", False, "no hit: none of its patterns can be in the line")
+        if not trace.patterns:  # the daemon looks no further (were one found, it would show)
+            return
+    if trace.timed_out:
+        yield Step("match", False, f"a search ran out of match_timeout ({config.match_timeout}s)")
+        return
+    if not trace.patterns:
+        detail = f"no match pattern found ({_patterns(config, 'match')})"
+        if trace.prefilter:
+            detail += (
+                "; the prefilter reads the raw bytes (a CRLF line's \\r too) and may hit"
+                " lines the patterns do not match"
+            )
+        yield Step("match", False, detail)
+        return
+    which = trace.patterns[0]
+    found = f"match[{which}] '{visible(config.match[which])}'"
+    if trace.captures:
+        found += ": " + " ".join(f"{k}={visible(str(v))}" for k, v in trace.captures.items())
+    yield Step("match", True, found)
+    if trace.excludes:
+        index = trace.excludes[0]
+        yield Step(
+            "exclude", False, f"vetoed by exclude[{index}] '{visible(config.exclude[index])}'"
+        )
+    elif config.exclude:
+        yield Step("exclude", True, f"no exclude found ({_patterns(config, 'exclude')})")
+
+
+def _patterns(config: RuleConfig, which: Literal["match", "exclude"]) -> str:
+    patterns = config.match if which == "match" else config.exclude
+    return f"{len(patterns)} pattern{'s' if len(patterns) != 1 else ''}"
+
+
+def _classify(trace: RuleTrace | None) -> Verdict:
+    if trace is None:
+        return "not-for-source"
+    if trace.captures is not None:
+        return "matched"
+    if trace.timed_out:
+        return "timed-out"
+    if trace.patterns and trace.excludes:
+        return "vetoed"
+    if trace.prefilter:
+        return "near-miss"  # the prefilter hit and no pattern matched
+    return "no-match"
+
+
+def _notes(block: Block, trace: LineTrace, max_line_bytes: int) -> tuple[str, ...]:
+    notes = []
+    if trace.truncated:
+        notes.append(
+            f"longer than max_line_bytes ({max_line_bytes}): cut there, the rest skipped;"
+            " the record says truncated = true; the prefilter is not asked"
+        )
+    if not trace.valid_utf8:
+        notes.append(
+            "not valid UTF-8: bad bytes read as U+FFFD (the record's line shows them so);"
+            " the prefilter is not asked, every rule confirms the line"
+        )
+    if block.data.endswith(b"\r\n") or (block.data.endswith(b"\r") and not block.truncated):
+        notes.append("a final \\r dropped (CRLF line end), as in a file")
+    if trace.prefilter is False:
+        if any(rule.prefilter is None for rule in trace.rules):  # engine = "regex" rules
+            notes.append("the prefilter has no hit: no RE2 rule can match, only regex rules look")
+        else:
+            notes.append(
+                "the prefilter has no hit: no RE2 rule can match, the daemon skips the line"
+            )
+    return tuple(notes)
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+# ---------------------------------------------------------------- output
+
+_MARKS: dict[Verdict, tuple[str, str]] = {
+    "matched": ("✔", "bold green"),
+    "vetoed": ("✘", "yellow"),
+    "near-miss": ("~", "yellow"),
+    "timed-out": ("!", "red"),
+    "no-match": ("·", "dim"),
+    "not-for-source": ("-", "dim"),
+}
+
+
+def print_json(verdict: LineVerdict, out: BinaryIO) -> None:
+    out.write(orjson.dumps(verdict.as_json(), option=orjson.OPT_APPEND_NEWLINE))
+    out.flush()
+
+
+def print_text(verdict: LineVerdict, console: Console, show_all: bool) -> None:
+    """A block per line: its matches, then its near misses, then how many did not match."""
+    trace = verdict.trace
+    head = Text(f"line {verdict.number}: ", style="bold")
+    head.append(visible(trace.line))
+    console.print(head)
+    for note in verdict.notes:
+        console.print(Text(f"  {note}", style="italic"))
+    quiet = []
+    for rule in verdict.rules:
+        if rule.verdict == "matched" or rule.near or show_all:
+            console.print(_rule_text(rule))
+        else:
+            quiet.append(rule)
+    if quiet:
+        others = sum(r.verdict == "not-for-source" for r in quiet)
+        summary = f"  {_rules(len(quiet) - others)} did not match"
+        if others:
+            summary += f"; {_rules(others)} not for source {verdict.source}"
+        console.print(Text(f"{summary} (--all lists them)", style="dim"))
+    console.print()
+
+
+def _rules(count: int) -> str:
+    return f"{count} rule{'s' if count != 1 else ''}"
+
+
+def _rule_text(rule: RuleVerdict) -> Text:
+    mark, style = _MARKS[rule.verdict]
+    text = Text(f"  {mark} ", style=style)
+    text.append(rule.rule, style=style if rule.verdict != "matched" else "bold")
+    text.append(f" [{rule.severity}] {rule.verdict}", style="dim")
+    for step in rule.steps:
+        if step.ok is True and (step.name == "source" or rule.verdict == "no-match"):
+            continue  # a miss shows where it stopped, not what it passed on the way
+        colour = {True: "green", False: "red", None: "dim"}[step.ok]
+        text.append(f"\n      {step.name}: ", style=colour)
+        text.append(step.detail)
+    return text
+
+
+def text_console() -> Console:
+    """Colours on a terminal only; lines never wrapped into the output (soft wrap), no guessing
+    at what to highlight in log text."""
+    return Console(soft_wrap=True, highlight=False, emoji=False, markup=False)
