@@ -31,9 +31,10 @@ from typing import IO, Any
 from logwarden import checkpoint
 from logwarden.atomic import make_dirs
 from logwarden.config import Config, ConfigError
-from logwarden.counters import CommitSnapshot, DaemonSnapshot, ReportSnapshot
+from logwarden.counters import CommitSnapshot, DaemonSnapshot, DurationHistogram, ReportSnapshot
 from logwarden.discovery import PathIndex
 from logwarden.log import get_logger
+from logwarden.metrics import MetricsListenError, MetricsOutput
 from logwarden.notify import Notifier
 from logwarden.pipeline import Pipeline
 from logwarden.records import RecordBuilder
@@ -88,6 +89,8 @@ class CommitStats:
     failures: int = 0
     last_error: str | None = None
     last_duration: float = 0.0
+    publish_failures: int = 0  # publish or retention problems after a durable commit
+    durations: DurationHistogram = field(default_factory=DurationHistogram)
 
 
 class Daemon:
@@ -124,6 +127,7 @@ class Daemon:
         self.tails: TailManager
         self.watcher: Watcher
         self.status: StatusWriter
+        self.metrics: MetricsOutput
 
     # ------------------------------------------------------------------ phases
 
@@ -138,7 +142,13 @@ class Daemon:
             log.info("stopped during start-up", before=stopped.phase)
             await self.shutdown()
             return EX_OK
-        except (ReportDirError, checkpoint.CheckpointError, StateDirError, OSError) as error:
+        except (
+            ReportDirError,
+            checkpoint.CheckpointError,
+            StateDirError,
+            MetricsListenError,
+            OSError,
+        ) as error:
             # OSError: recovery writes (journal tails) on a full or failing disk, among others
             path = getattr(error, "filename", None)
             log.error("cannot start", error=str(error), **({"path": path} if path else {}))
@@ -193,7 +203,10 @@ class Daemon:
         self.status = StatusWriter(state_dir)
         # before the ready line: `status` right after it shows this run, not the last one
         await self._write_status(self.snapshot())
+        self.metrics = MetricsOutput(self.snapshot)
+        await self.metrics.apply(config.metrics)  # a port in use stops start-up here
         for coroutine in (
+            self.metrics.textfile_loop(),
             self._committer(),
             self._rescanner(),
             self._status_loop(),
@@ -259,6 +272,8 @@ class Daemon:
             await self.watcher.stop()
         if hasattr(self, "tails"):
             await self.tails.close()
+        if hasattr(self, "metrics"):
+            await self.metrics.close()
         if hasattr(self, "status"):
             await self._write_status(self.snapshot(), state="stopped")
         self.notifier.close()
@@ -283,7 +298,7 @@ class Daemon:
         )
 
     def snapshot(self) -> DaemonSnapshot:
-        """Every counter at this instant, for status.json, STATUS= and the foreground rates."""
+        """Every counter at this instant, for status.json, STATUS=, metrics and the foreground rates."""
         pipeline, commits = self.pipeline, self.commit_stats
         return DaemonSnapshot(
             taken=time.monotonic(),
@@ -293,6 +308,7 @@ class Daemon:
             bytes=pipeline.bytes,
             matches=dict(pipeline.matches),
             alerts=pipeline.alerts,
+            alerts_per_rule=dict(pipeline.alerts_per_rule),
             possibly_lost_bytes=self.tails.possibly_lost_bytes,
             unmeasured_truncations=self.tails.unmeasured_truncations,
             commit=CommitSnapshot(
@@ -300,6 +316,8 @@ class Daemon:
                 failures=commits.failures,
                 last_error=commits.last_error,
                 last_duration_s=commits.last_duration,
+                publish_failures=commits.publish_failures,
+                durations=commits.durations.snapshot(),
             ),
             reports={
                 name: ReportSnapshot(
@@ -311,6 +329,9 @@ class Daemon:
             },
             files=tuple(self.tails.stats()),
             sources=tuple(self.config.sources),
+            source_lines=dict(self.tails.source_lines),
+            source_bytes=dict(self.tails.source_bytes),
+            read_errors=self.tails.read_errors,
         )
 
     # ------------------------------------------------------------------ committing
@@ -403,8 +424,10 @@ class Daemon:
             )
         for message, problem in outcome.problems:
             log.error(message, error=problem)
+        self.commit_stats.publish_failures += len(outcome.problems)
         self.commit_stats.commits += 1
         self.commit_stats.last_duration = time.monotonic() - started
+        self.commit_stats.durations.observe(self.commit_stats.last_duration)
         if hasattr(self, "pipeline"):
             self.pipeline.room_made()
         return True
@@ -624,8 +647,9 @@ class Daemon:
             log.info("reloading (SIGHUP)", signals=signals)
             try:
                 await self.reload()
-            except (ReportDirError, OSError) as error:
-                # before anything was swapped (a new report dir that cannot be written)
+            except (ReportDirError, MetricsListenError, OSError) as error:
+                # before anything was swapped (a new report dir that cannot be written, a new
+                # metrics address already in use)
                 log.error("reload failed; the old config keeps running", error=str(error))
                 self.notifier.ready(self.status.summary(self.snapshot()))
             await self._write_status(self.snapshot())
@@ -655,6 +679,7 @@ class Daemon:
             self.notifier.ready(self.status.summary(self.snapshot()))
             return
         await asyncio.to_thread(prepare_dirs, config.reports, self.journal_root)
+        await self.metrics.apply(config.metrics)  # the last step that may refuse the reload
         writers = dict(self.writers)
         for name, report in config.reports.items():
             if name in writers:
