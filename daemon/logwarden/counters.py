@@ -113,6 +113,7 @@ class DaemonSnapshot:
     reports: Mapping[str, ReportSnapshot]
     files: tuple[FileSnapshot, ...]
     sources: tuple[str, ...]  # every configured source, each shown even with no file
+    rules: tuple[str, ...] = ()  # every configured rule, each shown even with no match
     # since the daemon started, per source name (a source removed by a reload keeps its figures)
     source_lines: Mapping[str, int] = field(default_factory=dict)
     source_bytes: Mapping[str, int] = field(default_factory=dict)

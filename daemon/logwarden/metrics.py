@@ -66,20 +66,23 @@ def _families(snapshot: DaemonSnapshot) -> list[Metric]:
     bytes_read = CounterMetricFamily(
         "logwarden_bytes", "Bytes of the lines read, per source.", labels=["source"]
     )
-    for source in sorted(set(snapshot.source_lines) | set(snapshot.source_bytes)):
+    # every configured source and rule has its series from the start (at 0), so that rate() and
+    # increase() see the first lines; one removed by a reload keeps its figures
+    for source in sorted({*snapshot.sources, *snapshot.source_lines, *snapshot.source_bytes}):
         lines.add_metric([source], snapshot.source_lines.get(source, 0))
         bytes_read.add_metric([source], snapshot.source_bytes.get(source, 0))
 
     matches = CounterMetricFamily(
         "logwarden_matches", "Match records written, per rule.", labels=["rule"]
     )
-    for rule, count in sorted(snapshot.matches.items()):
-        matches.add_metric([rule], count)
+    rules = sorted({*snapshot.rules, *snapshot.matches, *snapshot.alerts_per_rule})
+    for rule in rules:
+        matches.add_metric([rule], snapshot.matches.get(rule, 0))
     alerts = CounterMetricFamily(
         "logwarden_alerts", "Threshold alerts written, per rule.", labels=["rule"]
     )
-    for rule, count in sorted(snapshot.alerts_per_rule.items()):
-        alerts.add_metric([rule], count)
+    for rule in rules:
+        alerts.add_metric([rule], snapshot.alerts_per_rule.get(rule, 0))
     # HOOK(issue 12, suppression): once the snapshot counts lines vetoed by a rule's `ignore` or
     # folded by `suppress`, export them here as logwarden_suppressed_total{rule}.
 

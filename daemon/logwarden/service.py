@@ -329,6 +329,7 @@ class Daemon:
             },
             files=tuple(self.tails.stats()),
             sources=tuple(self.config.sources),
+            rules=tuple(self.config.rules),
             source_lines=dict(self.tails.source_lines),
             source_bytes=dict(self.tails.source_bytes),
             read_errors=self.tails.read_errors,
