@@ -15,6 +15,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness import LOGWARDEN, Daemon, published_records, wait_until, write_config
+from logwarden.counters import CommitSnapshot, DaemonSnapshot, DurationHistogram, FileSnapshot
+from logwarden.metrics import render
 
 pytestmark = pytest.mark.integration
 
@@ -311,3 +313,39 @@ def test_a_port_in_use_stops_start_up_with_a_clear_error(workdir: Path) -> None:
     assert f"cannot listen on 127.0.0.1:{port} for metrics: Address already in use" in (
         result.stderr + result.stdout
     )
+
+
+def test_render_one_series_per_path_and_cumulative_buckets() -> None:
+    """Two files at one path for a moment (a deleted file draining beside its successor) give one
+    series, or Prometheus would reject the scrape; histogram buckets add up."""
+    durations = DurationHistogram()
+    for seconds in (0.0001, 0.002, 0.002, 20.0):
+        durations.observe(seconds)
+    files = (
+        FileSnapshot("app", "/l/a.log", 1, 10, 100, 150, 50, 9, "draining", None, 4.0),
+        FileSnapshot("app", "/l/a.log", 1, 11, 0, 20, 20, 0, "following", None, 1.0),
+        FileSnapshot("app", "/l/b.log", 0, 0, 0, 0, 0, 0, "error", "Permission denied"),
+    )
+    snapshot = DaemonSnapshot(
+        taken=10.0, started=0.0, config_path=Path("c.toml"), lines=9, bytes=100,
+        matches={}, alerts=0, possibly_lost_bytes=0, unmeasured_truncations=0,
+        commit=CommitSnapshot(4, 0, None, 20.0, durations=durations.snapshot()),
+        reports={}, files=files, sources=("app",), rules=("hit",),
+    )  # fmt: skip
+    samples = parse(render(snapshot).decode())
+    assert value(samples, "logwarden_lag_bytes", source="app", path="/l/a.log") == 70
+    assert value(samples, "logwarden_lag_seconds", source="app", path="/l/a.log") == 4.0
+    assert (
+        "logwarden_lag_bytes",
+        frozenset({("source", "app"), ("path", "/l/b.log")}),
+    ) not in samples
+    assert value(samples, "logwarden_files_watched", source="app") == 2
+    assert value(samples, "logwarden_files_unreadable", source="app") == 1
+    assert value(samples, "logwarden_matches_total", rule="hit") == 0
+    assert value(samples, "logwarden_lines_total", source="app") == 0
+    buckets = {
+        le: value(samples, "logwarden_commit_duration_seconds_bucket", le=le)
+        for le in ("0.0005", "0.0025", "10.0", "+Inf")
+    }
+    assert buckets == {"0.0005": 1, "0.0025": 3, "10.0": 3, "+Inf": 4}
+    assert value(samples, "logwarden_commit_duration_seconds_sum") == pytest.approx(20.0041)
