@@ -175,6 +175,14 @@ def test_scrape_and_textfile_count_the_work_done(workdir: Path, daemon: Daemon) 
     assert value(written, "logwarden_matches_total", rule="hit") == 10
     assert textfile.stat().st_mode & 0o777 == 0o644  # node_exporter runs as another user
 
+    # at stop: the endpoint closes, the textfile keeps the final figures, files still counted
+    assert daemon.stop() == 0
+    with pytest.raises(OSError):
+        scrape(port)
+    final = parse(textfile.read_text())
+    assert value(final, "logwarden_lines_total", source="app") == 30
+    assert value(final, "logwarden_files_watched", source="app") == 1
+
 
 def test_lag_of_a_file_the_daemon_is_behind_on(workdir: Path, daemon: Daemon) -> None:
     """A last line without its newline is read but not yet a line: the daemon is behind on it
@@ -271,6 +279,7 @@ def test_counters_stay_monotonic_across_a_reload_that_moves_the_endpoint(
     assert value(after, "logwarden_lines_total", source="auth") == 1
     moved = workdir / "prom" / "moved.prom"
     wait_until(moved.exists, message="the textfile at its new path")
+    assert not (workdir / "prom" / "logwarden.prom").exists()  # no stale file left to serve
     wait_until(
         lambda: value(parse(moved.read_text()), "logwarden_lines_total", source="app") == 3,
         message="the textfile at its new path to count the new line",

@@ -184,7 +184,8 @@ def _families(snapshot: DaemonSnapshot) -> list[Metric]:
         lag_age,
         _histogram(
             "logwarden_commit_duration_seconds",
-            "How long a commit took (journals written and fsynced, checkpoint replaced).",
+            "How long a commit that succeeded took (journals written and fsynced, checkpoint "
+            "replaced).",
             commit.durations,
         ),
         commits,
@@ -312,6 +313,11 @@ class MetricsOutput:
                     with contextlib.suppress(MetricsListenError):
                         self._endpoint = await self._listen(self.config)
                 raise
+        old_textfile = self.config.textfile
+        if old_textfile is not None and old_textfile != config.textfile:
+            # node_exporter would serve a file left behind as if it were current
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(old_textfile.unlink, missing_ok=True)
         self.config = config
         self._changed.set()
 

@@ -268,12 +268,12 @@ class Daemon:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if hasattr(self, "metrics"):  # the final figures, while the files are still tracked
+            await self.metrics.close()
         if hasattr(self, "watcher"):
             await self.watcher.stop()
         if hasattr(self, "tails"):
             await self.tails.close()
-        if hasattr(self, "metrics"):
-            await self.metrics.close()
         if hasattr(self, "status"):
             await self._write_status(self.snapshot(), state="stopped")
         self.notifier.close()
