@@ -83,3 +83,30 @@ def test_unit_contract() -> None:
         "systemd 252 runs it as Type=simple"
     )
     assert "--foreground" not in text and "PIDFile" not in text
+
+
+def test_metrics_drop_ins_verify_and_open_loopback_only(unit: Path) -> None:
+    """The drop-ins the README gives for metrics load cleanly with the unit, and the endpoint's
+    opens the host's network to loopback addresses only."""
+    drop_ins = unit.parent / "logwarden.service.d"
+    drop_ins.mkdir()
+    for name in ("metrics-listen.conf", "metrics-textfile.conf"):
+        (drop_ins / name).write_text((UNIT.parent / name).read_text())
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert verify.returncode == 0, verify.stderr
+    assert "logwarden.service" not in verify.stderr, verify.stderr  # drop-in lines included
+    security = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "IP address allow list with only localhost entries" in security.stdout, security.stdout
+    assert "Service may allocate Internet sockets" in security.stdout  # the drop-in applied

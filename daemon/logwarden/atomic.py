@@ -55,7 +55,9 @@ def write_atomically(
 ) -> None:
     """Publish `chunks` as `path` atomically (and durably unless told otherwise); on any error the
     temporary is removed and `path` untouched."""
-    temp = path.parent / f"{TEMP_PREFIX}{secrets.token_hex(6)}-{path.name}"
+    # the random part last: a temporary must not end like the real name (`.json`, `.prom`),
+    # since Go's filepath.Glob("*.prom") of node_exporter matches names starting with a dot
+    temp = path.parent / f"{TEMP_PREFIX}{path.name}.{secrets.token_hex(6)}"
     descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         with os.fdopen(descriptor, "wb", buffering=1024 * 1024) as stream:

@@ -154,8 +154,8 @@ class CompressedTailer(Tailer):
     def pending_checkpoint(self) -> FileCheckpoint | None:
         return None  # not started: a restart judges the file again against the original
 
-    def stats(self) -> FileSnapshot:
-        snapshot = super().stats()
+    def stats(self, now: float | None = None) -> FileSnapshot:
+        snapshot = super().stats(now)
         # `size` is the decompressed size when the file was judged (the raw one after a restart)
         return replace(
             snapshot,

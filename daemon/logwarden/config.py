@@ -341,6 +341,59 @@ class ReportConfig(_Table):
         return None if value == 0 else value
 
 
+_LISTEN = re.compile(
+    r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>[0-9]{1,5})"
+)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """`host:port` or `[v6]:port` → (host, port); the host is required, so that exposing the
+    endpoint beyond this machine is always written out (`0.0.0.0:9108`), never a default."""
+    found = _LISTEN.fullmatch(value)
+    if not found or int(found.group("port")) > 65535:
+        raise ValueError(
+            f'{value!r} is not an address to listen on: use "127.0.0.1:9108" or "[::1]:9108"'
+        )
+    return found.group("v6") or found.group("host"), int(found.group("port"))
+
+
+class MetricsConfig(_Table):
+    """Prometheus metrics, both ways out off by default."""
+
+    textfile: Path | None = None  # for node_exporter's textfile collector: a `*.prom` file
+    listen: str | None = None  # an HTTP endpoint, "127.0.0.1:9108"
+    interval: Seconds = 15.0  # how often the textfile is rewritten
+
+    _textfile_not_blank = field_validator("textfile", mode="before")(_not_blank)
+
+    @field_validator("textfile")
+    @classmethod
+    def _prom(cls, value: Path | None) -> Path | None:
+        if value is not None and value.suffix != ".prom":
+            raise ValueError(
+                "must end in .prom: node_exporter's textfile collector reads only those"
+            )
+        return value
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_listen(value)
+        return value
+
+    @field_validator("interval")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be greater than zero")
+        return value
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return None if self.listen is None else parse_listen(self.listen)
+
+
 class Config(_Table):
     """The whole config, as every other module sees it."""
 
@@ -349,6 +402,7 @@ class Config(_Table):
     sources: Mapping[str, SourceConfig]
     rules: Mapping[str, RuleConfig]
     reports: Mapping[str, ReportConfig]
+    metrics: MetricsConfig = MetricsConfig()
 
     @property
     def file_sources(self) -> dict[str, SourceConfig]:
@@ -517,7 +571,7 @@ def parse(document: dict[str, Any], path: Path, sink: ProblemSink) -> Config:
     out, as are rules whose references do not resolve), good for finding further problems only.
     """
     base = path.parent
-    known_top = ("daemon", "sources", "rules", "reports")
+    known_top = ("daemon", "sources", "rules", "reports", "metrics")
     for key, value in document.items():
         if key not in known_top:
             kind = "table" if isinstance(value, dict) else "key"
@@ -530,9 +584,13 @@ def parse(document: dict[str, Any], path: Path, sink: ProblemSink) -> Config:
         if isinstance(value, dict):
             tables[table] = value
         else:
-            example = "[daemon]" if table == "daemon" else f"[{table}.NAME]"
+            example = f"[{table}]" if table in ("daemon", "metrics") else f"[{table}.NAME]"
             sink.add((table,), f"must be a table, e.g. {example}")
             tables[table] = {}
+    metrics_raw = dict(tables["metrics"])
+    if _is_path_text(metrics_raw.get("textfile")):
+        metrics_raw["textfile"] = _resolve(base, metrics_raw["textfile"])
+    metrics = _validate(MetricsConfig, metrics_raw, ("metrics",), sink)
     if not tables["sources"] and isinstance(document.get("sources", {}), dict):
         sink.add(
             ("sources",), "at least one source is needed, e.g. [sources.auth] with paths = [...]"
@@ -626,6 +684,7 @@ def parse(document: dict[str, Any], path: Path, sink: ProblemSink) -> Config:
         sources=valid_sources,
         rules=valid_rules,
         reports=valid_reports,
+        metrics=metrics or MetricsConfig(),
     )
 
 

@@ -7,9 +7,29 @@ a worker thread while the loop goes on changing the originals).
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+# Upper bounds of the commit duration buckets, in seconds: a commit is a write and an fdatasync,
+# a fraction of a millisecond on a quiet SSD, seconds on a disk under writeback pressure.
+COMMIT_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +46,9 @@ class FileSnapshot:
     lines: int
     state: str  # the tailer's: "following", "draining" or "error"
     error: str | None
+    # age of the oldest unread byte, a lower bound: seconds since the daemon first saw it (or
+    # since the file's mtime then, if earlier); 0 when lag_bytes is 0 (see Tailer.unread_since)
+    lag_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +75,41 @@ class ReportSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class HistogramSnapshot:
+    """Cumulative-free bucket counts: `counts[i]` observations fell in bucket i (the last bucket
+    is +Inf), so the i-th Prometheus bucket is the sum of counts[:i + 1]."""
+
+    bounds: tuple[float, ...]
+    counts: tuple[int, ...]
+    total: float  # sum of the observations
+
+
+class DurationHistogram:
+    """Observations in fixed buckets: one bisect and two additions per observation, so the
+    committer can record every commit without a metrics library in its path."""
+
+    def __init__(self, bounds: tuple[float, ...] = COMMIT_BUCKETS) -> None:
+        self.bounds = bounds
+        self._counts = [0] * (len(bounds) + 1)
+        self._total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self._counts[bisect_left(self.bounds, seconds)] += 1
+        self._total += seconds
+
+    def snapshot(self) -> HistogramSnapshot:
+        return HistogramSnapshot(self.bounds, tuple(self._counts), self._total)
+
+
+@dataclass(frozen=True, slots=True)
 class CommitSnapshot:
     commits: int
     failures: int  # since the daemon started
     last_error: str | None  # set while commits fail, None once one succeeds again
     last_duration_s: float
+    # publishing or retention failed after a durable commit (retried at the next commit)
+    publish_failures: int = 0
+    durations: HistogramSnapshot = field(default_factory=lambda: DurationHistogram().snapshot())
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +130,12 @@ class DaemonSnapshot:
     files: tuple[FileSnapshot, ...]
     sources: tuple[str, ...]  # every file source, each shown even with no file
     journals: tuple[JournalSnapshot, ...] = ()
+    rules: tuple[str, ...] = ()  # every configured rule, each shown even with no match
+    # since the daemon started, per source name (a source removed by a reload keeps its figures)
+    source_lines: Mapping[str, int] = field(default_factory=dict)
+    source_bytes: Mapping[str, int] = field(default_factory=dict)
+    alerts_per_rule: Mapping[str, int] = field(default_factory=dict)
+    read_errors: int = 0  # times a file or path became unreadable (each logged once)
 
     def files_per_source(self) -> dict[str, int]:
         """Tracked files of each source, in config order; 0 for a source that matches none."""

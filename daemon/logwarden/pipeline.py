@@ -45,7 +45,7 @@ class Pipeline:
         self.lines = 0
         self.bytes = 0
         self.matches: Counter[str] = Counter()
-        self.alerts = 0
+        self.alerts_per_rule: Counter[str] = Counter()
         self._room = asyncio.Event()
         self._room.set()
 
@@ -61,6 +61,10 @@ class Pipeline:
         thresholds.keep_windows(self.thresholds, changes.unchanged)
         self.rules, self.writers, self.thresholds = rules, writers, thresholds
         return changes
+
+    @property
+    def alerts(self) -> int:
+        return self.alerts_per_rule.total()
 
     @property
     def pending_bytes(self) -> int:
@@ -96,7 +100,7 @@ class Pipeline:
                 self.writers[alert.report].append(
                     dumps(self.builder.alert(alert, source, stamp)), None
                 )
-                self.alerts += 1
+                self.alerts_per_rule[alert.rule] += 1
                 if self.echo is not None:
                     self.echo.alert(alert, source)
 

@@ -32,11 +32,12 @@ from logwarden import checkpoint
 from logwarden.atomic import make_dirs
 from logwarden.config import Config, ConfigError
 from logwarden.console import Echo, foreground_echo
-from logwarden.counters import CommitSnapshot, DaemonSnapshot, ReportSnapshot
+from logwarden.counters import CommitSnapshot, DaemonSnapshot, DurationHistogram, ReportSnapshot
 from logwarden.discovery import PathIndex
 from logwarden.fallback import files_only, select_sources
 from logwarden.journal import JournalManager, JournalPosition
 from logwarden.log import get_logger
+from logwarden.metrics import MetricsListenError, MetricsOutput
 from logwarden.notify import Notifier
 from logwarden.pipeline import Pipeline
 from logwarden.records import RecordBuilder
@@ -93,6 +94,8 @@ class CommitStats:
     failures: int = 0
     last_error: str | None = None
     last_duration: float = 0.0
+    publish_failures: int = 0  # publish or retention problems after a durable commit
+    durations: DurationHistogram = field(default_factory=DurationHistogram)
 
 
 class Daemon:
@@ -135,6 +138,7 @@ class Daemon:
         self.watcher: Watcher
         self.active: Config  # the config's sources less one of each fallback pair
         self.status: StatusWriter
+        self.metrics: MetricsOutput
 
     # ------------------------------------------------------------------ phases
 
@@ -149,7 +153,13 @@ class Daemon:
             log.info("stopped during start-up", before=stopped.phase)
             await self.shutdown()
             return EX_OK
-        except (ReportDirError, checkpoint.CheckpointError, StateDirError, OSError) as error:
+        except (
+            ReportDirError,
+            checkpoint.CheckpointError,
+            StateDirError,
+            MetricsListenError,
+            OSError,
+        ) as error:
             # OSError: recovery writes (journal tails) on a full or failing disk, among others
             path = getattr(error, "filename", None)
             log.error("cannot start", error=str(error), **({"path": path} if path else {}))
@@ -207,7 +217,10 @@ class Daemon:
         self.status = StatusWriter(state_dir)
         # before the ready line: `status` right after it shows this run, not the last one
         await self._write_status(self.snapshot())
+        self.metrics = MetricsOutput(self.snapshot)
+        await self.metrics.apply(config.metrics)  # a port in use stops start-up here
         for coroutine in (
+            self.metrics.textfile_loop(),
             self._committer(),
             self._rescanner(),
             self._status_loop(),
@@ -278,6 +291,8 @@ class Daemon:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if hasattr(self, "metrics"):  # the final figures, while the files are still tracked
+            await self.metrics.close()
         if hasattr(self, "journals"):
             await self.journals.close()
         if hasattr(self, "watcher"):
@@ -309,7 +324,7 @@ class Daemon:
         )
 
     def snapshot(self) -> DaemonSnapshot:
-        """Every counter at this instant, for status.json, STATUS= and the foreground rates."""
+        """Every counter at this instant, for status.json, STATUS=, metrics and the foreground rates."""
         pipeline, commits = self.pipeline, self.commit_stats
         return DaemonSnapshot(
             taken=time.monotonic(),
@@ -319,6 +334,7 @@ class Daemon:
             bytes=pipeline.bytes,
             matches=dict(pipeline.matches),
             alerts=pipeline.alerts,
+            alerts_per_rule=dict(pipeline.alerts_per_rule),
             possibly_lost_bytes=self.tails.possibly_lost_bytes,
             unmeasured_truncations=self.tails.unmeasured_truncations,
             commit=CommitSnapshot(
@@ -326,6 +342,8 @@ class Daemon:
                 failures=commits.failures,
                 last_error=commits.last_error,
                 last_duration_s=commits.last_duration,
+                publish_failures=commits.publish_failures,
+                durations=commits.durations.snapshot(),
             ),
             reports={
                 name: ReportSnapshot(
@@ -338,6 +356,10 @@ class Daemon:
             files=tuple(self.tails.stats()),
             sources=tuple(self.active.file_sources),
             journals=tuple(self.journals.stats()),
+            rules=tuple(self.config.rules),
+            source_lines=dict(self.tails.source_lines),
+            source_bytes=dict(self.tails.source_bytes),
+            read_errors=self.tails.read_errors,
         )
 
     # ------------------------------------------------------------------ committing
@@ -442,8 +464,10 @@ class Daemon:
             )
         for message, problem in outcome.problems:
             log.error(message, error=problem)
+        self.commit_stats.publish_failures += len(outcome.problems)
         self.commit_stats.commits += 1
         self.commit_stats.last_duration = time.monotonic() - started
+        self.commit_stats.durations.observe(self.commit_stats.last_duration)
         if hasattr(self, "pipeline"):
             self.pipeline.room_made()
         return True
@@ -662,8 +686,9 @@ class Daemon:
             log.info("reloading (SIGHUP)", signals=signals)
             try:
                 await self.reload()
-            except (ReportDirError, OSError) as error:
-                # before anything was swapped (a new report dir that cannot be written)
+            except (ReportDirError, MetricsListenError, OSError) as error:
+                # before anything was swapped (a new report dir that cannot be written, a new
+                # metrics address already in use)
                 log.error("reload failed; the old config keeps running", error=str(error))
                 self.notifier.ready(self.status.summary(self.snapshot()))
             await self._write_status(self.snapshot())
@@ -693,6 +718,7 @@ class Daemon:
             self.notifier.ready(self.status.summary(self.snapshot()))
             return
         await asyncio.to_thread(prepare_dirs, config.reports, self.journal_root)
+        await self.metrics.apply(config.metrics)  # the last step that may refuse the reload
         writers = dict(self.writers)
         for name, report in config.reports.items():
             if name in writers:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import resource
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
@@ -127,6 +128,10 @@ class TailManager:
             else min(MAX_OPEN_FILES, max(soft // 2, 16))
         )
         self._lines = self._bytes = self._lost = self._unmeasured = 0
+        self.read_errors = 0  # times a file or path became unreadable
+        # lines and bytes handed to the sink per source, counted per delivery (not per line)
+        self.source_lines: Counter[str] = Counter()
+        self.source_bytes: Counter[str] = Counter()
         # bumped by every change `stats()` would show: status is not rewritten while it stays
         self.version = 0
 
@@ -347,7 +352,8 @@ class TailManager:
         self._reconcile_wake.set()
 
     def stats(self) -> list[FileSnapshot]:
-        found = [tailer.stats() for tailer in self._tailers.values()]
+        now = time.time()
+        found = [tailer.stats(now) for tailer in self._tailers.values()]
         for path, (kind, error) in self._noted.items():
             if kind == "error":
                 source = self.index.source_of(path) or ""
@@ -361,6 +367,8 @@ class TailManager:
         lines = sum(block.line_count for block in blocks)
         tailer.lines += lines
         self._lines += lines
+        self.source_lines[tailer.source] += lines
+        self.source_bytes[tailer.source] += sum(len(block.data) for block in blocks)
 
     async def wait_for_room(self) -> None:
         await self.sink.wait_for_room()
@@ -368,10 +376,13 @@ class TailManager:
     def has_room(self) -> bool:
         return self.sink.has_room()
 
-    def count(self, *, read: int = 0, lost: int = 0, unmeasured: int = 0) -> None:
+    def count(
+        self, *, read: int = 0, lost: int = 0, unmeasured: int = 0, read_errors: int = 0
+    ) -> None:
         self._bytes += read
         self._lost += lost
         self._unmeasured += unmeasured
+        self.read_errors += read_errors
         self.version += 1
 
     def state_changed(self, tailer: Tailer) -> None:
@@ -550,6 +561,7 @@ class TailManager:
             self.version += 1
             if status.kind == "error":
                 log.warning("cannot read path; will retry", path=path, error=status.error)
+                self.read_errors += 1
             elif status.kind == "symlink":
                 log.info("skipping symlink (follow_symlinks is off)", path=path)
             else:

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import os
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol, TypeVar
@@ -52,6 +53,7 @@ TailState = Literal["following", "draining", "error"]
 MAX_NAMES = 4  # paths a file is remembered under, for naming its copies
 SLOW_READ_S = 0.010  # a read on the loop slower than this sends the file's reads to a thread
 THREADED_FOR_S = 30.0  # for this long, before the loop tries again
+MAX_SIGHTINGS = 16  # growth sightings kept per file to date its oldest unread byte
 
 _T = TypeVar("_T")
 _read_checked = aiofiles.os.wrap(read_checked)  # the slow path: pread in aiofiles' executor
@@ -92,8 +94,11 @@ class TailerHost(Protocol):
     def has_room(self) -> bool:
         """Whether `wait_for_room` would return at once."""
 
-    def count(self, *, read: int = 0, lost: int = 0, unmeasured: int = 0) -> None:
-        """Bytes read, bytes known lost to a truncation, and truncations whose loss is unknown."""
+    def count(
+        self, *, read: int = 0, lost: int = 0, unmeasured: int = 0, read_errors: int = 0
+    ) -> None:
+        """Bytes read, bytes known lost to a truncation, truncations whose loss is unknown, and
+        the file becoming unreadable."""
 
     def lineages_for(self, path: str, dev: int) -> tuple[list[Lineage], list[Lineage]]:
         """What `path` may be a copy of: files recently truncated, and live files."""
@@ -152,6 +157,9 @@ class Tailer:
         self.fd: int | None = None
         self.size = size
         self.mtime_ns = 0
+        # (file size, wall time it was first seen) at each read that found the file grown; what
+        # `unread_since` dates the oldest unread byte by. A few entries: a read consumes them.
+        self._sightings: deque[tuple[int, float]] = deque()
         self.lines = 0
         self.state: TailState = "following" if attached else "draining"
         self.error: str | None = None
@@ -231,12 +239,48 @@ class Tailer:
         original = self.copy_guess.checkpoint
         return replace(original, source=self.source, path=self.path, dev=self.dev, inode=self.inode)
 
-    def stats(self) -> FileSnapshot:
+    def stats(self, now: float | None = None) -> FileSnapshot:
+        """As of `now` (wall clock, for the lag in seconds; read once for a walk of every file)."""
         offset = self.framer.state.offset
+        lag = max(self.size - offset, 0)
+        since = self.unread_since() if lag else None
+        lag_s = max((time.time() if now is None else now) - since, 0.0) if since else 0.0
         return FileSnapshot(
             self.source, self.path, self.dev, self.inode, offset, self.size,
-            max(self.size - offset, 0), self.lines, self.state, self.error,
+            lag, self.lines, self.state, self.error, lag_s,
         )  # fmt: skip
+
+    def _sighted(self, status: os.stat_result) -> None:
+        """Notes when bytes up to the file's end were first seen: at this read, or at the file's
+        mtime if earlier (bytes written while nobody looked, such as before a restart)."""
+        end = max(status.st_size, self.framer.position)
+        sightings = self._sightings
+        if sightings and end < sightings[-1][0]:
+            sightings.clear()  # truncated: those bytes are gone
+        if sightings and end == sightings[-1][0]:
+            return
+        seen = min(time.time(), status.st_mtime)
+        if len(sightings) >= MAX_SIGHTINGS:
+            # merge into the last entry, keeping its older time: the age errs on the high side
+            sightings[-1] = (end, sightings[-1][1])
+        else:
+            sightings.append((end, seen))
+
+    def unread_since(self) -> float | None:
+        """When the oldest byte not yet framed into a line was first seen (wall clock seconds).
+
+        It was written between the previous sighting and this one; the daemon reads as soon as
+        inotify tells it a file grew, so sightings follow writes closely, and the figure is a
+        lower bound of the byte's age. Without a sighting past the offset (the size came from a
+        rescan), the file's mtime is the best date known. None when nothing is known.
+        """
+        offset = self.framer.state.offset
+        sightings = self._sightings
+        while sightings and sightings[0][0] <= offset:
+            sightings.popleft()
+        if sightings:
+            return sightings[0][1]
+        return self.mtime_ns / 1e9 if self.mtime_ns else None
 
     def reconfigure(self, settings: TailSettings) -> None:
         """A reload: the source's settings from the next read on."""
@@ -451,6 +495,7 @@ class Tailer:
     def _read_done(self, grew: bool, status: os.stat_result, ending: bool) -> None:
         """After reading to the end: note what the file looks like, and close it if it ended."""
         self.mtime_ns = status.st_mtime_ns
+        self._sighted(status)
         self.size = max(status.st_size, self.framer.position)
         if self.state == "error":
             self.log.info("file is readable again")
@@ -489,6 +534,7 @@ class Tailer:
             # the size seen while catching up: if the file is truncated before it is read that
             # far, the difference is the figure of what was lost
             self.size = max(self.size, status.st_size)
+            self._sighted(status)
             grew = grew or fresh > 0
             if fresh < chunk_bytes:
                 return grew, status
@@ -663,6 +709,7 @@ class Tailer:
         text = (error.strerror if isinstance(error, OSError) else None) or str(error) or repr(error)
         if self.state != "error":
             self.log.warning("cannot read file; will retry", error=text)
+            self.host.count(read_errors=1)
         self.state, self.error = "error", text
         self.host.state_changed(self)
         self.close_fd()
