@@ -162,12 +162,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # `run`'s handlers come with its event loop; until then a SIGTERM (systemd sends one
     # whenever it likes) ends the process cleanly, not by the default action (exit -15)
     signal.signal(signal.SIGTERM, _stop_before_start)
-    args = build_parser().parse_args(argv)
-    if args.command != "run":
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the one-shot commands die of it as usual
-    # `report` has no logging options: what it has to say goes to stdout and stderr
-    configure(getattr(args, "log_format", "auto"), getattr(args, "log_level", "warning"))
-    try:
+    args: argparse.Namespace | None = None
+    try:  # from here on: a SIGTERM while the parser is built is as clean as one later
+        args = build_parser().parse_args(argv)
+        if args.command != "run":
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # one-shot commands die of it as usual
+        # `report` has no logging options: what it has to say goes to stdout and stderr
+        configure(getattr(args, "log_format", "auto"), getattr(args, "log_level", "warning"))
         if args.command == "check-config":
             return check_config(args)
         if args.command == "scan":
@@ -184,7 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except StoppedBeforeStart:
-        log.info("stopped before start-up began (SIGTERM)")
+        if args is not None:  # logging is configured once the arguments are known
+            log.info("stopped before start-up began (SIGTERM)")
         return EX_OK
     except BrokenPipeError:
         # the reader went away (`logwarden scan ... | head`): stop quietly, like grep

@@ -369,6 +369,10 @@ class MetricsOutput:
         self._snapshots.last = snapshot
         try:
             await asyncio.to_thread(write_textfile, path, snapshot)
+            if path != self.config.textfile:
+                # a reload moved or dropped the textfile while this write was in flight: the
+                # old path must not be left for node_exporter to serve as if it were current
+                await asyncio.to_thread(path.unlink, missing_ok=True)
         except OSError as error:
             if not self._failing:
                 log.warning("cannot write metrics textfile", path=str(path), error=str(error))
