@@ -19,7 +19,7 @@ import pytest
 
 from harness import LOGWARDEN, Daemon, published_records, wait_until, write_config
 from logwarden.config import ConfigError, load
-from logwarden.report_index import INDEX_NAME
+from logwarden.report_index import INDEX_NAME, ReportIndex
 from logwarden.sealing import MAGIC, ReportKey, load_key, open_report
 from test_daemon import expected_seqs, seqs, start_writer
 
@@ -377,3 +377,13 @@ def test_an_index_lost_in_a_crash_is_rebuilt_from_the_files(
         assert_index_matches(reports / name, [key])
         after = index_of(reports / name)["files"]
         assert [item["sha256"] for item in after] == [item["sha256"] for item in before[name]]
+
+
+def test_a_report_name_with_dots_is_indexed_and_reloaded(tmp_path: Path) -> None:
+    # `[reports."sec.v2"]` is a valid name: the index must order its files by seq, not trip on
+    # the dots (it raised IndexError at every start once one report was published)
+    names = [f"sec.v2-20261125T1200{n:02d}Z-{n:08d}.json" for n in (10, 9, 11)]
+    for name in names:
+        (tmp_path / name).write_bytes(b'{"records": []}')
+    index = ReportIndex.load(tmp_path, "sec.v2", 0o640, [])
+    assert list(index.entries) == sorted(names, key=lambda name: name.split("-")[-1])

@@ -200,5 +200,11 @@ class ReportIndex:
         self.dirty = False
 
 
+_SEQ = re.compile(rf"-(\d{{{SEQ_WIDTH}}})\.(?:json|ndjson)(?:\.|$)")
+
+
 def _seq_of(name: str) -> str:
-    return name.split(".", 1)[0].rsplit("-", 1)[1]
+    """The publish order of a published report's name: its seq, whatever the report's name
+    holds (`sec.v2-20261125T120000Z-00000007.json.gz`: a report name may contain dots)."""
+    found = _SEQ.search(name)
+    return found[1] if found else name

@@ -165,6 +165,12 @@ class Daemon:
             log.error("cannot start", error=str(error), **({"path": path} if path else {}))
             await self.shutdown()
             return EX_FAILURE
+        except Exception:
+            # a defect, not an operator's problem: its traceback goes to the log, and what
+            # start-up had opened is closed before exit 1 (systemd restarts it)
+            log.exception("cannot start: unexpected error")
+            await self.shutdown()
+            return EX_FAILURE
         finally:
             extender.cancel()
         try:
