@@ -243,3 +243,22 @@ def test_a_burst_of_sighups_reloads_one_at_a_time(workdir: Path, daemon: Daemon)
     assert sum(e.get("event") == "reloaded" for e in events) == count
     signals = sum(int(e["signals"]) for e in events if e.get("event") == "reloading (SIGHUP)")
     assert count <= signals <= sent
+
+
+def test_sighup_and_sigusr1_while_stopping_do_not_kill_it(workdir: Path, daemon: Daemon) -> None:
+    """logrotate's postrotate reloads whenever it likes, also while systemd stops the daemon:
+    a SIGHUP or SIGUSR1 that arrives during the stop must not end it by the default action."""
+    write_lines(workdir / "logs" / "app.log", 0, 3000)
+    daemon.start()
+    daemon.signal(signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    assert daemon.process is not None
+    while daemon.process.poll() is None and time.monotonic() < deadline:
+        for signum in (signal.SIGHUP, signal.SIGUSR1):
+            try:
+                daemon.signal(signum)
+            except ProcessLookupError:
+                break
+        time.sleep(0.0005)
+    assert daemon.stop() == 0, daemon.log_text()
+    assert_exactly_once(workdir, expected_seqs(0, 3000))

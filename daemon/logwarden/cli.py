@@ -167,6 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command != "run":
             signal.signal(signal.SIGTERM, signal.SIG_DFL)  # one-shot commands die of it as usual
+        else:  # a reload or rotation asked for before the loop can take it: the config is
+            # read after this anyway, and a death by SIGHUP would be a failed start
+            for signum in (signal.SIGHUP, signal.SIGUSR1):
+                signal.signal(signum, signal.SIG_IGN)
         # `report` has no logging options: what it has to say goes to stdout and stderr
         configure(getattr(args, "log_format", "auto"), getattr(args, "log_level", "warning"))
         if args.command == "check-config":

@@ -292,8 +292,10 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
             loop.remove_signal_handler(signum)
-        # stopping already: a further SIGTERM must not turn this clean stop into a kill (-15)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        # stopping already: a further SIGTERM, or a reload or rotation asked for now (logrotate's
+        # postrotate runs whenever it likes), must not turn this clean stop into a death by signal
+        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
+            signal.signal(signum, signal.SIG_IGN)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
