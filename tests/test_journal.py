@@ -23,6 +23,7 @@ from harness import LOGWARDEN, Daemon, published_records, wait_until, write_conf
 from logwarden.journal import (
     Entry,
     EntryBatch,
+    JsonLines,
     frame_entries,
     parse_entry,
     same_entry,
@@ -565,3 +566,54 @@ def test_reload_starts_stops_and_restarts_journal_sources(workdir: Path, daemon:
     wait_until(lambda: len(journalctl_children(daemon.pid)) == 1, message="one child again")
     assert daemon.stop() == 0
     assert_exactly_once(workdir, fails(0, 60) | {90})
+
+
+def test_a_huge_entry_is_matched_on_its_start_and_flagged_cut(tmp_path: Path) -> None:
+    """An entry far over the reader's limit (a client can log 80 KiB through syslog) is matched
+    on the start of its message, like a cut file line, never skipped whole: padding a line must
+    not hide it. Control characters (six bytes each in journalctl's JSON) included."""
+    write_config(
+        tmp_path / "logwarden.toml",
+        CONFIG.replace("{start_at}", "beginning").replace(
+            'start_at = "beginning"', 'start_at = "beginning"\nmax_line_bytes = "1KiB"'
+        ),
+    )
+    journal = JournalFiles(tmp_path / "journal")
+    huge = "seq=3 FAIL " + "\x01" * 40_000 + "x" * 40_000
+    journal.append([seq_entry(0), {**seq_entry(3), "MESSAGE": huge}, seq_entry(6)])
+    daemon = Daemon(tmp_path / "logwarden.toml", tmp_path / "daemon.log")
+    try:
+        daemon.start()
+        wait_until(lambda: set(seqs_pending(tmp_path)) >= {0, 3, 6}, message="all three")
+        assert daemon.stop() == 0
+    finally:
+        daemon.cleanup()
+    found = {int(r["captures"]["seq"]): r for r in records(tmp_path)}
+    assert sorted(found) == [0, 3, 6]
+    assert found[3]["truncated"] is True and found[0]["truncated"] is False
+    assert found[3]["line"].startswith("app[1000]: seq=3 FAIL \x01")
+    assert len(found[3]["line"].encode()) <= 1024
+    assert found[3]["source"]["journal"]["cursor"]
+    assert any(e.get("event") == "journal entry too large; cut" for e in daemon.events())
+
+
+def test_json_lines_keep_the_head_and_tail_of_a_line_over_the_limit() -> None:
+    lines = JsonLines(limit=100)
+    long_line = b"H" * 150 + b"M" * (JsonLines.TAIL_BYTES * 3) + b"T" * 50
+    out = []
+    for start in range(0, len(long_line), 7000):  # in chunks, as a pipe gives them
+        out += lines.feed(long_line[start : start + 7000])
+    out += lines.feed(b"\n{short}\n{partial")
+    [(head, tail), (short, none)] = out
+    assert head == b"H" * 100 and len(tail or b"") == JsonLines.TAIL_BYTES
+    assert (tail or b"").endswith(b"M" * 10 + b"T" * 50)
+    assert (short, none) == (b"{short}", None)
+    assert len(lines._line) == len(b"{partial")  # memory: the limit and the tail, no more
+
+
+def test_a_pid_that_is_not_a_plain_number_is_no_pid() -> None:
+    # SYSLOG_PID is set by the client: "²" passes str.isdigit but not int()
+    entry = parse_entry(
+        orjson.dumps({"__CURSOR": "c", "SYSLOG_IDENTIFIER": "x", "SYSLOG_PID": "²", "MESSAGE": "m"})
+    )
+    assert entry is not None and entry.pid is None and entry.line == "x: m"

@@ -26,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import json
+import re
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -38,7 +40,7 @@ import orjson
 
 from logwarden.config import Config, SourceConfig
 from logwarden.counters import JournalSnapshot
-from logwarden.framing import Block, LineFramer
+from logwarden.framing import Block
 from logwarden.log import get_logger
 from logwarden.rules import Match
 from logwarden.timestamps import utc_timestamp
@@ -66,6 +68,7 @@ PROBE_TIMEOUT = 10.0
 STOP_TIMEOUT = 2.0
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 HEALTHY_AFTER = 60.0  # a child that ran this long resets the backoff
+STDERR_LINE_BYTES = 4096
 
 
 class Sink(Protocol):
@@ -104,6 +107,7 @@ class Entry:
     boot_id: str | None
     hostname: str | None
     fields: Mapping[str, str]
+    cut: bool = False  # its JSON line was longer than the reader takes: MESSAGE is its start
 
     @property
     def line(self) -> str:
@@ -138,7 +142,8 @@ def _text(value: Any) -> str | None:
 
 
 def _int(text: str | None) -> int | None:
-    return int(text) if text is not None and text.isdigit() else None
+    # isascii too: "²".isdigit() holds, and int("²") raises (a client sets SYSLOG_PID)
+    return int(text) if text is not None and text.isascii() and text.isdigit() else None
 
 
 def parse_entry(raw: bytes) -> Entry | None:
@@ -150,6 +155,47 @@ def parse_entry(raw: bytes) -> Entry | None:
     if not isinstance(document, dict) or not isinstance(document.get("__CURSOR"), str):
         return None
     fields = {key: text for key, value in document.items() if (text := _text(value)) is not None}
+    return _entry(fields)
+
+
+# A JSON line cut by the reader's limit cannot be parsed whole: its complete string fields and the
+# start of MESSAGE are taken from what came (journalctl prints `__CURSOR` first). Quotes inside a
+# value are escaped in JSON, so these never match inside another field's value.
+_STRING_FIELD = re.compile(rb'"([A-Z_][A-Z0-9_]*)":"((?:[^"\\]|\\.)*)"')
+_MESSAGE_START = re.compile(rb'"MESSAGE":(?:"((?:[^"\\]|\\.)*)|\[([0-9,]*))')
+_CUT_ESCAPE = re.compile(rb"\\(?:u[0-9a-fA-F]{0,3})?$")
+
+
+def parse_cut_entry(head: bytes, tail: bytes = b"") -> Entry | None:
+    """An entry whose JSON line was longer than the reader takes, from its first and last
+    bytes (`JsonLines`): matched on the start of its message like a cut file line (flagged),
+    not skipped whole. None when its cursor is in neither part."""
+    fields: dict[str, str] = {}
+    for part in (head, tail):
+        for name, value in _STRING_FIELD.findall(part):
+            fields.setdefault(name.decode(), _unescape(value))
+    if "__CURSOR" not in fields:
+        return None
+    cut = "MESSAGE" not in fields
+    if cut and (start := _MESSAGE_START.search(head)) is not None:
+        if start[1] is not None:
+            fields["MESSAGE"] = _unescape(_CUT_ESCAPE.sub(b"", start[1]))
+        else:  # bytes, as an array of numbers: the last one may be cut
+            numbers = start[2].split(b",")[:-1]
+            fields["MESSAGE"] = bytes(int(n) for n in numbers if n).decode("utf-8", "replace")
+    return _entry(fields, cut=True)
+
+
+def _unescape(value: bytes) -> str:
+    """A JSON string's content as text; a surrogate cut in half becomes U+FFFD."""
+    try:
+        text: str = json.loads(b'"' + value + b'"')
+    except ValueError:
+        return value.decode("utf-8", "replace")
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _entry(fields: dict[str, str], cut: bool = False) -> Entry:
     return Entry(
         cursor=fields["__CURSOR"],
         realtime_us=_int(fields.get("__REALTIME_TIMESTAMP")) or 0,
@@ -159,6 +205,7 @@ def parse_entry(raw: bytes) -> Entry | None:
         boot_id=fields.get("_BOOT_ID"),
         hostname=fields.get("_HOSTNAME"),
         fields=fields,
+        cut=cut,
     )
 
 
@@ -229,7 +276,7 @@ def frame_entries(entries: Sequence[Entry], max_line_bytes: int) -> tuple[list[B
     for entry in entries:
         data = entry.line.encode()
         starts.append(offset)
-        if len(data) <= max_line_bytes:
+        if len(data) <= max_line_bytes and not entry.cut:
             pending.append(data + b"\n")
             offset += len(data) + 1
             continue
@@ -243,6 +290,50 @@ def frame_entries(entries: Sequence[Entry], max_line_bytes: int) -> tuple[list[B
     if pending:
         blocks.append(Block(b"".join(pending), pending_start, None))
     return blocks, starts
+
+
+class JsonLines:
+    """journalctl's output cut into JSON lines with bounded memory. A line over `limit` keeps its
+    first `limit` bytes and its last `TAIL_BYTES`: journalctl prints fields in no fixed order,
+    and only MESSAGE is ever large, so every other field (the cursor among them) lies whole in
+    one of the two parts."""
+
+    TAIL_BYTES = 64 * 1024
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._line = bytearray()
+        self._tail = bytearray()  # of a line over the limit: its latest bytes
+        self._cut = False
+
+    def feed(self, chunk: bytes) -> list[tuple[bytes, bytes | None]]:
+        """Whole lines: (line, None), or for a cut one (head, tail)."""
+        out: list[tuple[bytes, bytes | None]] = []
+        start = 0
+        while True:
+            end = chunk.find(b"\n", start)
+            piece = chunk[start:] if end < 0 else chunk[start:end]
+            self._add(piece)
+            if end < 0:
+                return out
+            out.append(
+                (bytes(self._line), bytes(self._tail)) if self._cut else (bytes(self._line), None)
+            )
+            self._line.clear()
+            self._tail.clear()
+            self._cut = False
+            start = end + 1
+
+    def _add(self, piece: bytes) -> None:
+        if not self._cut:
+            room = self.limit - len(self._line)
+            self._line += piece[:room]
+            if len(piece) <= room:
+                return
+            self._cut = True
+            piece = piece[room:]
+        self._tail += piece
+        del self._tail[: max(len(self._tail) - self.TAIL_BYTES, 0)]
 
 
 class JournalReader:
@@ -391,7 +482,12 @@ class JournalReader:
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
             started, entries = time.monotonic(), self.entries
-            returncode = await self._follow()
+            try:
+                returncode = await self._follow()
+            except Exception as error:  # a defect here must not end the source unseen
+                log.exception("reading the journal failed; restarting it", source=self.name)
+                self._fail(f"reading the journal failed: {error!r}")
+                returncode = None
             self._args = None  # each restart plans again from the position
             self.restarts += 1
             # a child that read something, or ran a while, was healthy: start the backoff over
@@ -434,14 +530,14 @@ class JournalReader:
         log.info("reading the journal", source=self.name, pid=process.pid, start=self._args)
         assert process.stdout is not None and process.stderr is not None
         stderr = asyncio.create_task(self._forward(process.stderr, process.pid))
-        framer = LineFramer(self._json_limit())
+        lines = JsonLines(self._json_limit())
         try:
             while True:
                 await self.sink.wait_for_room()  # no room: the pipe fills and journalctl waits
                 chunk = await process.stdout.read(READ_CHUNK)
                 if not chunk:
                     break
-                self._take(framer.feed(chunk))
+                self._take(lines.feed(chunk))
             return await process.wait()
         finally:
             stderr.cancel()
@@ -454,36 +550,40 @@ class JournalReader:
         return 4 * self.config.max_line_bytes + 64 * 1024
 
     async def _forward(self, stream: asyncio.StreamReader, pid: int) -> None:
-        while line := await stream.readline():
-            text = line.decode("utf-8", "replace").strip()
-            if text:
-                log.warning("journalctl says", source=self.name, pid=pid, message=text)
+        """journalctl's stderr into our log, a line at a time (cut at 4 KiB). Read in chunks,
+        not `readline`, which gives up on a line over its limit and would leave journalctl
+        blocked on a full stderr pipe."""
+        pending = b""
+        while chunk := await stream.read(READ_CHUNK):
+            *lines, pending = (pending + chunk).split(b"\n")
+            if len(pending) > STDERR_LINE_BYTES:
+                lines.append(pending)
+                pending = b""
+            for line in lines:
+                self._say(line[:STDERR_LINE_BYTES], pid)
+        self._say(pending[:STDERR_LINE_BYTES], pid)
 
-    def _take(self, blocks: list[Block]) -> None:
-        """Parse whole JSON lines and hand the entries on, moving the cursor in the same step."""
+    def _say(self, line: bytes, pid: int) -> None:
+        text = line.decode("utf-8", "replace").strip()
+        if text:
+            log.warning("journalctl says", source=self.name, pid=pid, message=text)
+
+    def _take(self, lines: list[tuple[bytes, bytes | None]]) -> None:
+        """Parse JSON lines and hand the entries on, moving the cursor in the same step."""
         entries: list[Entry] = []
-        for block in blocks:
-            if block.truncated:
-                self.oversized += 1
-                if self.oversized & (self.oversized - 1) == 0:  # 1, 2, 4...: seen, not flooding
-                    log.warning(
-                        "journal entry too large; skipped",
-                        source=self.name,
-                        limit_bytes=self._json_limit(),
-                        skipped=self.oversized,
-                    )
+        for raw, tail in lines:
+            entry = parse_entry(raw) if tail is None else parse_cut_entry(raw, tail)
+            if tail is not None:
+                self._oversized(entry is None)
+            if entry is None:
+                if raw.strip():
+                    log.debug("not a journal entry", source=self.name, line=raw[:200])
                 continue
-            for raw in block.data.splitlines():
-                entry = parse_entry(raw)
-                if entry is None:
-                    if raw.strip():
-                        log.debug("not a journal entry", source=self.name, line=raw[:200])
+            if self._skip is not None:
+                skip, self._skip = self._skip, None
+                if same_entry(entry.cursor, skip):
                     continue
-                if self._skip is not None:
-                    skip, self._skip = self._skip, None
-                    if same_entry(entry.cursor, skip):
-                        continue
-                entries.append(entry)
+            entries.append(entry)
         if not entries:
             return
         blocks, starts = frame_entries(entries, self.config.max_line_bytes)
@@ -493,6 +593,18 @@ class JournalReader:
         self.last_realtime_us = last.realtime_us
         self.entries += len(entries)
         self._changed()
+
+    def _oversized(self, lost: bool) -> None:
+        """An entry longer than the reader takes: matched on its start, or (when not even its
+        cursor came) skipped; said at 1, 2, 4... of them, seen but not flooding the log."""
+        self.oversized += 1
+        if self.oversized & (self.oversized - 1) == 0:
+            log.warning(
+                "journal entry too large; skipped" if lost else "journal entry too large; cut",
+                source=self.name,
+                limit_bytes=self._json_limit(),
+                oversized=self.oversized,
+            )
 
     async def stop(self) -> None:
         """Stop the child (by its pid: SIGTERM, then SIGKILL after a bounded wait) and the task."""
