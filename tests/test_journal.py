@@ -617,3 +617,30 @@ def test_a_pid_that_is_not_a_plain_number_is_no_pid() -> None:
         orjson.dumps({"__CURSOR": "c", "SYSLOG_IDENTIFIER": "x", "SYSLOG_PID": "²", "MESSAGE": "m"})
     )
     assert entry is not None and entry.pid is None and entry.line == "x: m"
+
+
+def test_a_journal_source_keeps_its_cursor_while_its_fallback_stands_in(
+    tmp_path: Path, daemon: Daemon
+) -> None:
+    """The journal unreadable for a while (permissions, a container restart): the file fallback
+    runs, and the checkpoints written meanwhile keep the journal source's cursor, so when the
+    journal can be read again it resumes there instead of reading it all again."""
+    write_config(tmp_path / "logwarden.toml", FALLBACK_CONFIG)
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "auth.log").write_text("")
+    journal = JournalFiles(tmp_path / "journal")
+    journal.append([seq_entry(1, ident="sshd")])  # before the first start: start_at = "end"
+    daemon.start()
+    journal.append([seq_entry(n, ident="sshd") for n in (3, 6)])
+    wait_until(lambda: sorted(seqs_pending(tmp_path)) == [3, 6], message="the journal's events")
+    assert daemon.stop() == 0
+    os.rename(tmp_path / "journal", tmp_path / "journal.away")
+    daemon.start()  # the fallback stands in; start-up commits a checkpoint
+    assert any("not readable" in e["event"] for e in daemon.events())
+    assert daemon.stop() == 0
+    os.rename(tmp_path / "journal.away", tmp_path / "journal")
+    journal.append([seq_entry(9, ident="sshd")])
+    daemon.start()
+    wait_until(lambda: 9 in seqs_pending(tmp_path), message="the new entry")
+    assert daemon.stop() == 0
+    assert_exactly_once(tmp_path, {3, 6, 9})

@@ -651,10 +651,16 @@ class JournalManager:
         sink: Sink,
         restored: Mapping[str, JournalPosition],
         known_sources: frozenset[str],
+        configured: frozenset[str] | None = None,
     ) -> None:
         self.config = config
         self.sink = sink
+        # positions no reader holds now: restored ones not taken yet, and those of sources
+        # stopped for a while (a change being applied, a fallback standing in). They stay in
+        # every snapshot while their source is configured: a checkpoint without a known
+        # source's cursor would read its journal again from the oldest entry
         self._restored = dict(restored)
+        self._configured = frozenset(config.sources) if configured is None else configured
         self._known = known_sources
         self.readers: dict[str, JournalReader] = {}
         self.version = 0  # bumped by every change `stats()` would show
@@ -684,31 +690,40 @@ class JournalManager:
             reader.start()
 
     def snapshot(self) -> dict[str, JournalPosition]:
-        """Each source's cursor, as of the entries handed to the sink so far."""
-        return {
-            name: reader.position
-            for name, reader in self.readers.items()
-            if reader.position is not None
+        """Each source's cursor, as of the entries handed to the sink so far; a configured
+        source without a reader now keeps the cursor it had."""
+        positions = {
+            name: position for name, position in self._restored.items() if name in self._configured
         }
+        for name, reader in self.readers.items():
+            if reader.position is not None:
+                positions[name] = reader.position
+        return positions
 
     def stats(self) -> list[JournalSnapshot]:
         now = time.time()
         return [reader.stats(now) for reader in self.readers.values()]
 
-    async def reconfigure(self, config: Config) -> None:
+    async def reconfigure(self, config: Config, configured: frozenset[str] | None = None) -> None:
         """A reload: a removed source stops, a new one starts (start_at applies), a changed one
-        restarts at its cursor; an unchanged one keeps its child."""
+        restarts at its cursor; an unchanged one keeps its child. `config` holds the sources
+        that run; `configured`, every source of the config (a journal source a fallback stands
+        in for keeps its cursor for when its journal can be read again)."""
         old = self.config.journal_sources
         new = config.journal_sources
         self.config = config
+        self._configured = frozenset(config.sources) if configured is None else configured
         stopped, started = [], []
         for name, reader in list(self.readers.items()):
             if name not in new or new[name] != reader.config:
-                del self.readers[name]
                 stopped.append(reader)
-                if name in new and reader.position is not None:
-                    self._restored[name] = reader.position  # a change keeps its place
+        # listed while they stop (a snapshot meanwhile has their cursors), then parked: a
+        # changed source restarts at its last cursor, and none is missing from a checkpoint
         await asyncio.gather(*(reader.stop() for reader in stopped))
+        for reader in stopped:
+            if reader.position is not None:
+                self._restored[reader.name] = reader.position
+            del self.readers[reader.name]
         for name, source in new.items():
             if name not in self.readers:
                 self.readers[name] = reader = self._reader(source, name in old)

@@ -212,7 +212,9 @@ class Daemon:
             files_only(active), index, self.pipeline, restored.files, self.known_sources,
             rotated_after_ns=restored.rotated_after_ns, copies_read=restored.copies_read,
         )  # fmt: skip
-        self.journals = JournalManager(active, self.pipeline, restored.cursors, self.known_sources)
+        self.journals = JournalManager(
+            active, self.pipeline, restored.cursors, self.known_sources, frozenset(config.sources)
+        )
         self.watcher = Watcher(index, config.daemon.watcher, self.tails.changed)
         await self.watcher.start()
         self._stop_point("reading")
@@ -743,7 +745,7 @@ class Daemon:
         index = PathIndex(active.file_sources)
         self.tails.reconfigure(files_only(active), index)
         await self.watcher.reconfigure(index)
-        await self.journals.reconfigure(active)
+        await self.journals.reconfigure(active, frozenset(config.sources))
         self.known_sources = self.known_sources | frozenset(active.sources)
         await self.tails.rescan()
         log.info(
