@@ -119,6 +119,11 @@ class Daemon:
         # SIGHUP only sets this and counts; `_reloader` runs the reloads, one at a time
         self.reload_wanted = asyncio.Event()
         self._hangups = 0
+        # held by a reload from start to end; the drain takes it once, so a reload in flight
+        # ends before the drain begins, and none starts after (it would start readers and swap
+        # writers under the final commits)
+        self._reload_lock = asyncio.Lock()
+        self._draining = False
         self.exit_code = EX_OK
         self._status_failing = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -277,6 +282,8 @@ class Daemon:
         self.stop_requested.set()
 
     async def drain(self) -> None:
+        async with self._reload_lock:
+            self._draining = True
         # journal readers stop first: the commit below then holds their last cursors, and
         # whatever journalctl had not handed on yet is read at the next start
         await self.journals.close()
@@ -693,14 +700,18 @@ class Daemon:
             await self.reload_wanted.wait()
             self.reload_wanted.clear()
             signals, self._hangups = self._hangups, 0
-            log.info("reloading (SIGHUP)", signals=signals)
-            try:
-                await self.reload()
-            except (ReportDirError, MetricsListenError, OSError) as error:
-                # before anything was swapped (a new report dir that cannot be written, a new
-                # metrics address already in use)
-                log.error("reload failed; the old config keeps running", error=str(error))
-                self.notifier.ready(self.status.summary(self.snapshot()))
+            async with self._reload_lock:
+                if self._draining:
+                    log.info("not reloading: stopping", signals=signals)
+                    return
+                log.info("reloading (SIGHUP)", signals=signals)
+                try:
+                    await self.reload()
+                except (ReportDirError, MetricsListenError, OSError) as error:
+                    # before anything was swapped (a new report dir that cannot be written, a
+                    # new metrics address already in use)
+                    log.error("reload failed; the old config keeps running", error=str(error))
+                    self.notifier.ready(self.status.summary(self.snapshot()))
             await self._write_status(self.snapshot())
 
     def _on_rotate(self) -> None:
