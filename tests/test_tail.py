@@ -650,6 +650,33 @@ def test_a_copy_found_read_through_is_not_read_again_after_a_crash(tmp_path: Pat
     run(main)
 
 
+def test_a_late_write_to_a_finished_rotated_file_is_read_at_the_next_rotation(
+    tmp_path: Path,
+) -> None:
+    # a writer that reopens late writes to the rotated file after it was finished (quiet for
+    # the grace period): the next rotation's search beside the path reads just those lines
+    rig = Rig.on(tmp_path)
+    path = rig.write("app.log", "one\n")
+
+    async def main() -> None:
+        manager = await rig.start()
+        await until(lambda: rig.sink.texts() == ["one"])
+        os.rename(path, rig.path("app.log.1"))
+        rig.write("app.log", "two\n")
+        await rig.nudge(manager)
+        await until(lambda: "two" in rig.sink.texts())
+        await until(lambda: len(manager.stats()) == 1, "the rotated file to finish", limit=5)
+        rig.write("app.log.1", "late\n")
+        os.rename(path, rig.path("app.log.2"))
+        rig.write("app.log", "three\n")
+        await rig.nudge(manager)
+        await until(lambda: {"late", "three"} <= set(rig.sink.texts()))
+        assert sorted(rig.sink.texts()) == ["late", "one", "three", "two"]
+        await manager.close()
+
+    run(main)
+
+
 @pytest.mark.parametrize("covered", [True, False])
 def test_copytruncate_while_stopped(tmp_path: Path, covered: bool) -> None:
     # inside the globs the copy is followed from the checkpoint; outside, drained from there

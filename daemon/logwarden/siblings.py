@@ -117,8 +117,14 @@ def judge_siblings(
             continue  # a copy of lines read already (copytruncate), renamed since
         ended = retired.get(status.identity)
         # an ended file of which nothing was read proves nothing: its inode may be reused
-        if ended is not None and ended.tail is not None and check_file(path, False, ended):
-            continue  # finished here already, and unchanged since
+        if (
+            ended is not None
+            and ended.tail is not None
+            and status.size == ended.tail_end
+            and check_file(path, False, ended)
+        ):
+            continue  # finished here already, and unchanged since (one that grew is judged
+            # below against what was read of it, and read from where that ended)
         compared = list(lineages.get(base, ()))
         if is_gzip_rotation(os.path.basename(path), os.path.basename(base)):
             judged = judge_gzip(path, status.identity, compared, chunk_bytes)
