@@ -20,7 +20,7 @@ import pytest
 from harness import LOGWARDEN, Daemon, published_records, wait_until, write_config
 from logwarden.config import ConfigError, load
 from logwarden.report_index import INDEX_NAME, ReportIndex
-from logwarden.sealing import MAGIC, ReportKey, load_key, open_report
+from logwarden.sealing import MAGIC, ReportKey, ReportOpenError, load_key, open_report
 from test_daemon import expected_seqs, seqs, start_writer
 
 pytestmark = pytest.mark.integration
@@ -387,3 +387,15 @@ def test_a_report_name_with_dots_is_indexed_and_reloaded(tmp_path: Path) -> None
         (tmp_path / name).write_bytes(b'{"records": []}')
     index = ReportIndex.load(tmp_path, "sec.v2", 0o640, [])
     assert list(index.entries) == sorted(names, key=lambda name: name.split("-")[-1])
+
+
+def test_a_cut_zstd_report_is_an_error_not_a_shorter_report(tmp_path: Path) -> None:
+    import zstandard
+
+    whole = zstandard.ZstdCompressor().compress(b'{"records": [' + b"1," * 5000 + b"1]}")
+    path = tmp_path / "out-20261125T120000Z-00000001.json.zst"
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ReportOpenError, match="ends early"):
+        open_report(path)
+    path.write_bytes(whole)
+    assert open_report(path).endswith(b"1]}")

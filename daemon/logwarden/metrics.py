@@ -17,10 +17,9 @@ Two ways out, both off by default:
   not read the daemon's objects: a scrape asks the loop for a fresh snapshot
   (`LoopSnapshots`), which is taken in one synchronous step there, as status.json's is.
 
-Not exported yet, and where they plug in: matches suppressed by a rule's `ignore`/`suppress`
-(issue 12) and journalctl restarts of a journal source. Neither exists in the snapshot today; a
-figure that reads 0 would say "nothing suppressed" when nothing could be counted. `_families`
-marks the place for each.
+Not exported yet, and where it plugs in: matches suppressed by a rule's `ignore`/`suppress`
+(issue 12). It does not exist in the snapshot today; a figure that reads 0 would say "nothing
+suppressed" when nothing could be counted. `_families` marks the place.
 """
 
 from __future__ import annotations
@@ -329,8 +328,13 @@ class MetricsOutput:
                 self._endpoint = await self._listen(config)
             except MetricsListenError:
                 if previous is not None:
-                    with contextlib.suppress(MetricsListenError):
+                    try:
                         self._endpoint = await self._listen(self.config)
+                    except MetricsListenError:
+                        # neither address: none serves now, and the config must say so, or a
+                        # later reload naming the old address again would never listen
+                        log.error("metrics endpoint lost; a reload tries again")
+                        self.config = self.config.model_copy(update={"listen": None})
                 raise
         old_textfile = self.config.textfile
         if old_textfile is not None and old_textfile != config.textfile:

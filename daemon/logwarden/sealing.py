@@ -233,9 +233,12 @@ def open_bytes(name: str, data: bytes, keys: Sequence[ReportKey] = ()) -> bytes:
         import zstandard  # noqa: PLC0415 - optional
 
         try:
-            data = zstandard.ZstdDecompressor().decompressobj().decompress(data)
+            stream = zstandard.ZstdDecompressor().decompressobj()
+            data = stream.decompress(data)
         except zstandard.ZstdError as error:
             raise ReportOpenError(f"{name}: not valid zstd: {error}") from error
+        if not stream.eof:  # a cut file decodes to a prefix without complaint: say so
+            raise ReportOpenError(f"{name}: not valid zstd: the frame ends early (cut file?)")
     return data
 
 
