@@ -6,6 +6,7 @@ import os
 import re
 import time
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 import orjson
@@ -17,6 +18,7 @@ from logwarden.counters import (
     DaemonSnapshot,
     FileSnapshot,
     JournalSnapshot,
+    ReloadSnapshot,
     ReportSnapshot,
 )
 from logwarden.status import FILE_NAME, StatusWriter, show_status
@@ -36,9 +38,18 @@ def snapshot(tmp_path: Path, taken: float, lines: int) -> DaemonSnapshot:
         commit=CommitSnapshot(
             commits=9, failures=2, last_error="disk full", last_duration_s=0.0123
         ),
-        reports={"out": ReportSnapshot(dir=tmp_path / "reports", published=6, active_records=7)},
+        reports={
+            "out": ReportSnapshot(
+                dir=tmp_path / "reports",
+                published=6,
+                active_records=7,
+                last_published=tmp_path / "reports" / "out-20261125T232927Z-000006.json",
+            )
+        },
         files=(
-            FileSnapshot("src", "/l/a.log", 1, 2, 100, 150, 50, 10, "following", None),
+            FileSnapshot(
+                "src", "/l/a.log", 1, 2, 100, 150, 50, 10, "following", None, 3.25, 4.56, READ_AT
+            ),
             FileSnapshot("src", "/l/b.log", 0, 0, 0, 0, 0, 0, "error", "permission denied"),
         ),
         sources=("src", "auth"),
@@ -56,7 +67,16 @@ def snapshot(tmp_path: Path, taken: float, lines: int) -> DaemonSnapshot:
                 None,
             ),
         ),
+        rules=("a", "b", "c"),
+        alerts_per_rule={"b": 1},
+        lines_per_s=200.04,
+        matches_last_minute={"a": 2},
+        generation=3,
+        last_reload=ReloadSnapshot(READ_AT, "applied", None, ("c",), ("b",), ("old",)),
     )
+
+
+READ_AT = 1795649367.5  # 2026-11-25T23:29:27.5Z
 
 
 CURSOR = "s=2d129a1a28794b0c9fb597edd7ddb360;i=4a;b=0123;m=1a2150a2c25;t=661222fbc70c2;x=15234"
@@ -70,10 +90,21 @@ def test_status_file_has_every_key(tmp_path: Path) -> None:
     document = orjson.loads((tmp_path / FILE_NAME).read_bytes())
     assert document.pop("pid") == os.getpid()
     assert document.pop("written").endswith("Z")
+    started = datetime.fromisoformat(document.pop("started")).timestamp()
+    assert abs(time.time() - 14.3 - started) < 5
     assert document == {
         "state": "running",
         "started_s_ago": 14.3,
         "config": str(tmp_path / "logwarden.toml"),
+        "generation": 3,
+        "last_reload": {
+            "time": "2026-11-25T23:29:27.500000Z",
+            "result": "applied",
+            "error": None,
+            "rules_added": ["c"],
+            "rules_changed": ["b"],
+            "rules_removed": ["old"],
+        },
         "lines": 400,
         "bytes": 4000,
         "lines_per_s": 200.0,
@@ -84,11 +115,25 @@ def test_status_file_has_every_key(tmp_path: Path) -> None:
         "commit_failures": 2,
         "commit_error": "disk full",
         "last_commit_ms": 12.3,
+        "publish_failures": 0,
+        "read_errors": 0,
         "possibly_lost_bytes": 5,
         "possibly_lost_known_bytes": 5,
         "unmeasured_truncations": 0,
+        "rules": {
+            "a": {"matches": 3, "last_minute": 2, "alerts": 0},
+            "b": {"matches": 4, "last_minute": 0, "alerts": 1},
+            "c": {"matches": 0, "last_minute": 0, "alerts": 0},
+        },
         "sources": {"src": {"files": 2}, "auth": {"files": 0}},
-        "reports": {"out": {"published": 6, "dir": str(tmp_path / "reports"), "active_records": 7}},
+        "reports": {
+            "out": {
+                "published": 6,
+                "dir": str(tmp_path / "reports"),
+                "active_records": 7,
+                "last_published": str(tmp_path / "reports" / "out-20261125T232927Z-000006.json"),
+            }
+        },
         "files": [
             {
                 "source": "src",
@@ -98,6 +143,10 @@ def test_status_file_has_every_key(tmp_path: Path) -> None:
                 "offset": 100,
                 "size": 150,
                 "lag_bytes": 50,
+                "lag_s": 3.25,
+                "lines": 10,
+                "lines_per_s": 4.6,
+                "last_read": "2026-11-25T23:29:27.500000Z",
                 "state": "following",
                 "error": None,
             },
@@ -109,6 +158,10 @@ def test_status_file_has_every_key(tmp_path: Path) -> None:
                 "offset": 0,
                 "size": 0,
                 "lag_bytes": 0,
+                "lag_s": 0.0,
+                "lines": 0,
+                "lines_per_s": 0.0,
+                "last_read": None,
                 "state": "error",
                 "error": "permission denied",
             },
@@ -133,9 +186,8 @@ def test_status_file_has_every_key(tmp_path: Path) -> None:
 
 def test_summary_before_any_rate(tmp_path: Path) -> None:
     writer = StatusWriter(tmp_path)
-    assert writer.summary(snapshot(tmp_path, taken=0.0, lines=5)) == (
-        "2 files, 0 lines/s, 7 matches, lag 50 bytes"
-    )
+    idle = replace(snapshot(tmp_path, taken=0.0, lines=5), lines_per_s=0.0)
+    assert writer.summary(idle) == ("2 files, 0 lines/s, 7 matches, lag 50 bytes")
     assert not (tmp_path / FILE_NAME).exists()
 
 
@@ -163,8 +215,11 @@ def test_a_loss_that_could_not_be_measured_is_null_and_shown_as_unknown(
     shown = capsys.readouterr().out
     assert "possibly lost to truncation: unknown (2 truncations" in shown
     assert "5 bytes known lost" in shown
-    assert re.search(r"source auth +0 files +\(matches no file\)", shown)
-    assert re.search(r"source src +2 files", shown)
+    assert re.search(r"^  auth +\(matches no file\)", shown, re.M)
+    assert re.search(
+        r"^  src +/l/a\.log +150 +100 +50 +3\.2 +4\.6 +\S+ ago +following$", shown, re.M
+    )
+    assert re.search(r"^  src +/l/b\.log .* error permission denied$", shown, re.M)
     # a journal source: its cursor abbreviated (sequence number @ seqnum id), time, lag, restarts
     assert re.search(
         r"sshd +i=74@2d129a1a +2026-11-25T23:29:27.000001Z +2.5s +11 +1  following", shown
