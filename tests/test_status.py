@@ -12,6 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from logwarden import status_view
 from logwarden.config import Config, DaemonConfig
 from logwarden.counters import (
     CommitSnapshot,
@@ -223,4 +224,67 @@ def test_a_loss_that_could_not_be_measured_is_null_and_shown_as_unknown(
     # a journal source: its cursor abbreviated (sequence number @ seqnum id), time, lag, restarts
     assert re.search(
         r"sshd +i=74@2d129a1a +2026-11-25T23:29:27.000001Z +2.5s +11 +1  following", shown
+    )
+
+
+def rendered(document: dict[str, object]) -> str:
+    return status_view.plain(status_view.layout(document, now=READ_AT + 5))
+
+
+def test_the_suppressed_column_only_when_the_daemon_counts_it() -> None:
+    """No key means "not counted": a column of zeros would say "nothing suppressed"."""
+    document: dict[str, object] = {
+        "running": True,
+        "rules": {"a": {"matches": 3, "last_minute": 1, "alerts": 0}},
+    }
+    shown = rendered(document)
+    assert re.search(r"^  RULE +MATCHES +LAST MIN +ALERTS$", shown, re.M), shown
+    assert re.search(r"^  a +3 +1 +0$", shown, re.M)
+    document["rules"] = {"a": {"matches": 3, "last_minute": 1, "alerts": 0, "suppressed": 7}}
+    shown = rendered(document)
+    assert re.search(r"^  RULE +MATCHES +LAST MIN +ALERTS +SUPPRESSED$", shown, re.M), shown
+    assert re.search(r"^  a +3 +1 +0 +7$", shown, re.M)
+
+
+def test_reloads_errors_and_log_content_in_the_header() -> None:
+    document = {
+        "running": True,
+        "pid": 42,
+        "started": "2026-11-25T22:29:27.500000Z",
+        "generation": 4,
+        "written": "2026-11-25T23:29:30.000000Z",
+        "last_reload": {
+            "time": "2026-11-25T23:29:27.500000Z",
+            "result": "refused",
+            "error": "x.toml:3: rules.a.mtch: unknown key",
+        },
+        "commit_error": "No space left on device",
+        "read_errors": 2,
+        "files": [{"source": "s", "path": "/l/\x1b[2Jevil.log", "offset": 0, "state": "error"}],
+    }
+    shown = rendered(document)
+    lines = shown.splitlines()
+    assert lines[0] == (
+        "logwarden running (pid 42), up 1h00m, config generation 4, "
+        "status written 2026-11-25T23:29:30.000000Z"
+    )
+    assert (
+        "  last reload 2026-11-25T23:29:27.500000Z: refused: x.toml:3: rules.a.mtch: unknown key"
+        in lines
+    )
+    assert (
+        "  errors: COMMIT FAILING: No space left on device; 1 unreadable path now; "
+        "2 read errors since start"
+    ) in lines
+    assert "\x1b" not in shown and "/l/\\x1b[2Jevil.log" in shown  # a file name is not trusted
+    document["last_reload"] = {
+        "time": "2026-11-25T23:29:27.500000Z",
+        "result": "applied",
+        "error": None,
+        "rules_added": ["b", "c"],
+        "rules_changed": [],
+        "rules_removed": ["a"],
+    }
+    assert "  last reload 2026-11-25T23:29:27.500000Z: applied; rules added b, c; removed a" in (
+        rendered(document).splitlines()
     )

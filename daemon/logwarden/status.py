@@ -287,7 +287,9 @@ def show_status(config: Config, as_json: bool, watch: bool = False) -> int:
         )
         return EX_ERROR
     if console.is_terminal:
-        console.print(status_view.rich(view))
+        # soft wrap: a long line (a reload's error) is wrapped by the terminal, so a copy and
+        # paste of it comes out whole
+        console.print(status_view.rich(view), soft_wrap=True)
     else:
         print(status_view.plain(view))
     return reading.code
