@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import random
+import re
+import shlex
 import shutil
 import signal
 import struct
@@ -29,6 +31,7 @@ from logwarden.journal import (
     same_entry,
 )
 from logwarden.rules import Match
+from tmuxpane import Pane
 
 JOURNAL_REMOTE = "/lib/systemd/systemd-journal-remote"
 BOOT_ID = "0123456789abcdef0123456789abcdef"
@@ -383,6 +386,23 @@ def test_status_shows_cursor_lag_and_restarts(workdir: Path, daemon: Daemon) -> 
     line = next(line for line in table.stdout.splitlines() if line.strip().startswith("app "))
     assert "i=10@" in line and "following" in line
     assert source["cursor"] not in table.stdout  # abbreviated in the table
+    # and in a terminal: the journals table, its row with the cursor, last entry and restarts
+    pane = Pane(width=140, height=30)
+    try:
+        config = shlex.quote(str(workdir / "logwarden.toml"))
+        pane.start(
+            f"{shlex.quote(sys.executable)} -m logwarden status -c {config}; echo EXIT=$?; sleep 30"
+        )
+        screen = pane.wait_for("EXIT=")
+    finally:
+        pane.kill()
+    assert "EXIT=0" in screen
+    assert re.search(r"^JOURNAL +CURSOR +LAST ENTRY +LAG +ENTRIES +RESTARTS +STATE", screen, re.M)
+    assert re.search(
+        rf"^app +i=10@{source['cursor'][2:10]} +{re.escape(source['realtime'])} +[\d.]+s +10 +0 +following",
+        screen,
+        re.M,
+    ), screen
     assert daemon.stop() == 0
 
 

@@ -94,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     status = with_config(
         commands.add_parser("status", help="what the running daemon (or its state dir) says")
     )
-    status.add_argument("--json", action="store_true", help="print the status document as JSON")
+    view = status.add_mutually_exclusive_group()
+    view.add_argument("--json", action="store_true", help="print the status document as JSON")
+    view.add_argument("--watch", action="store_true", help="redraw every second until ^C (exit 0)")
     report = commands.add_parser("report", help="what published reports hold")
     actions = report.add_subparsers(dest="action", required=True, metavar="ACTION")
     show = actions.add_parser("show", help="summarise report files")
@@ -339,7 +341,7 @@ def status(args: argparse.Namespace) -> int:
             f"{config.daemon.state_dir}",
             file=sys.stderr,
         )
-    return show_status(config, as_json=args.json)
+    return show_status(config, as_json=args.json, watch=args.watch)
 
 
 def report(args: argparse.Namespace) -> int:

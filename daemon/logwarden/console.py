@@ -253,7 +253,6 @@ class LiveEcho(TerminalEcho):
         self.recent_alerts: deque[Text] = deque(maxlen=4)
         self.logs: deque[Text] = deque(maxlen=5)
         self.snapshot: DaemonSnapshot | None = None
-        self.rate = 0.0
         self.drawn = 0.0
         self.live = Live(
             console=self.console,
@@ -291,8 +290,6 @@ class LiveEcho(TerminalEcho):
         self._draw()
 
     def tick(self, snapshot: DaemonSnapshot) -> None:
-        if self.rates.due(snapshot):
-            self.rate, _, _ = self.rates.take(snapshot)
         self.snapshot = snapshot
         self._draw()
 
@@ -344,7 +341,7 @@ class LiveEcho(TerminalEcho):
         uptime = int(snapshot.uptime_s)
         text.append(
             f"  up {uptime // 3600}:{uptime // 60 % 60:02d}:{uptime % 60:02d}"
-            f" · {snapshot.lines:,} lines ({self.rate:,.0f}/s) · {snapshot.match_count:,} matches"
+            f" · {snapshot.lines:,} lines ({snapshot.lines_per_s:,.0f}/s) · {snapshot.match_count:,} matches"
             f" · {snapshot.alerts:,} alert{'s' if snapshot.alerts != 1 else ''}"
             f" · {snapshot.commit.commits:,} commits"
             f" · lag {snapshot.lag_bytes:,} B"

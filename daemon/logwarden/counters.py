@@ -49,6 +49,8 @@ class FileSnapshot:
     # age of the oldest unread byte, a lower bound: seconds since the daemon first saw it (or
     # since the file's mtime then, if earlier); 0 when lag_bytes is 0 (see Tailer.unread_since)
     lag_s: float = 0.0
+    lines_per_s: float = 0.0  # over the last few seconds (recent.RATE_WINDOW_S)
+    last_read: float | None = None  # wall clock of the last read that yielded lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,19 @@ class ReportSnapshot:
     dir: Path
     published: int  # reports published since the daemon started
     active_records: int  # records in the journal not yet sealed
+    last_published: Path | None = None  # the newest file in the report dir (from its index)
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadSnapshot:
+    """The last SIGHUP: when, whether the new config was taken, and what it changed."""
+
+    time: float  # wall clock
+    result: str  # "applied", "refused" (invalid config: the old one runs) or "failed"
+    error: str | None
+    rules_added: tuple[str, ...] = ()
+    rules_changed: tuple[str, ...] = ()
+    rules_removed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +151,10 @@ class DaemonSnapshot:
     source_bytes: Mapping[str, int] = field(default_factory=dict)
     alerts_per_rule: Mapping[str, int] = field(default_factory=dict)
     read_errors: int = 0  # times a file or path became unreadable (each logged once)
+    lines_per_s: float = 0.0  # every source's, over the last few seconds (recent.RATE_WINDOW_S)
+    matches_last_minute: Mapping[str, int] = field(default_factory=dict)  # per rule
+    generation: int = 1  # the config's: 1 as started, +1 at each reload that was applied
+    last_reload: ReloadSnapshot | None = None
 
     def files_per_source(self) -> dict[str, int]:
         """Tracked files of each source, in config order; 0 for a source that matches none."""

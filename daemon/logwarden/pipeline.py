@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from logwarden.console import Echo
 from logwarden.framing import Block
 from logwarden.origin import Origin
+from logwarden.recent import MATCH_WINDOW_S, RATE_WINDOW_S, RecentCounts
 from logwarden.records import RecordBuilder, dumps
 from logwarden.reports import ReportWriter
 from logwarden.rules import Match, RuleChanges, RuleSet
@@ -46,6 +47,9 @@ class Pipeline:
         self.bytes = 0
         self.matches: Counter[str] = Counter()
         self.alerts_per_rule: Counter[str] = Counter()
+        # for status: lines per second, and each rule's matches in the last minute
+        self.recent_lines = RecentCounts(RATE_WINDOW_S, int(RATE_WINDOW_S))
+        self.recent_matches: dict[str, RecentCounts] = {}
         self._room = asyncio.Event()
         self._room.set()
 
@@ -81,6 +85,7 @@ class Pipeline:
             if matches:
                 self._record(matches, source)
                 found = True
+        self.recent_lines.add(sum(block.line_count for block in blocks), time.monotonic())
         if found:
             if self.pending_bytes >= MAX_PENDING_BYTES:
                 self._room.clear()
@@ -88,11 +93,12 @@ class Pipeline:
 
     def _record(self, matches: list[Match], source: Origin) -> None:
         stamp = utc_timestamp()
-        now = time.time()
+        now, clock = time.time(), time.monotonic()
         for match in matches:
             writer = self.writers[match.report]
             writer.append(dumps(self.builder.match(match, source, stamp)), match.rule)
             self.matches[match.rule] += 1
+            self._recent(match.rule).add(1, clock)
             if self.echo is not None:
                 self.echo.match(match, source, self.rules.rule(match.rule))
             alert = self.thresholds.observe(match, now)
@@ -103,6 +109,16 @@ class Pipeline:
                 self.alerts_per_rule[alert.rule] += 1
                 if self.echo is not None:
                     self.echo.alert(alert, source)
+
+    def _recent(self, rule: str) -> RecentCounts:
+        recent = self.recent_matches.get(rule)
+        if recent is None:
+            recent = self.recent_matches[rule] = RecentCounts(MATCH_WINDOW_S, int(MATCH_WINDOW_S))
+        return recent
+
+    def matches_last_minute(self, now: float) -> dict[str, int]:
+        """Per rule that ever matched; 0 once its last match is a minute old."""
+        return {rule: recent.total(now) for rule, recent in self.recent_matches.items()}
 
     async def wait_for_room(self) -> None:
         await self._room.wait()

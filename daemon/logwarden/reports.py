@@ -194,6 +194,14 @@ class ReportWriter:
         return self.active.records if self.active is not None else 0
 
     @property
+    def last_published(self) -> Path | None:
+        """The newest report in the report dir, by its index (so also one from before a restart)."""
+        index = self._indexes.get(self.config.dir)
+        if index is None or not index.entries:
+            return None
+        return self.config.dir / next(reversed(index.entries))
+
+    @property
     def pending_bytes(self) -> int:
         """Records appended and not yet taken by a commit, in bytes: memory held for them."""
         pending = sum(len(journal.pending) for journal in self.sealed)

@@ -32,7 +32,13 @@ from logwarden import checkpoint
 from logwarden.atomic import make_dirs
 from logwarden.config import Config, ConfigError
 from logwarden.console import Echo, foreground_echo
-from logwarden.counters import CommitSnapshot, DaemonSnapshot, DurationHistogram, ReportSnapshot
+from logwarden.counters import (
+    CommitSnapshot,
+    DaemonSnapshot,
+    DurationHistogram,
+    ReloadSnapshot,
+    ReportSnapshot,
+)
 from logwarden.discovery import PathIndex
 from logwarden.fallback import files_only, select_sources
 from logwarden.journal import JournalManager, JournalPosition
@@ -124,6 +130,8 @@ class Daemon:
         # writers under the final commits)
         self._reload_lock = asyncio.Lock()
         self._draining = False
+        self.generation = 1  # of the config: +1 at each reload applied
+        self.last_reload: ReloadSnapshot | None = None
         self.exit_code = EX_OK
         self._status_failing = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -328,6 +336,7 @@ class Daemon:
     def _activity(self) -> tuple[object, ...]:
         """Changes whenever anything `snapshot()` shows changes, at the cost of a few reads."""
         commits = self.commit_stats
+        now = time.monotonic()
         return (
             self.tails.version,
             self.journals.version,
@@ -338,13 +347,18 @@ class Daemon:
             commits.last_error,
             tuple(writer.published for writer in self.writers.values()),
             self.config,
+            self.last_reload,
+            # the windows slide: "last minute" and lines/s change with no new line
+            round(self.pipeline.recent_lines.rate(now), 1),
+            tuple(self.pipeline.matches_last_minute(now).values()),
         )
 
     def snapshot(self) -> DaemonSnapshot:
         """Every counter at this instant, for status.json, STATUS=, metrics and the foreground rates."""
         pipeline, commits = self.pipeline, self.commit_stats
+        now = time.monotonic()
         return DaemonSnapshot(
-            taken=time.monotonic(),
+            taken=now,
             started=self.started,
             config_path=self.config.path,
             lines=pipeline.lines,
@@ -367,6 +381,7 @@ class Daemon:
                     dir=writer.config.dir,
                     published=writer.published,
                     active_records=writer.active_records,
+                    last_published=writer.last_published,
                 )
                 for name, writer in self.writers.items()
             },
@@ -377,6 +392,10 @@ class Daemon:
             source_lines=dict(self.tails.source_lines),
             source_bytes=dict(self.tails.source_bytes),
             read_errors=self.tails.read_errors,
+            lines_per_s=pipeline.recent_lines.rate(now),
+            matches_last_minute=pipeline.matches_last_minute(now),
+            generation=self.generation,
+            last_reload=self.last_reload,
         )
 
     # ------------------------------------------------------------------ committing
@@ -616,14 +635,14 @@ class Daemon:
                 log.exception("rescan failed")
 
     async def _status_loop(self) -> None:
-        unchanged_since, last_key, last_rate_shown = time.monotonic(), None, 0.0
+        unchanged_since, last_key = time.monotonic(), None
         while True:
             await asyncio.sleep(self.config.daemon.status_interval)
             # An idle daemon rewrites nothing: walking thousands of files every few seconds to
             # write the same document again was most of its idle CPU. Once a minute it does.
             key = self._activity()
             now = time.monotonic()
-            if key != last_key or last_rate_shown:
+            if key != last_key:
                 last_key, unchanged_since = key, now
             elif now - unchanged_since < STATUS_HEARTBEAT:
                 continue
@@ -631,7 +650,6 @@ class Daemon:
                 unchanged_since = now
             snapshot = self.snapshot()  # one walk of every file serves all three below
             await self._write_status(snapshot)
-            last_rate_shown = self.status.lines_per_s  # once more after it falls to 0
             if self.notifier.enabled:
                 self.notifier.status(self.status.summary(snapshot))
 
@@ -711,6 +729,7 @@ class Daemon:
                     # before anything was swapped (a new report dir that cannot be written, a
                     # new metrics address already in use)
                     log.error("reload failed; the old config keeps running", error=str(error))
+                    self.last_reload = ReloadSnapshot(time.time(), "failed", str(error))
                     self.notifier.ready(self.status.summary(self.snapshot()))
             await self._write_status(self.snapshot())
 
@@ -730,12 +749,16 @@ class Daemon:
                 raise ConfigError([])  # handled below with a specific message
         except ConfigError as error:
             if error.problems:
+                problems = [str(problem) for problem in error.problems]
                 log.error(
                     "reload refused: the new config is invalid; the old one keeps running",
-                    problems=[str(problem) for problem in error.problems],
+                    problems=problems,
                 )
+                why = "; ".join(problems)
             else:
+                why = "state_dir cannot change while running; restart instead"
                 log.error("reload refused: state_dir cannot change while running; restart instead")
+            self.last_reload = ReloadSnapshot(time.time(), "refused", why)
             self.notifier.ready(self.status.summary(self.snapshot()))
             return
         await asyncio.to_thread(prepare_dirs, config.reports, self.journal_root)
@@ -759,6 +782,10 @@ class Daemon:
         await self.journals.reconfigure(active, frozenset(config.sources))
         self.known_sources = self.known_sources | frozenset(active.sources)
         await self.tails.rescan()
+        self.generation += 1
+        self.last_reload = ReloadSnapshot(
+            time.time(), "applied", None, changes.added, changes.changed, changes.removed
+        )
         log.info(
             "reloaded",
             sources=len(active.sources),

@@ -12,50 +12,53 @@ from __future__ import annotations
 import os
 import sys
 import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.text import Text
 
-from logwarden import checkpoint
+from logwarden import checkpoint, status_view
 from logwarden.atomic import write_atomically
 from logwarden.config import Config
-from logwarden.counters import DaemonSnapshot
+from logwarden.counters import DaemonSnapshot, ReloadSnapshot
 from logwarden.timestamps import utc_timestamp
 
 FILE_NAME = "status.json"
 EX_RUNNING = 0
 EX_ERROR = 1
 EX_NOT_RUNNING = 3  # LSB: "program is not running"
+WATCH_INTERVAL = 1.0  # seconds between two views of `status --watch`
 
 
 class StatusWriter:
     """Renders counter snapshots as status.json in the state dir and as systemd's STATUS= line.
 
-    It keeps one thing between snapshots, the previous line count, to report a rate.
+    Every figure, rates and "last minute" counts included, is the snapshot's: status, metrics
+    and the foreground console read the same numbers.
     """
 
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / FILE_NAME
-        self._last_lines = 0
-        self._last_time = time.monotonic()
-        self.lines_per_s = 0.0
 
     def document(self, snapshot: DaemonSnapshot) -> dict[str, Any]:
-        if snapshot.taken > self._last_time:
-            self.lines_per_s = (snapshot.lines - self._last_lines) / (
-                snapshot.taken - self._last_time
-            )
-        self._last_lines, self._last_time = snapshot.lines, snapshot.taken
         commit = snapshot.commit
+        wall = time.time()
         return {
             "pid": os.getpid(),
             "written": utc_timestamp(),
+            "started": _wall_text(wall - snapshot.uptime_s),
             "started_s_ago": round(snapshot.uptime_s, 1),
             "config": str(snapshot.config_path),
+            "generation": snapshot.generation,
+            "last_reload": _reload(snapshot.last_reload),
             "lines": snapshot.lines,
             "bytes": snapshot.bytes,
-            "lines_per_s": round(self.lines_per_s, 1),
+            "lines_per_s": round(snapshot.lines_per_s, 1),
             "matches": dict(snapshot.matches),
             "alerts": snapshot.alerts,
             "lag_bytes": snapshot.lag_bytes,
@@ -63,15 +66,21 @@ class StatusWriter:
             "commit_failures": commit.failures,
             "commit_error": commit.last_error,
             "last_commit_ms": round(commit.last_duration_s * 1000, 2),
+            "publish_failures": commit.publish_failures,
+            "read_errors": snapshot.read_errors,
             # truncated before read; null when a truncation's loss could not be measured
             "possibly_lost_bytes": snapshot.lost_bytes,
             "possibly_lost_known_bytes": snapshot.possibly_lost_bytes,  # a lower bound then
             "unmeasured_truncations": snapshot.unmeasured_truncations,
+            "rules": _rules(snapshot),
             "reports": {
                 name: {
                     "published": report.published,
                     "dir": str(report.dir),
                     "active_records": report.active_records,
+                    "last_published": (
+                        None if report.last_published is None else str(report.last_published)
+                    ),
                 }
                 for name, report in snapshot.reports.items()
             },
@@ -87,6 +96,10 @@ class StatusWriter:
                     "offset": f.offset,
                     "size": f.size,
                     "lag_bytes": f.lag_bytes,
+                    "lag_s": round(f.lag_s, 3),
+                    "lines": f.lines,
+                    "lines_per_s": round(f.lines_per_s, 1),
+                    "last_read": None if f.last_read is None else _wall_text(f.last_read),
                     "state": f.state,
                     "error": f.error,
                 }
@@ -112,7 +125,7 @@ class StatusWriter:
     def summary(self, snapshot: DaemonSnapshot) -> str:
         """One line for systemd's STATUS=: what an operator wants from `systemctl status`."""
         return (
-            f"{len(snapshot.files)} files, {self.lines_per_s:.0f} lines/s, "
+            f"{len(snapshot.files)} files, {snapshot.lines_per_s:.0f} lines/s, "
             f"{snapshot.match_count} matches, lag {snapshot.lag_bytes} bytes"
         )
 
@@ -128,6 +141,40 @@ class StatusWriter:
         document["state"] = state
         data = orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
         write_atomically(self.path, [data], mode=0o644, durable=False)
+
+
+def _wall_text(seconds: float) -> str:
+    return utc_timestamp(datetime.fromtimestamp(seconds, UTC))
+
+
+def _reload(reload: ReloadSnapshot | None) -> dict[str, Any] | None:
+    if reload is None:
+        return None
+    return {
+        "time": _wall_text(reload.time),
+        "result": reload.result,
+        "error": reload.error,
+        "rules_added": list(reload.rules_added),
+        "rules_changed": list(reload.rules_changed),
+        "rules_removed": list(reload.rules_removed),
+    }
+
+
+def _rules(snapshot: DaemonSnapshot) -> dict[str, dict[str, int]]:
+    """Every configured rule (and any a reload removed that had counted something), with its
+    matches since start, in the last minute, and its threshold alerts."""
+    names = dict.fromkeys([*snapshot.rules, *snapshot.matches, *snapshot.alerts_per_rule])
+    return {
+        name: {
+            "matches": snapshot.matches.get(name, 0),
+            "last_minute": snapshot.matches_last_minute.get(name, 0),
+            "alerts": snapshot.alerts_per_rule.get(name, 0),
+            # HOOK(issue 12, suppression): once DaemonSnapshot counts the lines a rule's
+            # `ignore` vetoed, add them here as "suppressed": n. `status` shows that column
+            # only when the documents carry the key; no key means "not counted", never 0.
+        }
+        for name in names
+    }
 
 
 def _alive(pid: int) -> bool:
@@ -163,35 +210,45 @@ def _read_document(path: Path) -> dict[str, Any] | None:
     return document
 
 
-def show_status(config: Config, as_json: bool) -> int:
-    """Print the daemon's last status (or, without one, what the checkpoint says); exit 0 when
-    the daemon runs, 3 when it does not, 1 when its state cannot be read. Never a traceback: an
-    operator runs this when something is already wrong."""
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What the state dir says: a document to show (None when there is none), the exit code,
+    and a message for stderr (a damaged file, a state dir never used)."""
+
+    code: int
+    document: dict[str, Any] | None
+    message: str | None = None
+
+
+def read_status(config: Config) -> Reading:
+    """The daemon's last status (or, without one, what the checkpoint says), with `running`
+    added: whether that daemon still runs. Never raises for a missing or damaged state."""
     state_dir = config.daemon.state_dir
     path = state_dir / FILE_NAME
     try:
         document = _read_document(path)
         if document is None:
-            print(
+            return Reading(
+                EX_ERROR,
+                None,
                 f"logwarden: {path} is empty or damaged (a crash or power cut while it was being "
                 "written?); the daemon rewrites it when it starts",
-                file=sys.stderr,
             )
-            return EX_ERROR
         document["running"] = document.get("state") != "stopped" and _alive(document["pid"])
     except FileNotFoundError:
         try:
             saved = checkpoint.load(state_dir)
         except (OSError, checkpoint.CheckpointError) as error:
-            print(f"logwarden: cannot read the state in {state_dir}: {error}", file=sys.stderr)
-            return EX_ERROR
+            return Reading(
+                EX_ERROR, None, f"logwarden: cannot read the state in {state_dir}: {error}"
+            )
         if saved is None:
-            print(
+            return Reading(
+                EX_NOT_RUNNING,
+                None,
                 f"logwarden: not running; no status in {state_dir}: the daemon has never run "
                 "with this state dir",
-                file=sys.stderr,
             )
-            return EX_NOT_RUNNING
         document = {
             "running": False,
             "files": [
@@ -199,103 +256,85 @@ def show_status(config: Config, as_json: bool) -> int:
             ],
         }
     except OSError as error:
-        print(f"logwarden: cannot read {path}: {error.strerror or error}", file=sys.stderr)
-        return EX_ERROR
-    code = EX_RUNNING if document["running"] else EX_NOT_RUNNING
+        return Reading(EX_ERROR, None, f"logwarden: cannot read {path}: {error.strerror or error}")
+    return Reading(EX_RUNNING if document["running"] else EX_NOT_RUNNING, document)
+
+
+def show_status(config: Config, as_json: bool, watch: bool = False) -> int:
+    """Print the daemon's status once (or, with `watch`, every second until ^C); exit 0 when
+    the daemon runs, 3 when it does not, 1 when its state cannot be read. Never a traceback: an
+    operator runs this when something is already wrong."""
+    console = Console(highlight=False, markup=False)
+    if watch:
+        return _watch(config, console)
+    reading = read_status(config)
+    if reading.message:
+        print(reading.message, file=sys.stderr)
+    if reading.document is None:
+        return reading.code
     if as_json:
         sys.stdout.buffer.write(
-            orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+            orjson.dumps(reading.document, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
         )
-        return code
+        return reading.code
     try:
-        _print_table(document, path)
-    except (KeyError, TypeError, ValueError) as error:  # a document of another version
+        view = status_view.layout(reading.document)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:  # another version's
         print(
-            f"logwarden: {path} is not in the form this version knows ({error!r})", file=sys.stderr
+            f"logwarden: {config.daemon.state_dir / FILE_NAME} is not in the form this version "
+            f"knows ({error!r})",
+            file=sys.stderr,
         )
         return EX_ERROR
-    return code
-
-
-def _print_table(document: dict[str, Any], path: Path) -> None:
-    state = "running" if document.get("running") else "NOT running"
-    print(
-        f"logwarden {state} (pid {document.get('pid', '?')}), status written {document.get('written', '?')}"
-    )
-    if "lines" in document:
-        print(
-            f"  lines {document['lines']}  ({document['lines_per_s']}/s)  matches {sum(document['matches'].values())}"
-            f"  alerts {document['alerts']}  lag {document['lag_bytes']} bytes  commits {document['commits']}"
-        )
-    if document.get("commit_error"):
-        print(f"  COMMIT FAILING: {document['commit_error']}")
-    _print_loss(document)
-    for rule, count in sorted(document.get("matches", {}).items()):
-        print(f"  rule {rule:<32} {count:>10}")
-    for name, report in sorted(document.get("reports", {}).items()):
-        published, active = report["published"], report["active_records"]
-        print(f"  report {name:<30} published {published:>6}  active {active:>6}  {report['dir']}")
-    _print_sources(document)
-    files = document.get("files", [])
-    if files:
-        width = max(len(f["path"]) for f in files)
-        print(f"  {'FILE':<{width}}  {'SOURCE':<12} {'OFFSET':>12} {'LAG':>10}  STATE")
-        for f in files:
-            print(
-                f"  {f['path']:<{width}}  {f['source']:<12} {f['offset']:>12} {f.get('lag_bytes', ''):>10}  "
-                f"{f.get('state', '')}{' ' + f['error'] if f.get('error') else ''}"
-            )
-    _print_journals(document.get("journals", []))
-
-
-def abbreviate_cursor(cursor: str | None) -> str:
-    """A cursor for a table: its entry's sequence number and seqnum id's start (`i=4@2d129a1a`);
-    `status --json` has it whole."""
-    if cursor is None:
-        return "-"
-    fields = dict(part.split("=", 1) for part in cursor.split(";") if "=" in part)
-    if "i" in fields and "s" in fields:
-        return f"i={int(fields['i'], 16)}@{fields['s'][:8]}"
-    return cursor[:20] + ("..." if len(cursor) > 20 else "")
-
-
-def _print_journals(journals: list[dict[str, Any]]) -> None:
-    """Journal sources: the cursor (abbreviated), the last entry's time, its age, restarts."""
-    if not journals:
-        return
-    print(
-        f"  {'JOURNAL':<16} {'CURSOR':<20} {'LAST ENTRY':<28} {'LAG':>9} {'ENTRIES':>9}"
-        f" {'RESTARTS':>8}  STATE"
-    )
-    for j in journals:
-        lag = "-" if j.get("lag_s") is None else f"{j['lag_s']:.1f}s"
-        print(
-            f"  {j['source']:<16} {abbreviate_cursor(j.get('cursor')):<20}"
-            f" {j.get('realtime') or '-':<28} {lag:>9} {j.get('entries', 0):>9}"
-            f" {j.get('restarts', 0):>8}  {j.get('state', '')}"
-            f"{' ' + j['error'] if j.get('error') else ''}"
-        )
-
-
-def _print_loss(document: dict[str, Any]) -> None:
-    """What truncations lost: a figure, or "unknown" (never a 0 that only means "not counted")."""
-    if "possibly_lost_known_bytes" not in document:
-        return
-    known, unmeasured = document["possibly_lost_known_bytes"], document["unmeasured_truncations"]
-    if document["possibly_lost_bytes"] is None:
-        plural = "s" if unmeasured != 1 else ""
-        print(
-            f"  possibly lost to truncation: unknown ({unmeasured} truncation{plural} without a "
-            f"copy of the old content; {known} bytes known lost)"
-        )
+    if console.is_terminal:
+        # soft wrap: a long line (a reload's error) is wrapped by the terminal, so a copy and
+        # paste of it comes out whole
+        console.print(status_view.rich(view), soft_wrap=True)
     else:
-        print(f"  possibly lost to truncation: {known} bytes")
+        print(status_view.plain(view))
+    return reading.code
 
 
-def _print_sources(document: dict[str, Any]) -> None:
-    """Every source with its file count: one that matches nothing must show, not vanish."""
-    for name, source in document.get("sources", {}).items():
-        count = source["files"]
-        files = f"{count} file{'s' if count != 1 else ''}"
-        note = "  (matches no file)" if count == 0 else ""
-        print(f"  source {name:<30} {files:>12}{note}")
+def _watch(config: Config, console: Console) -> int:
+    """Redraw every WATCH_INTERVAL until ^C (exit 0), reading the state dir afresh each time,
+    so a daemon that stops or starts meanwhile shows as it is. On a terminal the view is
+    redrawn in place (rich Live); elsewhere each view is printed after the last, a blank line
+    between. Rejected: a full-screen (alternate screen) view, which takes the last figures
+    away from the terminal at ^C, when an operator may want to copy them."""
+    try:
+        if not console.is_terminal:
+            while True:
+                print(_frame_text(config), end="\n\n", flush=True)
+                time.sleep(WATCH_INTERVAL)
+        with Live(console=console, auto_refresh=False, transient=False) as live:
+            while True:
+                live.update(_frame(config), refresh=True)
+                time.sleep(WATCH_INTERVAL)
+    except KeyboardInterrupt:
+        return EX_RUNNING
+
+
+def _frame(config: Config) -> RenderableType:
+    reading = read_status(config)
+    footer = Text(
+        f"every {WATCH_INTERVAL:g}s, ^C to quit · {time.strftime('%H:%M:%S')}", style="dim"
+    )
+    if reading.document is None:
+        return Group(
+            Text("logwarden NOT running", style="bold red"), Text(reading.message or ""), footer
+        )
+    try:
+        return Group(status_view.rich(status_view.layout(reading.document)), footer)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        return Group(Text(f"status.json is not in the form this version knows ({error!r})"), footer)
+
+
+def _frame_text(config: Config) -> str:
+    reading = read_status(config)
+    stamp = time.strftime("%H:%M:%S")
+    if reading.document is None:
+        return f"logwarden NOT running\n  {reading.message or ''}\n  ({stamp})"
+    try:
+        return f"{status_view.plain(status_view.layout(reading.document))}\n  ({stamp})"
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        return f"status.json is not in the form this version knows ({error!r})"

@@ -366,6 +366,8 @@ class TailManager:
         self.sink.accept(tailer.ref, blocks)
         lines = sum(block.line_count for block in blocks)
         tailer.lines += lines
+        tailer.recent_lines.add(lines, time.monotonic())
+        tailer.last_read = time.time()
         self._lines += lines
         self.source_lines[tailer.source] += lines
         self.source_bytes[tailer.source] += sum(len(block.data) for block in blocks)

@@ -44,6 +44,7 @@ from logwarden.identity import (
 )
 from logwarden.log import get_logger
 from logwarden.origin import SourceRef
+from logwarden.recent import RATE_WINDOW_S, RecentCounts
 from logwarden.resume import Lineage, copy_start, find_copies, judge_copies
 
 log = get_logger(__name__)
@@ -161,6 +162,8 @@ class Tailer:
         # `unread_since` dates the oldest unread byte by. A few entries: a read consumes them.
         self._sightings: deque[tuple[int, float]] = deque()
         self.lines = 0
+        self.recent_lines = RecentCounts(RATE_WINDOW_S, int(RATE_WINDOW_S))  # lines/s for status
+        self.last_read: float | None = None  # wall clock of the last delivery
         self.state: TailState = "following" if attached else "draining"
         self.error: str | None = None
         self.done = False
@@ -248,6 +251,7 @@ class Tailer:
         return FileSnapshot(
             self.source, self.path, self.dev, self.inode, offset, self.size,
             lag, self.lines, self.state, self.error, lag_s,
+            self.recent_lines.rate(time.monotonic()), self.last_read,
         )  # fmt: skip
 
     def _sighted(self, status: os.stat_result) -> None:
