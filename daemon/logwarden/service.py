@@ -775,13 +775,17 @@ class Daemon:
             writers[name].request_rotation()  # publish what it holds; kept until drained
         self.config, self.rules, self.writers = config, rules, writers
         changes = self.pipeline.reconfigure(rules, writers)
-        self.active = active = await asyncio.to_thread(select_sources, config)
-        index = PathIndex(active.file_sources)
-        self.tails.reconfigure(files_only(active), index)
-        await self.watcher.reconfigure(index)
-        await self.journals.reconfigure(active, frozenset(config.sources))
-        self.known_sources = self.known_sources | frozenset(active.sources)
-        await self.tails.rescan()
+        try:
+            active = await self._apply_sources(config)
+        except OSError as error:
+            # past the swap: rules and reports are new, some sources may still be the old ones;
+            # the next rescan and the next reload carry on from here
+            log.error("reload partly applied: the sources could not all be updated",
+                      error=str(error))  # fmt: skip
+            self.generation += 1
+            self.last_reload = ReloadSnapshot(time.time(), "failed", f"partly applied: {error}")
+            self.notifier.ready(self.status.summary(self.snapshot()))
+            return
         self.generation += 1
         self.last_reload = ReloadSnapshot(
             time.time(), "applied", None, changes.added, changes.changed, changes.removed
@@ -797,6 +801,17 @@ class Daemon:
             rules_removed=list(changes.removed),
         )
         self.notifier.ready(self.status.summary(self.snapshot()))
+
+    async def _apply_sources(self, config: Config) -> Config:
+        """A reload's second half: which sources run (fallbacks), files and journals to match."""
+        self.active = active = await asyncio.to_thread(select_sources, config)
+        index = PathIndex(active.file_sources)
+        self.tails.reconfigure(files_only(active), index)
+        await self.watcher.reconfigure(index)
+        await self.journals.reconfigure(active, frozenset(config.sources))
+        self.known_sources = self.known_sources | frozenset(active.sources)
+        await self.tails.rescan()
+        return active
 
 
 class _Every:
