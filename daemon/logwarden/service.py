@@ -142,7 +142,9 @@ class Daemon:
         self._committed_bytes = 0
         self._commit_lock = asyncio.Lock()
         # commits run on their own thread, never queued behind file reads in the default pool
-        self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="logwarden-commit")
+        self._disk = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="logwarden-commit", initializer=_main_thread_signals
+        )
         self._threaded_commits_until = 0.0  # commits go to `_disk` until then (see `_on_disk`)
         self.checkpoints: checkpoint.CheckpointStore
         self.pipeline: Pipeline
@@ -159,6 +161,11 @@ class Daemon:
         # first of all, so that a stop at any moment of start-up is a clean stop (systemd sends
         # SIGTERM whenever it likes); until now the cli's early handler covered it
         self._install_signal_handlers()
+        # worker threads leave the stop signals to the main thread, the one that handles them
+        # (and the one that holds them back while the stop switches them to ignored)
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(thread_name_prefix="asyncio", initializer=_main_thread_signals)
+        )
         extender = asyncio.create_task(self._extend_start_timeout())
         try:
             await self.startup()
@@ -307,12 +314,18 @@ class Daemon:
         if self.echo is not None:
             self.echo.close()  # the console is the terminal's again for the last log lines
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
-            loop.remove_signal_handler(signum)
         # stopping already: a further SIGTERM, or a reload or rotation asked for now (logrotate's
-        # postrotate runs whenever it likes), must not turn this clean stop into a death by signal
-        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
-            signal.signal(signum, signal.SIG_IGN)
+        # postrotate runs whenever it likes), must not turn this clean stop into a death by
+        # signal. remove_signal_handler puts back the default action (death), so the signals
+        # are held back until they are ignored instead: a pending one is then discarded
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            for signum in (*STOP_SIGNALS, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, signal.SIG_IGN)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -812,6 +825,15 @@ class Daemon:
         self.known_sources = self.known_sources | frozenset(active.sources)
         await self.tails.rescan()
         return active
+
+
+# signals the daemon handles on its loop and ignores once it stops
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1})
+
+
+def _main_thread_signals() -> None:
+    """A worker thread's start: the kernel then delivers the stop signals to the main thread."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
 
 
 class _Every:
