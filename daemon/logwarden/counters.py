@@ -135,6 +135,7 @@ class DaemonSnapshot:
     source_lines: Mapping[str, int] = field(default_factory=dict)
     source_bytes: Mapping[str, int] = field(default_factory=dict)
     alerts_per_rule: Mapping[str, int] = field(default_factory=dict)
+    suppressed: Mapping[str, int] = field(default_factory=dict)  # matches dropped by `ignore`
     read_errors: int = 0  # times a file or path became unreadable (each logged once)
 
     def files_per_source(self) -> dict[str, int]:

@@ -58,6 +58,7 @@ class StatusWriter:
             "lines_per_s": round(self.lines_per_s, 1),
             "matches": dict(snapshot.matches),
             "alerts": snapshot.alerts,
+            "suppressed": dict(snapshot.suppressed),  # per rule: matches its `ignore` dropped
             "lag_bytes": snapshot.lag_bytes,
             "commits": commit.commits,
             "commit_failures": commit.failures,
@@ -230,8 +231,10 @@ def _print_table(document: dict[str, Any], path: Path) -> None:
     if document.get("commit_error"):
         print(f"  COMMIT FAILING: {document['commit_error']}")
     _print_loss(document)
+    suppressed = document.get("suppressed", {})
     for rule, count in sorted(document.get("matches", {}).items()):
-        print(f"  rule {rule:<32} {count:>10}")
+        ignored = f"  suppressed {suppressed[rule]}" if suppressed.get(rule) else ""
+        print(f"  rule {rule:<32} {count:>10}{ignored}")
     for name, report in sorted(document.get("reports", {}).items()):
         published, active = report["published"], report["active_records"]
         print(f"  report {name:<30} published {published:>6}  active {active:>6}  {report['dir']}")
