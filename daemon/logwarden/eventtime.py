@@ -25,6 +25,7 @@ the fixed formats (several times slower than the regex groups used here).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -50,16 +51,35 @@ _MONTHS = {
 _RECOGNISED = re.compile(
     r"(?P<clf>(?P<cd>\d{2})/(?P<cmon>[A-Z][a-z]{2})/(?P<cy>\d{4}):(?P<cH>\d{2}):(?P<cM>\d{2}):"
     r"(?P<cS>\d{2}) (?P<cz>[+-]\d{4}))"
-    r"|(?P<iso>\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d{1,9})?(?:[Zz]|[+-]\d{2}(?::?\d{2})?)?)"
+    r"|(?P<iso>\d{4}-\d{2}-\d{2})[T ](?P<it>\d{2}:\d{2}:\d{2})(?:[.,](?P<if>\d{1,9}))?"
+    r"(?P<iz>[Zz]|[+-]\d{2}(?::?\d{2})?)?"
     r"|\b(?P<syslog>(?P<smon>Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) {1,2}(?P<sd>\d{1,2})"
-    r" (?P<sH>\d{2}):(?P<sM>\d{2}):(?P<sS>\d{2})(?:\.(?P<sf>\d{1,6}))?)\b",
+    r" (?P<sH>\d{2}):(?P<sM>\d{2}):(?P<sS>\d{2}))(?:\.(?P<sf>\d{1,6}))?\b",
     re.ASCII,
 )
+_CACHE_SIZE = 4096
+
+
+_SECONDS_CACHE: dict[int, str] = {}
 
 
 def rfc3339(moment: float) -> str:
-    """Epoch seconds as the records' spelling: `2026-11-24T13:19:38.120000Z`."""
-    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="microseconds")[:26] + "Z"
+    """Epoch seconds as the records' spelling: `2026-11-24T13:19:38.120000Z`.
+
+    The whole seconds are formatted once and cached (matches come in bursts within a second or
+    a few); the microseconds are appended. Rounded as datetime rounds them."""
+    fraction_s, whole = math.modf(moment)  # as datetime.fromtimestamp splits and rounds it
+    fraction, seconds = round(fraction_s * 1e6), int(whole)
+    if fraction >= 1_000_000:
+        seconds, fraction = seconds + 1, fraction - 1_000_000
+    elif fraction < 0:
+        seconds, fraction = seconds - 1, fraction + 1_000_000
+    text = _SECONDS_CACHE.get(seconds)
+    if text is None:
+        if len(_SECONDS_CACHE) > 4096:
+            _SECONDS_CACHE.clear()
+        text = _SECONDS_CACHE[seconds] = datetime.fromtimestamp(seconds, UTC).isoformat()[:19]
+    return f"{text}.{fraction:06d}Z"
 
 
 class SourceClock:
@@ -78,6 +98,7 @@ class SourceClock:
         self.now = now
         self.out_of_bounds = 0
         self._warned_at: float | None = None
+        self._seconds: dict[tuple[str | int, ...], int | None] = {}  # see `_recognise`
 
     def read(self, match: Match, origin: Origin) -> tuple[float, str]:
         """(epoch seconds, time_source) of a matched line."""
@@ -114,9 +135,30 @@ class SourceClock:
         return moment.timestamp()
 
     def _recognise(self, text: str, now: float) -> float | None:
+        """The leftmost recognised time in `text`. The whole second each spelling names is
+        cached (lines come in bursts that share it): the fraction is added to it, so a hit costs
+        one regex search and a few string operations."""
         found = _RECOGNISED.search(text)
         if found is None:
             return None
+        fraction = found["if"] or found["sf"] or ""
+        if found["clf"]:
+            key: tuple[str | int, ...] = (found["clf"],)
+        elif found["iso"]:
+            key = (found["iso"], found["it"], found["iz"] or "")
+        else:  # the nearest year depends on now: an hour's answers are kept
+            key = (found["syslog"], int(now // 3600))
+        whole = self._seconds.get(key)
+        if whole is None:
+            if len(self._seconds) >= _CACHE_SIZE:
+                self._seconds.clear()
+            whole = self._seconds[key] = self._whole_second(found, now)
+        if whole is None:
+            return None
+        micros = int(fraction[:6].ljust(6, "0")) if fraction else 0
+        return (whole * 1_000_000 + micros) / 1_000_000
+
+    def _whole_second(self, found: re.Match[str], now: float) -> int | None:
         if found["clf"]:
             month = _MONTHS.get(found["cmon"])
             if month is None:
@@ -128,36 +170,30 @@ class SourceClock:
                 int(found["cy"]), month, int(found["cd"]),
                 int(found["cH"]), int(found["cM"]), int(found["cS"]),
             )  # fmt: skip
-            return (moment - zone).replace(tzinfo=UTC).timestamp()
+            return int((moment - zone).replace(tzinfo=UTC).timestamp())
         if found["iso"]:
-            iso = found["iso"].replace(",", ".")
-            head, dot, fraction = iso[:19], iso[19:20], iso[20:]
-            if dot == ".":
-                digits = len(fraction) - len(fraction.lstrip("0123456789"))
-                # fromisoformat wants at most 6 digits of fraction
-                iso = head + "." + fraction[: min(digits, 6)] + fraction[digits:]
-            moment = datetime.fromisoformat(iso)
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=self.zone)
-            return moment.timestamp()
+            offset_text = (found["iz"] or "").upper()
+            parsed = datetime.fromisoformat(f"{found['iso']}T{found['it']}{offset_text}")
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=self.zone)
+            return int(parsed.timestamp())
         return self._syslog(found, now)
 
-    def _syslog(self, found: re.Match[str], now: float) -> float | None:
+    def _syslog(self, found: re.Match[str], now: float) -> int | None:
         """A syslog time has no year: the candidate year nearest to `now` wins."""
         current = datetime.fromtimestamp(now, self.zone).year
-        micros = int((found["sf"] or "0").ljust(6, "0"))
-        best: float | None = None
+        best: int | None = None
         for year in (current - 1, current, current + 1):
             try:
                 moment = datetime(
                     year, _MONTHS[found["smon"]], int(found["sd"]),
-                    int(found["sH"]), int(found["sM"]), int(found["sS"]), micros,
+                    int(found["sH"]), int(found["sM"]), int(found["sS"]),
                     tzinfo=self.zone,
                 ).timestamp()  # fmt: skip
             except ValueError:  # 29 February of a year without one, a day 31 in a short month
                 continue
             if best is None or abs(moment - now) < abs(best - now):
-                best = moment
+                best = int(moment)
         return best
 
     def _out_of_bounds(self, found: float, arrival: float) -> None:

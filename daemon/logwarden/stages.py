@@ -115,25 +115,30 @@ class MatchProcessor:
         stamp = utc_timestamp()
         clock = self.clocks.for_source(origin.name)
         arrival = self.now()
-        read_at: tuple[int, float, str] | None = None  # one line's time serves all its rules
+        read_at: tuple[int, float, str, str] | None = None  # one line's time serves all its rules
+        stateful, alert_only, ignores = self._stateful, self.alert_only, self.ignores
         for match in matches:
-            ignore = self.ignores.get(match.rule)
-            if ignore is not None and ignore.covers(match.captures) is not None:
-                self.suppressed[match.rule] += 1
-                continue
+            rule = match.rule
+            if ignores:
+                ignore = ignores.get(rule)
+                if ignore is not None and ignore.covers(match.captures) is not None:
+                    self.suppressed[rule] += 1
+                    continue
             if read_at is None or read_at[0] != match.offset:
-                read_at = (match.offset, *clock.read(match, origin))
-            event_time, time_source = read_at[1], read_at[2]
-            self.matches[match.rule] += 1
-            if match.rule in self._stateful:
+                moment, source = clock.read(match, origin)
+                read_at = (match.offset, moment, source, rfc3339(moment))
+            event_time = read_at[1]
+            self.matches[rule] += 1
+            alert = None
+            if rule in stateful:
                 self._state = None
-            alert = self.thresholds.observe(match, event_time, origin.sample(match))
-            if match.rule not in self.alert_only:
-                record = self.builder.match(match, origin, stamp, rfc3339(event_time), time_source)
+                alert = self.thresholds.observe(match, event_time, origin.sample(match))
+            if rule not in alert_only:
+                record = self.builder.match(match, origin, stamp, read_at[3], read_at[2])
                 held = False
-                if self.suppressor.applies(match.rule):
+                if rule in stateful and self.suppressor.applies(rule):
                     held, closed = self.suppressor.offer(
-                        match.rule,
+                        rule,
                         match.captures,
                         match.report,
                         record,
@@ -142,7 +147,7 @@ class MatchProcessor:
                     )
                     out += self._published(closed)
                 if not held:
-                    out.append(Output(match.report, match.rule, dumps(record), match))
+                    out.append(Output(match.report, rule, dumps(record), match))
             if alert is not None:
                 self.alerts_per_rule[alert.rule] += 1
                 out.append(
