@@ -220,3 +220,36 @@ def test_timestamp_field_needs_parse(tmp_path: Path) -> None:
     )
     assert result.returncode == 78
     assert "needs parse = json/logfmt (not yet supported)" in result.stderr.decode()
+
+
+def test_explain_shows_event_time_ignore_and_threshold_standing(tmp_path: Path) -> None:
+    config = tmp_path / "logwarden.toml"
+    config.write_text(HEAD + SSH + 'ignore = ["10.0.0.0/8"]\n')
+    lines = [failed(0, "10.1.2.3").rstrip("\n"), failed(60, "192.0.2.1").rstrip("\n")]
+    result = subprocess.run(
+        [sys.executable, "-m", "logwarden", "explain", "-c", config, "--json", *lines],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    ignored, counted = (orjson.loads(line) for line in result.stdout.splitlines())
+    assert ignored["time_source"] == "log"
+    assert ignored["event_time"] == BASE.strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+    [rule] = ignored["rules"]
+    assert rule["verdict"] == "ignored"
+    assert rule["steps"][-1] == {
+        "step": "ignore",
+        "ok": False,
+        "detail": "dropped: ip=10.1.2.3 is in 10.0.0.0/8",
+    }
+    [rule] = counted["rules"]
+    assert rule["verdict"] == "matched"
+    assert rule["threshold"]["key"] == {"ip": "192.0.2.1"} and rule["threshold"]["count"] == 1
+    text = subprocess.run(
+        [sys.executable, "-m", "logwarden", "explain", "-c", config, lines[0]],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    ).stdout.decode()
+    assert f"event time {ignored['event_time']} (from the line)" in text
+    assert "ignore: dropped: ip=10.1.2.3 is in 10.0.0.0/8" in text

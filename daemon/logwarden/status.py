@@ -231,10 +231,10 @@ def _print_table(document: dict[str, Any], path: Path) -> None:
     if document.get("commit_error"):
         print(f"  COMMIT FAILING: {document['commit_error']}")
     _print_loss(document)
-    suppressed = document.get("suppressed", {})
-    for rule, count in sorted(document.get("matches", {}).items()):
+    matches, suppressed = document.get("matches", {}), document.get("suppressed", {})
+    for rule in sorted({*matches, *suppressed}):
         ignored = f"  suppressed {suppressed[rule]}" if suppressed.get(rule) else ""
-        print(f"  rule {rule:<32} {count:>10}{ignored}")
+        print(f"  rule {rule:<32} {matches.get(rule, 0):>10}{ignored}")
     for name, report in sorted(document.get("reports", {}).items()):
         published, active = report["published"], report["active_records"]
         print(f"  report {name:<30} published {published:>6}  active {active:>6}  {report['dir']}")
