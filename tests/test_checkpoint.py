@@ -76,7 +76,7 @@ def test_a_slot_is_valid_json_also_after_a_shorter_save(tmp_path: Path) -> None:
     saved(tmp_path, state(1, sources=50), state(2, sources=50), state(3), state(4))
     for name in SLOT_NAMES:
         document = orjson.loads((tmp_path / name).read_bytes())  # what `jq` would read
-        assert document["checkpoint"]["version"] == 4
+        assert document["checkpoint"]["version"] == 5
     assert load(tmp_path) == state(4)
 
 
@@ -118,12 +118,17 @@ def test_both_slots_damaged_is_refused_with_a_clear_error(tmp_path: Path) -> Non
         CheckpointStore(tmp_path)
 
 
-def with_version(tmp_path: Path, version: int) -> None:
-    """Rewrite the one saved slot as if a daemon writing `version` had saved it."""
+def with_version(tmp_path: Path, version: int, without: tuple[str, ...] = ()) -> None:
+    """Rewrite the one saved slot as if a daemon writing `version` had saved it (without the
+    keys that version did not know)."""
     [name] = [name for name in SLOT_NAMES if (tmp_path / name).stat().st_size]
-    slot = (tmp_path / name).read_bytes().replace(b'"version": 4', b'"version": %d' % version)
+    slot = (tmp_path / name).read_bytes()
     body_start = slot.index(b'"checkpoint":') + len(b'"checkpoint":')
-    body = slot[body_start : slot.rindex(b"}")]
+    document = orjson.loads(slot[body_start : slot.rindex(b"}")])
+    document["version"] = version
+    for key in without:
+        del document[key]
+    body = orjson.dumps(document, option=orjson.OPT_INDENT_2)
     header = b'{"generation":1,"crc32":"%08x","length":%d,"checkpoint":' % (
         zlib.crc32(body),
         len(body),
@@ -162,14 +167,36 @@ def test_journal_cursors_survive_a_save(tmp_path: Path) -> None:
     assert load(tmp_path).cursors == cursors  # type: ignore[union-attr]
 
 
-def test_a_daemon_that_knows_only_version_3_refuses_4(
+def test_a_daemon_that_knows_only_version_4_refuses_5(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Reading 4 as 3 would drop the cursors and read the journal again per start_at."""
+    """Reading 5 as 4 would drop the held suppression records and the threshold windows."""
     saved(tmp_path, state(1))
-    monkeypatch.setattr(checkpoint_module, "READABLE_VERSIONS", (2, 3))
-    with pytest.raises(CheckpointError, match="version 4"):
+    monkeypatch.setattr(checkpoint_module, "READABLE_VERSIONS", (2, 3, 4))
+    with pytest.raises(CheckpointError, match="version 5"):
         load(tmp_path)
+
+
+def test_a_version_4_checkpoint_is_migrated_without_rule_state(tmp_path: Path) -> None:
+    """Version 5 added rule state; a version 4 checkpoint (none) starts with empty windows."""
+    saved(tmp_path, dataclasses.replace(state(1), rule_state={"v": 1, "thresholds": {}}))
+    with_version(tmp_path, 4, without=("rule_state",))
+    restored = load(tmp_path)
+    assert restored == state(1)
+    assert restored.rule_state is None
+
+
+def test_rule_state_survives_a_save_also_as_a_fragment(tmp_path: Path) -> None:
+    """The daemon hands the state over serialised once (an orjson.Fragment): it reads back whole."""
+    rule_state = {
+        "v": 1,
+        "thresholds": {"v": 2, "rules": {"ssh": [[["1.2.3.4"], [1.5], True, []]]}},
+    }
+    saved(
+        tmp_path,
+        dataclasses.replace(state(1), rule_state=orjson.Fragment(orjson.dumps(rule_state))),
+    )
+    assert load(tmp_path).rule_state == rule_state  # type: ignore[union-attr]
 
 
 SAVER = textwrap.dedent(

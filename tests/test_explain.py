@@ -146,6 +146,8 @@ def test_verdicts_field_by_field(config: Path) -> None:
         "notes": [],
         "matched": ["ssh-failed"],
         "rules": matched["rules"],
+        "event_time": matched["event_time"],  # no time in the line: when it was explained
+        "time_source": "arrival",
     }
     assert by_rule(matched)["ssh-failed"] == {
         "rule": "ssh-failed",
@@ -158,8 +160,7 @@ def test_verdicts_field_by_field(config: Path) -> None:
         "excludes": [],
         "captures": {"user": "root", "ip": "203.0.113.9"},
         "threshold": {
-            "key": "ip",
-            "value": "203.0.113.9",
+            "key": {"ip": "203.0.113.9"},
             "count": 1,
             "of": 3,
             "within_s": 600.0,
@@ -223,12 +224,12 @@ def test_a_threshold_builds_up_over_the_lines_in_order(config: Path) -> None:
     other = FAILED.replace("203.0.113.9", "198.51.100.1")
     _, lines = as_json("-c", config, "--source", "auth", FAILED, FAILED, other, FAILED, FAILED)
     windows = [by_rule(line)["ssh-failed"]["threshold"] for line in lines]
-    assert [(w["value"], w["count"], w["alert"], w["alerted_before"]) for w in windows] == [
-        ("203.0.113.9", 1, False, False),
-        ("203.0.113.9", 2, False, False),
-        ("198.51.100.1", 1, False, False),
-        ("203.0.113.9", 3, True, False),  # the line that raises the alert
-        ("203.0.113.9", 3, False, True),  # armed again only once fewer are in the window
+    assert [(w["key"], w["count"], w["alert"], w["alerted_before"]) for w in windows] == [
+        ({"ip": "203.0.113.9"}, 1, False, False),
+        ({"ip": "203.0.113.9"}, 2, False, False),
+        ({"ip": "198.51.100.1"}, 1, False, False),
+        ({"ip": "203.0.113.9"}, 3, True, False),  # the line that raises the alert
+        ({"ip": "203.0.113.9"}, 3, False, True),  # quiet until its window has emptied
     ]
     text = explain("-c", config, "--source", "auth", FAILED, FAILED, FAILED).stdout.decode()
     assert "threshold: 3 of 3 within 10m for ip=203.0.113.9: this line crosses it, ALERT" in text

@@ -78,7 +78,7 @@ def wait_for_matches(workdir: Path, count: int) -> None:
 def alerts(workdir: Path) -> Counter[tuple[str, str]]:
     """Published alerts per (rule, key value)."""
     return Counter(
-        (r["rule"], r["threshold"]["value"])
+        (r["rule"], r["key"]["ip"])
         for r in published_records(workdir / "reports")
         if r.get("kind") == "alert"
     )

@@ -111,6 +111,7 @@ def test_status_file_has_every_key(tmp_path: Path) -> None:
         "lines_per_s": 200.0,
         "matches": {"a": 3, "b": 4},
         "alerts": 1,
+        "suppressed": {},
         "lag_bytes": 50,
         "commits": 9,
         "commit_failures": 2,

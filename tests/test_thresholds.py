@@ -1,4 +1,4 @@
-"""Tests for logwarden.thresholds: one alert per crossing, sliding windows, bounded memory."""
+"""Tests for logwarden.thresholds: one alert per window, sliding windows, bounded memory."""
 
 from __future__ import annotations
 
@@ -47,22 +47,24 @@ def failed(ip: str | None, user: str = "root") -> Match:
 
 def alerts(tracker: ThresholdTracker, events: Sequence[tuple[float, str | None]]) -> list[float]:
     """The times at which observing `events` (time, ip) raised an alert."""
-    return [now for now, ip in events if tracker.observe(failed(ip), now) is not None]
+    return [now for now, ip in events if tracker.observe(failed(ip), now, {}) is not None]
 
 
 def test_crossing_alerts_once_with_what_happened(loaded: config.Config) -> None:
     tracker = ThresholdTracker(loaded)
-    assert tracker.observe(failed("1.1.1.1"), 100.0) is None
-    assert tracker.observe(failed("1.1.1.1"), 101.0) is None
+    assert tracker.observe(failed("1.1.1.1"), 100.0, {"offset": 1}) is None
+    assert tracker.observe(failed("1.1.1.1"), 101.0, {"offset": 2}) is None
     third = failed("1.1.1.1", user="admin")
-    assert tracker.observe(third, 102.0) == Alert(
+    assert tracker.observe(third, 102.0, {"offset": 3}) == Alert(
         rule="ssh",
         severity="error",
         report="default",
-        key="ip",
-        value="1.1.1.1",
+        key={"ip": "1.1.1.1"},
         count=3,
         within_s=10.0,
+        first=100.0,
+        last=102.0,
+        samples=[{"offset": 1}, {"offset": 2}, {"offset": 3}],
         match=third,
     )
     assert alerts(tracker, [(103.0, "1.1.1.1"), (104.0, "1.1.1.1"), (109.0, "1.1.1.1")]) == []
@@ -82,14 +84,15 @@ def test_the_window_slides(loaded: config.Config) -> None:
     assert alerts(ThresholdTracker(loaded), [(0.0, "b"), (5.0, "b"), (10.0, "b")]) == []
 
 
-def test_no_new_alert_until_the_count_drops_and_crosses_again(loaded: config.Config) -> None:
+def test_no_new_alert_until_the_window_has_emptied(loaded: config.Config) -> None:
     tracker = ThresholdTracker(loaded)
     steady = [(float(t), "a") for t in range(0, 40, 2)]  # 5 a window, never below 3
     assert alerts(tracker, steady) == [4.0]
-    # a pause empties the window; the next crossing is a new alert
+    # below the count but not empty: (61, 71] still holds 62 and 63, so 71 does not alert again
     assert alerts(tracker, [(60.0, "a"), (61.0, "a"), (62.0, "a"), (63.0, "a")]) == [62.0]
-    # at 71 the window (61, 71] holds only 62 and 63, below three: 71 itself crosses again
-    assert alerts(tracker, [(71.0, "a")]) == [71.0]
+    assert alerts(tracker, [(71.0, "a"), (72.0, "a")]) == []
+    # a pause of a whole window empties it; the next crossing is a new alert
+    assert alerts(tracker, [(90.0, "a"), (91.0, "a"), (92.0, "a")]) == [92.0]
 
 
 def test_matches_without_the_key_and_rules_without_threshold_are_ignored(
@@ -98,7 +101,7 @@ def test_matches_without_the_key_and_rules_without_threshold_are_ignored(
     tracker = ThresholdTracker(loaded)
     assert alerts(tracker, [(0.0, None), (1.0, None), (2.0, None)]) == []
     plain = Match("plain", "warning", "default", 0, 1, "plain x", False, {"word": "x"})
-    assert [tracker.observe(plain, float(t)) for t in range(5)] == [None] * 5
+    assert [tracker.observe(plain, float(t), {}) for t in range(5)] == [None] * 5
     assert tracker.keys("ssh") == 0 and tracker.keys("plain") == 0
 
 
@@ -137,14 +140,15 @@ def test_built_from_a_rule_set(loaded: config.Config, tmp_path: Path) -> None:
     tracker = ThresholdTracker(rules)
     matcher = rules.for_source("auth")
     line = b"Failed password for root from 203.0.113.9\n"
-    found = [tracker.observe(m, 1.0) for m in matcher.scan(Block(line * 4, 0, 1))]
-    assert [a.value if a else None for a in found] == [None, None, "203.0.113.9", None]
-    assert ThresholdTracker(rules.only(["plain"])).observe(failed("x"), 0.0) is None
+    found = [tracker.observe(m, 1.0, {}) for m in matcher.scan(Block(line * 4, 0, 1))]
+    assert [a.key if a else None for a in found] == [None, None, {"ip": "203.0.113.9"}, None]
+    assert ThresholdTracker(rules.only(["plain"])).observe(failed("x"), 0.0, {}) is None
 
 
 @given(events=st.lists(st.tuples(st.floats(0, 6), st.sampled_from("abc")), max_size=60))
 def test_matches_a_model_that_keeps_every_timestamp(events: list[tuple[float, str]]) -> None:
-    """With nondecreasing time, the bounded tracker alerts exactly when a naive one would."""
+    """With nondecreasing time, the bounded tracker alerts exactly when a naive one would: a key
+    alerts when 3 of its matches fit in the window, then not again until its window empties."""
     rule = config.RuleConfig.model_validate(
         {"name": "ssh", "match": ["x"], "threshold": {"key": "ip", "count": 3, "within": 10}}
     )
@@ -155,11 +159,11 @@ def test_matches_a_model_that_keeps_every_timestamp(events: list[tuple[float, st
     for step, ip in events:
         now += step
         times = [t for t in seen.get(ip, []) if t > now - 10]
-        if len(times) < 3:
+        if not times:
             armed[ip] = True
         times.append(now)
         seen[ip] = times
         expected = len(times) >= 3 and armed.get(ip, True)
         if expected:
             armed[ip] = False
-        assert (tracker.observe(failed(ip), now) is not None) == expected
+        assert (tracker.observe(failed(ip), now, {}) is not None) == expected

@@ -44,8 +44,12 @@ from logwarden.timestamps import utc_timestamp
 # lines, and `copies_read` which such files are known to hold none; journal sources have their
 # cursors (`cursors`). 2 and 3 are read as having none of these; a daemon that knows only 3 would
 # read a gzip's raw bytes as lines and a journal again from wherever start_at says: it refuses 4.
-VERSION = 4
-READABLE_VERSIONS = (2, 3, 4)
+# 5: rule state (`rule_state`: threshold windows and held suppression records, `stages.py`),
+# committed with the offsets so that a restart neither repeats nor loses an alert. 2 to 4 are
+# read as having none (windows start empty); a daemon that knows only 4 refuses 5 rather than
+# drop the held records.
+VERSION = 5
+READABLE_VERSIONS = (2, 3, 4, 5)
 SLOT_NAMES = ("checkpoint-a.json", "checkpoint-b.json")
 _HEADER = re.compile(rb'\{"generation":(\d+),"crc32":"([0-9a-f]{8})","length":(\d+),"checkpoint":')
 _TRAILER = b"}\n"
@@ -71,6 +75,8 @@ class Checkpoint:
     # before a crash, for a rotated file never read, and send its lines again
     copies_read: Sequence[CopyRead] = ()
     cursors: Mapping[str, JournalPosition] = field(default_factory=dict)  # per journal source
+    # JSON (an orjson.Fragment when saving: serialised once per change, not per commit)
+    rule_state: Any = None
 
     def journals_of(self, report: str) -> list[JournalState]:
         return [journal for journal in self.journals if journal.report == report]
@@ -86,6 +92,7 @@ class Checkpoint:
             "rotated_after_ns": self.rotated_after_ns,
             "copies_read": [copy.to_dict() for copy in self.copies_read],
             "cursors": {name: position.to_dict() for name, position in self.cursors.items()},
+            "rule_state": self.rule_state,
         }
         return orjson.dumps(document, option=orjson.OPT_INDENT_2)
 
@@ -109,6 +116,7 @@ class Checkpoint:
                 str(name): JournalPosition.from_dict(item)
                 for name, item in document.get("cursors", {}).items()
             },
+            rule_state=document.get("rule_state"),
         )
 
 

@@ -9,11 +9,13 @@ its own problems (patterns that do not compile, failing rule tests) through `Con
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import os
 import re
 import tomllib
 import typing
+import zoneinfo
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
@@ -199,6 +201,40 @@ class JournalConfig(_Table):
         return matches
 
 
+_TIME_FORMATS = ("auto", "epoch", "epoch_ms")
+
+
+class TimestampConfig(_Table):
+    """Where a line's event time comes from (`eventtime.py`); default: the common formats."""
+
+    capture: str | None = None  # a rule capture holding the time; None: searched in the line
+    format: str = "auto"  # "auto", "epoch", "epoch_ms" or a strptime format
+    # a parsed field of a structured line: needs `parse` (json/logfmt), which does not exist yet
+    field: str | None = None
+    max_ahead: Seconds = 86400.0  # further ahead of the clock than this: out of bounds
+    max_behind: Seconds = 366 * 86400.0  # further back than this: out of bounds
+
+    @field_validator("field")
+    @classmethod
+    def _needs_parse(cls, value: str | None) -> str | None:
+        if value is not None:
+            raise ValueError(
+                "a field needs parse = json/logfmt (not yet supported);"
+                ' use { capture = "NAME" } or the default recognition'
+            )
+        return value
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, value: str) -> str:
+        if value not in _TIME_FORMATS and "%" not in value:
+            raise ValueError(
+                f'{value!r} is not a time format: use "auto", "epoch", "epoch_ms" or a strptime'
+                ' format such as "%d/%b/%Y:%H:%M:%S %z"'
+            )
+        return value
+
+
 class SourceConfig(_Table):
     """Where lines come from: files (`paths`) or the systemd journal (`journal`), never both."""
 
@@ -212,6 +248,20 @@ class SourceConfig(_Table):
     # a file source used only while the journal source named here cannot read its journal: the
     # same events reach both when rsyslog copies the journal into a file (see `fallback.py`)
     fallback_for: str | None = None
+    timestamp: TimestampConfig = Field(default_factory=TimestampConfig)
+    timezone: str | None = None  # for timestamps without an offset; None: the host's zone
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                zoneinfo.ZoneInfo(value)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(
+                    f'{value!r} is not a time zone this host knows (e.g. "UTC", "Europe/Berlin")'
+                ) from None
+        return value
 
     @field_validator("paths")
     @classmethod
@@ -235,9 +285,55 @@ class SourceConfig(_Table):
         return value
 
 
+# a key part: a capture name, optionally with an address prefix length ("ip/24", "ip/64")
+_KEY_PART = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:/([0-9]{1,3}))?")
+
+
+def _key_parts(value: object) -> object:
+    """`key = "ip"` or `key = ["user", "ip/64"]`, as a tuple; each part checked."""
+    parts = (value,) if isinstance(value, str) else value
+    if not isinstance(parts, list | tuple) or not parts:
+        raise ValueError('must be a capture name or a list of them, e.g. "ip" or ["user", "ip"]')
+    for part in parts:
+        found = _KEY_PART.fullmatch(part) if isinstance(part, str) else None
+        if found is None:
+            raise ValueError(f'{part!r} is not a capture name (or NAME/PREFIX such as "ip/24")')
+        if found.group(2) is not None and int(found.group(2)) > 128:
+            raise ValueError(f"{part!r}: a prefix length is at most 128")
+    names = [str(part).split("/")[0] for part in parts]
+    if len(set(names)) != len(names):
+        raise ValueError("each capture may appear once in a key")
+    return tuple(parts)
+
+
+KeyParts = Annotated[tuple[str, ...], BeforeValidator(_key_parts)]
+
+
+def key_captures(key: tuple[str, ...]) -> tuple[str, ...]:
+    """The capture names a key is made of (`"ip/24"` → `"ip"`)."""
+    return tuple(part.split("/")[0] for part in key)
+
+
 class ThresholdConfig(_Table):
-    key: str
+    """One alert when `count` matches of one key fall within `within` (`thresholds.py`)."""
+
+    key: KeyParts
     count: int = Field(ge=1, strict=True)
+    within: Seconds
+    alert_only: bool = Field(default=False, strict=True)  # single matches stay out of the report
+
+    @field_validator("within")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be greater than zero")
+        return value
+
+
+class SuppressConfig(_Table):
+    """Repeats of one key within `within` fold into the first record (`suppress.py`)."""
+
+    key: KeyParts
     within: Seconds
 
     @field_validator("within")
@@ -246,6 +342,34 @@ class ThresholdConfig(_Table):
         if value <= 0:
             raise ValueError("must be greater than zero")
         return value
+
+
+def _networks(value: object) -> object:
+    """`ignore = [...]` is short for `ignore = { capture = "ip", nets = [...] }`."""
+    return {"nets": value} if isinstance(value, list | tuple) else value
+
+
+class IgnoreConfig(_Table):
+    """Addresses and networks whose matches are dropped (and counted), on one capture."""
+
+    capture: str = "ip"
+    nets: tuple[str, ...]
+
+    @field_validator("nets")
+    @classmethod
+    def _addresses(cls, nets: tuple[str, ...]) -> tuple[str, ...]:
+        for net in nets:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f'{net!r} is not an IP address or CIDR range (e.g. "192.0.2.7",'
+                    ' "10.0.0.0/8", "2001:db8::/32"); host names are not looked up'
+                ) from None
+        return nets
+
+    def networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(net, strict=False) for net in self.nets)
 
 
 class RuleTest(_Table):
@@ -281,6 +405,8 @@ class RuleConfig(_Table):
     engine: Engine = "re2"
     match_timeout: Seconds = 0.1
     threshold: ThresholdConfig | None = None
+    suppress: SuppressConfig | None = None
+    ignore: Annotated[IgnoreConfig | None, BeforeValidator(_networks)] = None
     tests: tuple[RuleTest, ...] = ()
 
     @field_validator("match", mode="before")

@@ -33,7 +33,7 @@ from logwarden.log import get_logger
 from logwarden.origin import Origin, SourceRef
 from logwarden.rules import CompiledRule, Match
 from logwarden.terminal import visible
-from logwarden.thresholds import Alert
+from logwarden.thresholds import Alert, key_text
 
 log = get_logger(__name__)
 
@@ -120,7 +120,7 @@ class PlainEcho:
     def alert(self, alert: Alert, source: Origin) -> None:
         """A threshold crossing, right after the match that made it."""
         self._print(
-            f"ALERT {alert.rule} [{alert.severity}] {alert.key}={alert.value}:"
+            f"ALERT {alert.rule} [{alert.severity}] {key_text(alert.key)}:"
             f" {alert.count} matches within {alert.within_s:g}s"
             f" (last {_where(source, alert.match)})",
             alert.match.line,
@@ -211,7 +211,7 @@ def alert_bar(alert: Alert, source: Origin, width: int) -> Text:
     """A full-width white-on-red bar: an alert must not scroll by unseen among matches."""
     text = Text(
         visible(
-            f" ALERT  {alert.rule} [{alert.severity}]  {alert.key}={alert.value}:"
+            f" ALERT  {alert.rule} [{alert.severity}]  {key_text(alert.key)}:"
             f" {alert.count} matches within {_duration(alert.within_s)}"
             f"  (last {_short_where(source, alert.match)}) "
         ),

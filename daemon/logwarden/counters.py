@@ -150,6 +150,7 @@ class DaemonSnapshot:
     source_lines: Mapping[str, int] = field(default_factory=dict)
     source_bytes: Mapping[str, int] = field(default_factory=dict)
     alerts_per_rule: Mapping[str, int] = field(default_factory=dict)
+    suppressed: Mapping[str, int] = field(default_factory=dict)  # matches dropped by `ignore`
     read_errors: int = 0  # times a file or path became unreadable (each logged once)
     lines_per_s: float = 0.0  # every source's, over the last few seconds (recent.RATE_WINDOW_S)
     matches_last_minute: Mapping[str, int] = field(default_factory=dict)  # per rule

@@ -3,19 +3,19 @@
 The answer to "why didn't my rule match". Lines go through what a file's lines go through: a
 `LineFramer` with the source's `max_line_bytes` (a long line is cut, a final `\\r` dropped), then
 `SourceMatcher.explain`, whose verdict is `scan`'s own on that line; nothing here matches a
-pattern. Thresholds are counted by a `ThresholdTracker` over the lines in the order given, so a
-pasted burst shows the line that would raise the alert.
+pattern. The matches then go through the daemon's own `MatchProcessor` (ignore lists, event
+time, thresholds, suppression) over the lines in the order given, so a pasted burst shows the
+line that would raise the alert, counted by the times the lines carry.
 
 A rule's verdict is a list of steps in the order the daemon takes them (source, prefilter, match,
-exclude, threshold). Ignore lists, event time and `where` (issue 12) will each be one more step
-function in `_steps`, adding one line to the verdict.
+exclude, ignore, threshold); the line's event time and where it came from head the verdicts.
+`where` on parsed fields (a later issue) will be one more step function in `_steps`.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Literal
@@ -25,17 +25,23 @@ from rich.console import Console
 from rich.text import Text
 
 from logwarden.config import Config, RuleConfig
+from logwarden.eventtime import rfc3339
 from logwarden.framing import Block, LineFramer
 from logwarden.log import get_logger
-from logwarden.rules import CompiledRule, LineTrace, RuleSet, RuleTrace
+from logwarden.origin import SourceRef
+from logwarden.records import RecordBuilder
+from logwarden.rules import CompiledRule, LineTrace, Match, RuleSet, RuleTrace
 from logwarden.scan import DEFAULT_MAX_LINE_BYTES, STDIN
+from logwarden.stages import MatchProcessor
 from logwarden.terminal import visible
-from logwarden.thresholds import ThresholdTracker
+from logwarden.thresholds import key_text
 
 log = get_logger(__name__)
 
-Verdict = Literal["matched", "vetoed", "near-miss", "timed-out", "no-match", "not-for-source"]
-_NEAR = ("vetoed", "near-miss", "timed-out")  # shown on a terminal without --all
+Verdict = Literal[
+    "matched", "ignored", "vetoed", "near-miss", "timed-out", "no-match", "not-for-source"
+]
+_NEAR = ("ignored", "vetoed", "near-miss", "timed-out")  # shown on a terminal without --all
 _READ_CHUNK = 64 * 1024
 
 
@@ -44,7 +50,7 @@ class Step:
     """One check of a rule on a line, and what it said: True passed, False stopped the line there,
     None not consulted on this line's path."""
 
-    name: str  # "source", "prefilter", "match", "exclude", "threshold"
+    name: str  # "source", "prefilter", "match", "exclude", "ignore", "threshold"
     ok: bool | None
     detail: str
 
@@ -90,6 +96,8 @@ class LineVerdict:
     trace: LineTrace
     notes: tuple[str, ...]  # how the line itself was treated (cut, invalid UTF-8, CR)
     rules: tuple[RuleVerdict, ...]  # in config order
+    event_time: str  # RFC 3339 UTC, as a record of this line would carry it
+    time_source: str  # "log" or "arrival" (no time found, or one out of bounds)
 
     @property
     def matched(self) -> list[str]:
@@ -102,6 +110,8 @@ class LineVerdict:
             "source": self.source,
             "truncated": self.trace.truncated,
             "valid_utf8": self.trace.valid_utf8,
+            "event_time": self.event_time,
+            "time_source": self.time_source,
             "prefilter": self.trace.prefilter,
             "notes": list(self.notes),
             "matched": self.matched,
@@ -122,7 +132,9 @@ class Explainer:
         self.max_line_bytes = (
             config.sources[source].max_line_bytes if source else DEFAULT_MAX_LINE_BYTES
         )
-        self.thresholds = ThresholdTracker(rules)
+        # the daemon's own stages: ignore, event time, thresholds, over the lines in order
+        self.processor = MatchProcessor(rules, config.sources, RecordBuilder(host="explain"))
+        self.origin = SourceRef(source, "<explain>", 0, 0)
         self.count = 0
 
     def explain(self, inputs: Iterable[str]) -> Iterator[LineVerdict]:
@@ -151,11 +163,16 @@ class Explainer:
         elsewhere = {}
         if self.everywhere is not None and len(traces) < len(self.rules.rules):
             elsewhere = {t.rule: t for t in self.everywhere.explain(block).rules}
-        now = time.time()  # until event time exists, a line counts as arriving now
+        # the time a record of this line would carry (read for every line here, not only matches)
+        probe = Match("", "", "", block.offset, None, trace.line, trace.truncated, {})
+        clock = self.processor.clocks.for_source(self.source)
+        event_time, time_source = clock.read(probe, self.origin)
+        outputs = self.processor.process(list(trace.matches), self.origin)
+        alerts = {output.alert.rule for output in outputs if output.alert is not None}
         verdicts = []
         for name in self.rules.rules:
             rule = self.rules.rule(name)
-            verdict = self._verdict(rule, traces.get(name), trace, now)
+            verdict = self._verdict(rule, traces.get(name), event_time, name in alerts)
             other = elsewhere.get(name)
             if verdict.trace is None and other is not None and other.captures is not None:
                 verdict = _matches_elsewhere(verdict)
@@ -166,48 +183,71 @@ class Explainer:
             trace,
             _notes(block, trace, self.max_line_bytes),
             tuple(verdicts),
+            rfc3339(event_time),
+            time_source,
         )
 
     def _verdict(
-        self, rule: CompiledRule, trace: RuleTrace | None, line: LineTrace, now: float
+        self, rule: CompiledRule, trace: RuleTrace | None, now: float, alerted_now: bool
     ) -> RuleVerdict:
-        steps = list(_steps(rule, trace, line, self.source))
+        steps = list(_steps(rule, trace, self.source))
         window = None
-        if trace is not None and trace.captures is not None and rule.config.threshold:
-            window, step = self._threshold(rule, trace.captures, line, now)
-            steps.append(step)
-        return RuleVerdict(rule.name, rule.severity, _classify(trace), tuple(steps), trace, window)
+        verdict = _classify(trace)
+        if trace is not None and trace.captures is not None:
+            ignore = self._ignore(rule, trace.captures)
+            if ignore is not None:
+                steps.append(ignore)
+                if ignore.ok is False:
+                    verdict = "ignored"
+            if rule.config.threshold and verdict == "matched":
+                window, step = self._threshold(rule, trace.captures, now, alerted_now)
+                steps.append(step)
+        return RuleVerdict(rule.name, rule.severity, verdict, tuple(steps), trace, window)
+
+    def _ignore(self, rule: CompiledRule, captures: dict[str, str | None]) -> Step | None:
+        """The rule's allow list on this match: a veto, or why not."""
+        ignore = self.processor.ignores.get(rule.name)
+        if ignore is None:
+            return None
+        value = captures.get(ignore.capture)
+        network = ignore.covers(captures)
+        if network is not None:
+            return Step(
+                "ignore", False, f"dropped: {ignore.capture}={visible(str(value))} is in {network}"
+            )
+        nets = len(ignore.networks)
+        return Step(
+            "ignore",
+            True,
+            f"{ignore.capture}={visible(str(value))} is in none of its {nets} networks",
+        )
 
     def _threshold(
-        self,
-        rule: CompiledRule,
-        captures: dict[str, str | None],
-        line: LineTrace,
-        now: float,
+        self, rule: CompiledRule, captures: dict[str, str | None], now: float, alert: bool
     ) -> tuple[dict[str, Any] | None, Step]:
-        """Count the match as the daemon would, and say where its key's window stands."""
+        """Where the match's key stands in its window, counted as the daemon counts it."""
         threshold = rule.config.threshold
         assert threshold is not None
-        key, need, within = threshold.key, threshold.count, threshold.within
-        value = captures.get(key)
-        if value is None:
-            return None, Step("threshold", None, f"not counted: capture {key} took no part")
-        match = next(m for m in line.matches if m.rule == rule.name)
-        alert = self.thresholds.observe(match, now) is not None
-        count, alerted = self.thresholds.standing(rule.name, value, now)
-        detail = f"{count} of {need} within {_duration(within)} for {key}={visible(value)}"
+        need, within = threshold.count, threshold.within
+        standing = self.processor.thresholds.standing(rule.name, captures, now)
+        if standing is None:
+            missing = [k for k in threshold.key if captures.get(k.split("/")[0]) is None]
+            return None, Step(
+                "threshold", None, f"not counted: capture {', '.join(missing)} took no part"
+            )
+        shown = visible(key_text(standing.key))
+        detail = f"{standing.counted} of {need} within {_duration(within)} for {shown}"
         if alert:
             detail += ": this line crosses it, ALERT"
-        elif alerted:
-            detail += f": alerted already (again once fewer than {need} are in the window)"
+        elif standing.alerted:
+            detail += ": alerted already (again once its window has emptied)"
         window = {
-            "key": key,
-            "value": value,
-            "count": count,
+            "key": standing.key,
+            "count": standing.counted,
             "of": need,
             "within_s": within,
             "alert": alert,
-            "alerted_before": alerted and not alert,
+            "alerted_before": standing.alerted and not alert,
         }
         return window, Step("threshold", True, detail)
 
@@ -236,9 +276,7 @@ def _one_line_each(block: Block) -> Iterator[Block]:
         start = stop
 
 
-def _steps(
-    rule: CompiledRule, trace: RuleTrace | None, line: LineTrace, source: str | None
-) -> Iterator[Step]:
+def _steps(rule: CompiledRule, trace: RuleTrace | None, source: str | None) -> Iterator[Step]:
     """The checks before the threshold, in the daemon's order; each says what it saw."""
     config = rule.config
     if trace is None:
@@ -337,8 +375,14 @@ def _duration(seconds: float) -> str:
 
 # ---------------------------------------------------------------- output
 
+_TIME_SOURCES = {
+    "log": "from the line",
+    "journal": "the journal entry's",
+    "arrival": "arrival: no time found in the line, or one out of bounds",
+}
 _MARKS: dict[Verdict, tuple[str, str]] = {
     "matched": ("✔", "bold green"),
+    "ignored": ("✘", "yellow"),
     "vetoed": ("✘", "yellow"),
     "near-miss": ("~", "yellow"),
     "timed-out": ("!", "red"),
@@ -358,6 +402,7 @@ def print_text(verdict: LineVerdict, console: Console, show_all: bool) -> None:
     head = Text(f"line {verdict.number}: ", style="bold")
     head.append(visible(trace.line))
     console.print(head)
+    console.print(Text(f"  event time {verdict.event_time} ({_TIME_SOURCES[verdict.time_source]})"))
     for note in verdict.notes:
         console.print(Text(f"  {note}", style="italic"))
     quiet = []

@@ -265,6 +265,13 @@ class EntryBatch:
     def where(self, match: Match) -> str:
         return f"journal {self.name} {self.entry_of(match).realtime}"
 
+    def entry_time(self, match: Match) -> float | None:
+        realtime_us = self.entry_of(match).realtime_us
+        return realtime_us / 1e6 if realtime_us else None
+
+    def sample(self, match: Match) -> dict[str, Any]:
+        return {"cursor": self.entry_of(match).cursor}
+
 
 def frame_entries(entries: Sequence[Entry], max_line_bytes: int) -> tuple[list[Block], list[int]]:
     """Blocks of one line per entry (an entry's line cut to `max_line_bytes` is a block of its

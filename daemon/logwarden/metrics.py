@@ -82,8 +82,13 @@ def _families(snapshot: DaemonSnapshot) -> list[Metric]:
     )
     for rule in rules:
         alerts.add_metric([rule], snapshot.alerts_per_rule.get(rule, 0))
-    # HOOK(issue 12, suppression): once the snapshot counts lines vetoed by a rule's `ignore` or
-    # folded by `suppress`, export them here as logwarden_suppressed_total{rule}.
+    suppressed = CounterMetricFamily(
+        "logwarden_suppressed",
+        "Matches dropped by a rule's ignore list, per rule.",
+        labels=["rule"],
+    )
+    for rule in sorted({*rules, *snapshot.suppressed}):
+        suppressed.add_metric([rule], snapshot.suppressed.get(rule, 0))
 
     watched = GaugeMetricFamily(
         "logwarden_files_watched", "Files being read, per source.", labels=["source"]
@@ -193,6 +198,7 @@ def _families(snapshot: DaemonSnapshot) -> list[Metric]:
         bytes_read,
         matches,
         alerts,
+        suppressed,
         watched,
         unreadable,
         lag,

@@ -24,6 +24,15 @@ class Origin(Protocol):
         """A short place for a person: `path:line`."""
         ...
 
+    def entry_time(self, match: Match) -> float | None:
+        """The time the source itself gives the line (a journal entry's realtime, epoch
+        seconds), or None when only the line's text can say."""
+        ...
+
+    def sample(self, match: Match) -> dict[str, Any]:
+        """Where a match is, in an alert's `samples`: `{"path", "offset"}` or `{"cursor"}`."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class SourceRef:
@@ -46,3 +55,9 @@ class SourceRef:
 
     def where(self, match: Match) -> str:
         return f"{self.path}:{match.line_no or '?'}"
+
+    def entry_time(self, match: Match) -> float | None:
+        return None
+
+    def sample(self, match: Match) -> dict[str, Any]:
+        return {"path": self.path, "offset": match.offset}

@@ -12,59 +12,90 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from typing import Any
 
+import orjson
+
+from logwarden.config import SourceConfig
 from logwarden.console import Echo
 from logwarden.framing import Block
+from logwarden.log import get_logger
 from logwarden.origin import Origin
 from logwarden.recent import MATCH_WINDOW_S, RATE_WINDOW_S, RecentCounts
-from logwarden.records import RecordBuilder, dumps
+from logwarden.records import RecordBuilder
 from logwarden.reports import ReportWriter
-from logwarden.rules import Match, RuleChanges, RuleSet
-from logwarden.thresholds import ThresholdTracker
-from logwarden.timestamps import utc_timestamp
+from logwarden.rules import RuleChanges, RuleSet
+from logwarden.stages import MatchProcessor, Output
 
 MAX_PENDING_BYTES = 64 * 1024 * 1024
 
+log = get_logger(__name__)
+
 
 class Pipeline:
-    """Implements tail's BlockSink: rules → records → report journals."""
+    """Implements tail's BlockSink: rules → `MatchProcessor` (the records) → report journals."""
 
     def __init__(
         self,
         rules: RuleSet,
+        sources: Mapping[str, SourceConfig],
         writers: Mapping[str, ReportWriter],
+        *,
         builder: RecordBuilder,
         on_records: Callable[[], None],
         echo: Echo | None = None,
     ) -> None:
         self.rules = rules
         self.writers = writers
-        self.builder = builder
-        self.thresholds = ThresholdTracker(rules)
+        self.processor = MatchProcessor(rules, sources, builder)
         self.on_records = on_records  # wakes the committer
         self.echo = echo  # foreground mode: every match and alert on the console
         self.lines = 0
         self.bytes = 0
-        self.matches: Counter[str] = Counter()
-        self.alerts_per_rule: Counter[str] = Counter()
         # for status: lines per second, and each rule's matches in the last minute
         self.recent_lines = RecentCounts(RATE_WINDOW_S, int(RATE_WINDOW_S))
         self.recent_matches: dict[str, RecentCounts] = {}
         self._room = asyncio.Event()
         self._room.set()
 
-    def reconfigure(self, rules: RuleSet, writers: Mapping[str, ReportWriter]) -> RuleChanges:
+    def reconfigure(
+        self,
+        rules: RuleSet,
+        sources: Mapping[str, SourceConfig],
+        writers: Mapping[str, ReportWriter],
+    ) -> RuleChanges:
         """A reload: new rules and reports from the next block on; what changed in the rules.
 
         A rule whose definition did not change keeps its threshold window (its keys, their counts
-        and whether they alerted): a config management tool reloads often, and a reset window
-        would alert again for an attack it already reported. Changed and new rules start fresh.
+        and whether they alerted) and its held records: a config management tool reloads often,
+        and a reset window would alert again for an attack it already reported. Changed and new
+        rules start fresh; records a changed rule held are published now.
         """
-        changes = rules.changes_since(self.rules)
-        thresholds = ThresholdTracker(rules)
-        thresholds.keep_windows(self.thresholds, changes.unchanged)
-        self.rules, self.writers, self.thresholds = rules, writers, thresholds
+        self.processor, changes, released = self.processor.reconfigure(rules, sources)
+        self.rules, self.writers = rules, writers
+        self._write(released)
         return changes
+
+    def restore(self, state: Any) -> None:
+        """Threshold windows and held records from the checkpoint the daemon started from."""
+        self._write(self.processor.restore(state))
+
+    def state(self) -> orjson.Fragment:
+        """The processor's state for the checkpoint: taken in the same synchronous step as the
+        offsets, so the two agree."""
+        return self.processor.snapshot()
+
+    @property
+    def matches(self) -> Counter[str]:
+        return self.processor.matches
+
+    @property
+    def alerts_per_rule(self) -> Counter[str]:
+        return self.processor.alerts_per_rule
+
+    @property
+    def suppressed(self) -> Counter[str]:
+        return self.processor.suppressed
 
     @property
     def alerts(self) -> int:
@@ -77,38 +108,38 @@ class Pipeline:
 
     def accept(self, source: Origin, blocks: list[Block]) -> None:
         matcher = self.rules.for_source(source.name)
-        found = False
         for block in blocks:
             self.lines += block.line_count
             self.bytes += len(block.data)
             matches = matcher.scan(block)
             if matches:
-                self._record(matches, source)
-                found = True
+                self._write(self.processor.process(matches, source), source)
         self.recent_lines.add(sum(block.line_count for block in blocks), time.monotonic())
-        if found:
-            if self.pending_bytes >= MAX_PENDING_BYTES:
-                self._room.clear()
-            self.on_records()
 
-    def _record(self, matches: list[Match], source: Origin) -> None:
-        stamp = utc_timestamp()
-        now, clock = time.time(), time.monotonic()
-        for match in matches:
-            writer = self.writers[match.report]
-            writer.append(dumps(self.builder.match(match, source, stamp)), match.rule)
-            self.matches[match.rule] += 1
-            self._recent(match.rule).add(1, clock)
-            if self.echo is not None:
-                self.echo.match(match, source, self.rules.rule(match.rule))
-            alert = self.thresholds.observe(match, now)
-            if alert is not None:
-                self.writers[alert.report].append(
-                    dumps(self.builder.alert(alert, source, stamp)), None
-                )
-                self.alerts_per_rule[alert.rule] += 1
-                if self.echo is not None:
-                    self.echo.alert(alert, source)
+    def tick(self) -> None:
+        """Publish held records whose window closed while nothing arrived (once a second)."""
+        self._write(self.processor.tick())
+
+    def _write(self, outputs: list[Output], source: Origin | None = None) -> None:
+        if not outputs:
+            return
+        clock = time.monotonic()
+        for output in outputs:
+            writer = self.writers.get(output.report)
+            if writer is None:  # a held record whose report a reload removed
+                log.warning("record dropped: its report is gone", report=output.report)
+                continue
+            writer.append(output.data, output.rule)
+            if output.match is not None:
+                self._recent(output.match.rule).add(1, clock)
+            if self.echo is not None and source is not None:
+                if output.match is not None:
+                    self.echo.match(output.match, source, self.rules.rule(output.match.rule))
+                if output.alert is not None:
+                    self.echo.alert(output.alert, source)
+        if self.pending_bytes >= MAX_PENDING_BYTES:
+            self._room.clear()
+        self.on_records()
 
     def _recent(self, rule: str) -> RecentCounts:
         recent = self.recent_matches.get(rule)

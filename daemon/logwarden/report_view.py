@@ -76,22 +76,28 @@ class Summary:
 
     def add(self, record: dict[str, Any]) -> None:
         self.records += 1
-        moment = record.get("event_time") or record.get("time")
+        # a match's event time; an alert's is its `last`, the match that made the count
+        moment = record.get("event_time") or record.get("last") or record.get("time")
         if isinstance(moment, str):
             self.first = moment if self.first is None else min(self.first, moment)
             self.last = moment if self.last is None else max(self.last, moment)
         rule = str(record.get("rule"))
         if record.get("kind") == "alert":
-            threshold = record.get("threshold") or {}
+            key, count, within = record.get("key"), record.get("count"), record.get("within_s")
+            if "threshold" in record:  # an alert as 0.1.0 wrote it: `threshold: {key, value}`
+                old = record.get("threshold") or {}
+                key = {str(old.get("key")): old.get("value")}
+                count, within = old.get("count"), old.get("within_s")
             self.alerts.append(
                 {
                     "time": moment,
                     "rule": rule,
                     "severity": record.get("severity"),
-                    "key": threshold.get("key"),
-                    "value": threshold.get("value"),
-                    "count": threshold.get("count"),
-                    "within_s": threshold.get("within_s"),
+                    "key": key if isinstance(key, dict) else {},
+                    "count": count,
+                    "within_s": within,
+                    "first": record.get("first"),
+                    "samples": len(record.get("samples") or ()),
                 }
             )
             return
@@ -246,7 +252,7 @@ def render(summary: Summary, index: dict[str, Any] | None, out: TextIO = sys.std
             alerts.add_row(
                 safe(alert["time"]),
                 safe(alert["rule"]),
-                safe(f"{alert['key']}={alert['value']}"),
+                safe(" ".join(f"{k}={v}" for k, v in alert["key"].items())),
                 safe(alert["count"]),
                 safe(f"{alert['within_s']}s"),
             )

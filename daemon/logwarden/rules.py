@@ -32,7 +32,15 @@ from typing import Any
 
 import re2
 
-from logwarden.config import Config, ProblemSink, RuleConfig, RuleTest, default_config_path, load
+from logwarden.config import (
+    Config,
+    ProblemSink,
+    RuleConfig,
+    RuleTest,
+    default_config_path,
+    key_captures,
+    load,
+)
 from logwarden.framing import Block, split_lines
 from logwarden.log import get_logger
 from logwarden.patterns import (
@@ -587,12 +595,13 @@ def _compile_rule(config: Config, rule: RuleConfig, sink: ProblemSink) -> Compil
             continue
         numbers: Mapping[str, int] = matcher.groupindex
         groups.append(tuple((name, numbers[name]) for name in capture_names(pattern)))
-        if rule.threshold and rule.threshold.key not in numbers:
-            sink.add(
-                (*where, "threshold", "key"),
-                f"match[{index}] has no capture named {rule.threshold.key!r} to count by"
-                f" (its captures: {', '.join(numbers) or 'none'})",
-            )
+        for table, needed, purpose in _needed_captures(rule):
+            if missing := [name for name in needed if name not in numbers]:
+                sink.add(
+                    (*where, *table),
+                    f"match[{index}] has no capture named {', '.join(map(repr, missing))}"
+                    f" {purpose} (its captures: {', '.join(numbers) or 'none'})",
+                )
     if len(sink.problems) > problems_before:
         return None
     return CompiledRule(
@@ -608,6 +617,21 @@ def _compile_rule(config: Config, rule: RuleConfig, sink: ProblemSink) -> Compil
         groups=tuple(groups),
         searches=tuple(span_search(m) for m in matchers) if rule.engine == "re2" else (),
     )
+
+
+def _needed_captures(
+    rule: RuleConfig,
+) -> list[tuple[tuple[str, ...], tuple[str, ...], str]]:
+    """The captures every match pattern must have: a threshold's or suppression's key, and the
+    capture an ignore list looks at; each with the key path its problem is reported under."""
+    needed: list[tuple[tuple[str, ...], tuple[str, ...], str]] = []
+    if rule.threshold is not None:
+        needed.append((("threshold", "key"), key_captures(rule.threshold.key), "to count by"))
+    if rule.suppress is not None:
+        needed.append((("suppress", "key"), key_captures(rule.suppress.key), "to fold by"))
+    if rule.ignore is not None:
+        needed.append((("ignore",), (rule.ignore.capture,), "for its ignore list to look at"))
+    return needed
 
 
 def _expand_all(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import stat
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,10 +17,9 @@ from logwarden.framing import Block, LineFramer
 from logwarden.globs import PathMatcher, first_matching
 from logwarden.log import get_logger
 from logwarden.origin import SourceRef
-from logwarden.records import RecordBuilder, dumps
+from logwarden.records import RecordBuilder
 from logwarden.rules import RuleSet, SourceMatcher
-from logwarden.thresholds import ThresholdTracker
-from logwarden.timestamps import utc_timestamp
+from logwarden.stages import MatchProcessor, Output
 
 READ_CHUNK = 4 * 1024 * 1024
 DEFAULT_MAX_LINE_BYTES = SourceConfig.model_fields["max_line_bytes"].default
@@ -55,8 +53,8 @@ class Scanner:
         self.rules = rules
         self.out = out
         self.progress = progress
-        self.records = RecordBuilder()
-        self.thresholds = ThresholdTracker(rules)
+        # the daemon's own match → record path, so both give the same records for a file
+        self.processor = MatchProcessor(rules, config.sources, RecordBuilder())
         self.lines = self.matches = self.bytes = 0
 
     def scan(self, paths: Sequence[str], source_override: str | None = None) -> ScanSummary:
@@ -65,6 +63,7 @@ class Scanner:
             source = source_override or (None if path == STDIN else source_for(path, self.config))
             if not self._scan_one(path, source):
                 failed += 1
+        self._write(self.processor.finish())  # records still held by `suppress`
         return ScanSummary(len(paths), failed, self.bytes, self.lines, self.matches)
 
     def _scan_one(self, path: str, source: str | None) -> bool:
@@ -97,18 +96,15 @@ class Scanner:
         return True
 
     def _emit(self, blocks: list[Block], matcher: SourceMatcher, ref: SourceRef) -> None:
-        out: list[bytes] = []
-        now = time.time()
-        stamp = utc_timestamp()
         for block in blocks:
-            for match in matcher.scan(block):
-                out.append(dumps(self.records.match(match, ref, stamp)))
-                alert = self.thresholds.observe(match, now)
-                if alert is not None:
-                    out.append(dumps(self.records.alert(alert, ref, stamp)))
-        if out:
-            self.matches += len(out)
-            self.out.write(b"".join(out))
+            matches = matcher.scan(block)
+            if matches:
+                self._write(self.processor.process(matches, ref))
+
+    def _write(self, outputs: list[Output]) -> None:
+        if outputs:
+            self.matches += len(outputs)
+            self.out.write(b"".join(output.data for output in outputs))
 
 
 @contextmanager

@@ -224,8 +224,14 @@ class Daemon:
         self._stop_point("reading")
 
         self.pipeline = Pipeline(
-            self.rules, self.writers, self.builder, self._records_arrived, echo=self.echo
+            self.rules,
+            config.sources,
+            self.writers,
+            builder=self.builder,
+            on_records=self._records_arrived,
+            echo=self.echo,
         )
+        self.pipeline.restore(restored.rule_state)  # threshold windows, held records
         self.active = active = await asyncio.to_thread(select_sources, config)
         index = PathIndex(active.file_sources)
         self.tails = TailManager(
@@ -379,6 +385,7 @@ class Daemon:
             matches=dict(pipeline.matches),
             alerts=pipeline.alerts,
             alerts_per_rule=dict(pipeline.alerts_per_rule),
+            suppressed=dict(pipeline.suppressed),
             possibly_lost_bytes=self.tails.possibly_lost_bytes,
             unmeasured_truncations=self.tails.unmeasured_truncations,
             commit=CommitSnapshot(
@@ -479,6 +486,9 @@ class Daemon:
             self.journals.snapshot() if hasattr(self, "journals") else dict(self.restored.cursors)
         )
         accepted = self.pipeline.bytes if hasattr(self, "pipeline") else 0
+        rule_state = (
+            self.pipeline.state() if hasattr(self, "pipeline") else self.restored.rule_state
+        )
         state = checkpoint.Checkpoint(
             files=files,
             journals=[batch.target for batch in batches],
@@ -487,6 +497,7 @@ class Daemon:
             rotated_after_ns=rotated_after,
             copies_read=copies_read,
             cursors=cursors,
+            rule_state=rule_state,
         )
         try:
             outcome = await self._on_disk(batches, state)
@@ -613,6 +624,7 @@ class Daemon:
             while True:
                 await self.commit_wanted.wait()
                 self.commit_wanted.clear()
+                self.pipeline.tick()  # held records whose window closed: into the journals now
                 now = time.monotonic()
                 full_check = now - last_full_check >= FULL_CHECK_INTERVAL
                 if full_check:
@@ -787,7 +799,7 @@ class Daemon:
         for name in set(writers) - set(config.reports):
             writers[name].request_rotation()  # publish what it holds; kept until drained
         self.config, self.rules, self.writers = config, rules, writers
-        changes = self.pipeline.reconfigure(rules, writers)
+        changes = self.pipeline.reconfigure(rules, config.sources, writers)
         try:
             active = await self._apply_sources(config)
         except OSError as error:

@@ -61,6 +61,7 @@ class StatusWriter:
             "lines_per_s": round(snapshot.lines_per_s, 1),
             "matches": dict(snapshot.matches),
             "alerts": snapshot.alerts,
+            "suppressed": dict(snapshot.suppressed),  # per rule: matches its `ignore` dropped
             "lag_bytes": snapshot.lag_bytes,
             "commits": commit.commits,
             "commit_failures": commit.failures,
@@ -162,16 +163,17 @@ def _reload(reload: ReloadSnapshot | None) -> dict[str, Any] | None:
 
 def _rules(snapshot: DaemonSnapshot) -> dict[str, dict[str, int]]:
     """Every configured rule (and any a reload removed that had counted something), with its
-    matches since start, in the last minute, and its threshold alerts."""
-    names = dict.fromkeys([*snapshot.rules, *snapshot.matches, *snapshot.alerts_per_rule])
+    matches since start, in the last minute, its threshold alerts, and the matches its `ignore`
+    dropped."""
+    names = dict.fromkeys(
+        [*snapshot.rules, *snapshot.matches, *snapshot.alerts_per_rule, *snapshot.suppressed]
+    )
     return {
         name: {
             "matches": snapshot.matches.get(name, 0),
             "last_minute": snapshot.matches_last_minute.get(name, 0),
             "alerts": snapshot.alerts_per_rule.get(name, 0),
-            # HOOK(issue 12, suppression): once DaemonSnapshot counts the lines a rule's
-            # `ignore` vetoed, add them here as "suppressed": n. `status` shows that column
-            # only when the documents carry the key; no key means "not counted", never 0.
+            "suppressed": snapshot.suppressed.get(name, 0),
         }
         for name in names
     }

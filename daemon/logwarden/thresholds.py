@@ -1,34 +1,38 @@
 """Keyed thresholds: one alert when a rule matches `count` times for one key within a window.
 
-`threshold = {key = "ip", count = 5, within = "10m"}` counts a rule's matches per distinct value
-of the capture `ip`. When a value's matches inside the sliding window reach `count`, one alert is
-emitted; the value is then *armed* again only once its count has dropped below `count` (old
-matches left the window), so a sustained attack yields one alert per crossing, not one per line.
+`threshold = {key = "ip", count = 5, within = "10m"}` counts a rule's matches per key (one capture,
+several, or an address prefix: `keys.py`) by their *event time*. When a key's matches inside the
+sliding window reach `count`, one alert is emitted; the key stays quiet until its window has
+emptied (no match of it for `within`), so a sustained attack yields one alert, not one per line
+or one per crossing.
 
 Memory is bounded three ways: a key keeps at most its last `count` timestamps (enough to know
-whether `count` of them fit in the window), a key idle for longer than the window is forgotten
-(its state equals a fresh key's), and each rule keeps at most `max_keys` keys, evicting the one
-seen longest ago. An evicted key starts over: it may alert later than it would have, or alert
-again. That is the price of a daemon that cannot be made to grow without bound by an attacker
-cycling source addresses.
-
-Time is passed in (seconds as a float): the wall clock today, a line's own event time later. The
-state is plain data (`snapshot`/`restore`) so a checkpoint can carry it across restarts.
+whether `count` of them fit in the window) and 10 samples, a key idle for longer than the window
+is forgotten (its state equals a fresh key's), and each rule keeps at most `max_keys` keys,
+evicting the one seen longest ago (counted in `evictions`). An evicted key starts over: it may
+alert later than it would have, or alert again. That is the price of a daemon that cannot be made
+to grow without bound by an attacker cycling source addresses; the bound is also what keeps the
+state small enough to ride in every checkpoint (`snapshot`/`restore`), which is how a window
+survives a crash or restart without losing or doubling an alert.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from logwarden.config import Config, RuleConfig, ThresholdConfig
+from logwarden.keys import KeyMaker
 from logwarden.rules import Match, RuleSet
 
-DEFAULT_MAX_KEYS = 100_000
-SNAPSHOT_VERSION = 1
+DEFAULT_MAX_KEYS = 2000
+MAX_SAMPLES = 10
+SNAPSHOT_VERSION = 2
+
+Key = tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,16 +42,26 @@ class Alert:
     rule: str
     severity: str
     report: str
-    key: str  # the capture name counted by
-    value: str  # that capture's value
+    key: dict[str, str]  # capture → value (a network for a prefix key)
     count: int
     within_s: float
+    first: float  # event time (epoch seconds) of the oldest match counted
+    last: float  # and of the newest
+    samples: list[dict[str, Any]]  # where some of the counted matches are: path+offset or cursor
     match: Match
+
+
+def key_text(key: dict[str, str]) -> str:
+    """`ip=203.0.113.9 user=root`: a key as a person reads it."""
+    return " ".join(f"{capture}={value}" for capture, value in key.items())
 
 
 @dataclass(slots=True)
 class _KeyState:
     times: deque[float]  # newest last, at most `count` of them
+    samples: deque[tuple[float, dict[str, Any]]] = field(
+        default_factory=lambda: deque(maxlen=MAX_SAMPLES)
+    )
     alerted: bool = False
 
 
@@ -56,45 +70,52 @@ class _RuleWindow:
 
     def __init__(self, threshold: ThresholdConfig, max_keys: int) -> None:
         self.threshold = threshold
+        self.keymaker = KeyMaker(threshold.key)
         self.max_keys = max_keys
-        self.keys: OrderedDict[str, _KeyState] = OrderedDict()
+        self.keys: OrderedDict[Key, _KeyState] = OrderedDict()
+        self.evictions = 0
 
-    def observe(self, value: str, now: float) -> bool:
-        """Count one match for `value` at `now`; True when this match makes the crossing."""
+    def observe(self, key: Key, now: float, sample: dict[str, Any]) -> _KeyState | None:
+        """Count one match for `key` at event time `now`; its state when this match makes the
+        crossing, else None."""
         count, within = self.threshold.count, self.threshold.within
         self._forget_idle(now)
-        state = self.keys.get(value)
+        state = self.keys.get(key)
         if state is None:
-            state = self.keys[value] = _KeyState(deque(maxlen=count))
+            state = self.keys[key] = _KeyState(deque(maxlen=count))
             if len(self.keys) > self.max_keys:
                 self.keys.popitem(last=False)
+                self.evictions += 1
         else:
-            self.keys.move_to_end(value)
+            self.keys.move_to_end(key)
         times = state.times
+        if times and times[-1] <= now - within:
+            times.clear()  # the window emptied: the next crossing alerts again
+            state.samples.clear()
+            state.alerted = False
         while times and times[0] <= now - within:
             times.popleft()
-        if len(times) < count:
-            state.alerted = False  # dropped below: the next crossing alerts again
         _insert(times, now)
+        state.samples.append((now, sample))
         if len(times) >= count and times[0] > now - within and not state.alerted:
             state.alerted = True
-            return True
-        return False
+            return state
+        return None
 
     def _forget_idle(self, now: float) -> None:
         """Drop keys whose newest match left the window; amortised O(1) per observation.
 
-        The front key is the one seen longest ago, but "seen" is wall order: with out-of-order
+        The front key is the one seen longest ago, but "seen" is arrival order: with out-of-order
         event times a key's newest timestamp may be older than the front's, which only delays its
         removal, never removes a live key (a key is removed only when its newest time expired).
         """
         horizon = now - self.threshold.within
         keys = self.keys
         while keys:
-            value, state = next(iter(keys.items()))
+            key, state = next(iter(keys.items()))
             if state.times and state.times[-1] > horizon:
                 return
-            del keys[value]
+            del keys[key]
 
 
 def _insert(times: deque[float], moment: float) -> None:
@@ -121,27 +142,35 @@ class ThresholdTracker:
             if rule.threshold is not None:
                 self._windows[rule.name] = _RuleWindow(rule.threshold, max_keys)
 
-    def observe(self, match: Match, now: float) -> Alert | None:
-        """Count a match; the Alert when it makes its key cross the rule's threshold.
+    def observe(self, match: Match, now: float, sample: dict[str, Any]) -> Alert | None:
+        """Count a match at event time `now`; the Alert when it makes its key cross the rule's
+        threshold. `sample` says where the match is, for the alert's `samples`.
 
-        A match whose key capture is missing or None (an optional group that did not take part)
-        is not counted: there is no key to count it under.
+        A match missing a key capture (an optional group that did not take part) is not counted:
+        there is no key to count it under.
         """
         window = self._windows.get(match.rule)
         if window is None:
             return None
-        threshold = window.threshold
-        value = match.captures.get(threshold.key)
-        if value is None or not window.observe(value, now):
+        key = window.keymaker.key(match.captures)
+        if key is None:
             return None
+        state = window.observe(key, now, sample)
+        if state is None:
+            return None
+        threshold = window.threshold
+        horizon = now - threshold.within
+        times = [moment for moment in state.times if moment > horizon]
         return Alert(
             match.rule,
             match.severity,
             match.report,
-            threshold.key,
-            value,
-            threshold.count,
+            window.keymaker.as_dict(key),
+            len(times),
             threshold.within,
+            times[0],
+            times[-1],
+            [where for moment, where in sorted(state.samples, key=_first) if moment > horizon],
             match,
         )
 
@@ -156,20 +185,28 @@ class ThresholdTracker:
             if mine is not None and theirs is not None and mine.threshold == theirs.threshold:
                 self._windows[name] = theirs
 
-    def standing(self, rule: str, value: str, now: float) -> tuple[int, bool]:
-        """A key's matches inside its window at `now` (at most `count`: no more are kept) and
-        whether it has alerted and is not yet armed again; for `logwarden explain`."""
+    def standing(self, rule: str, captures: dict[str, str | None], now: float) -> Standing | None:
+        """Where a match's key stands in its rule's window at `now`, for `logwarden explain`;
+        None when the rule has no threshold or the match no key."""
         window = self._windows.get(rule)
-        state = window.keys.get(value) if window is not None else None
-        if window is None or state is None:
-            return 0, False
+        if window is None:
+            return None
+        key = window.keymaker.key(captures)
+        if key is None:
+            return None
+        state = window.keys.get(key)
         horizon = now - window.threshold.within
-        return sum(1 for moment in state.times if moment > horizon), state.alerted
+        counted = 0 if state is None else sum(1 for moment in state.times if moment > horizon)
+        return Standing(window.keymaker.as_dict(key), counted, state is not None and state.alerted)
 
     def keys(self, rule: str) -> int:
         """How many keys a rule is tracking now (for status and tests)."""
         window = self._windows.get(rule)
         return len(window.keys) if window else 0
+
+    def evictions(self) -> Counter[str]:
+        """Keys each rule dropped to stay within `max_keys` (rules with none omitted)."""
+        return Counter({name: w.evictions for name, w in self._windows.items() if w.evictions})
 
     def snapshot(self) -> dict[str, Any]:
         """The state as JSON-able data, for a checkpoint."""
@@ -177,8 +214,8 @@ class ThresholdTracker:
             "v": SNAPSHOT_VERSION,
             "rules": {
                 name: [
-                    [value, list(state.times), state.alerted]
-                    for value, state in window.keys.items()
+                    [list(key), list(state.times), state.alerted, [list(s) for s in state.samples]]
+                    for key, state in window.keys.items()
                 ]
                 for name, window in self._windows.items()
             },
@@ -196,9 +233,24 @@ class ThresholdTracker:
             if window is None:
                 continue
             window.keys.clear()
-            for value, times, alerted in entries[-self.max_keys :]:
+            for key, times, alerted, samples in entries[-self.max_keys :]:
                 kept = deque(sorted(float(t) for t in times), maxlen=window.threshold.count)
-                window.keys[str(value)] = _KeyState(kept, bool(alerted))
+                state = _KeyState(kept, alerted=bool(alerted))
+                state.samples.extend((float(t), dict(where)) for t, where in samples)
+                window.keys[tuple(str(part) for part in key)] = state
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """A key's place in its window: what `explain` shows after each line."""
+
+    key: dict[str, str]
+    counted: int  # matches inside the window (at most `count`: no more are kept)
+    alerted: bool  # it alerted and stays quiet until its window has emptied
+
+
+def _first(item: tuple[float, dict[str, Any]]) -> float:
+    return item[0]
 
 
 def _rule_configs(rules: RuleSet | Config | Iterable[RuleConfig]) -> Iterable[RuleConfig]:

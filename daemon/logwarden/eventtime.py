@@ -1,0 +1,250 @@
+"""Event time: when the line says it happened, which thresholds and suppression count by.
+
+Each record gets `event_time` and `time_source`: `"journal"` (a journal entry's own realtime),
+`"log"` (a time found in the line) or `"arrival"` (none found, or one out of bounds: the moment
+the daemon read the line). A line is never dropped for its time.
+
+Recognised without configuration, wherever they are in the line (the leftmost wins): nginx and
+Apache's `24/Nov/2026:13:19:38 +0000`, ISO 8601 / RFC 3339 with or without an offset
+(`2026-11-24T13:19:38.120Z`, `2026-11-24 13:19:38,120`), and syslog's `Nov 24 13:19:38`, which has
+no year: it takes the year that puts it nearest to now, so a December line read on 1 January is
+last year's (not simply the current year's, which would date it eleven months ahead). Epoch
+seconds or milliseconds are never guessed (any number could be one); a source says so with
+`timestamp = { capture = "when", format = "epoch" }`. Times without an offset are in the source's
+`timezone` (default: the host's).
+
+A time further ahead of the clock than `max_ahead` or further back than `max_behind` is not
+trusted: the record falls back to arrival, the source's `out_of_bounds` count goes up, and one
+warning per source per hour says so. fail2ban drops such lines from its windows silently, so a
+host with a wrong clock loses detections without a word.
+
+Only lines that matched a rule get here: parsing costs nothing on the path of quiet lines.
+Rejected: dateutil's parser (slow, and it guesses: `"1 2 3"` is a date to it) and strptime for
+the fixed formats (several times slower than the regex groups used here).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from logwarden.config import SourceConfig, TimestampConfig
+from logwarden.log import get_logger
+from logwarden.origin import Origin
+from logwarden.rules import Match
+
+log = get_logger(__name__)
+
+WARN_EVERY_S = 3600.0
+_MONTHS = {
+    name: number
+    for number, name in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1
+    )
+}
+# stdlib `re`, not RE2: it runs on matched lines only, and named alternatives read clearly here
+_RECOGNISED = re.compile(
+    r"(?P<clf>(?P<cd>\d{2})/(?P<cmon>[A-Z][a-z]{2})/(?P<cy>\d{4}):(?P<cH>\d{2}):(?P<cM>\d{2}):"
+    r"(?P<cS>\d{2}) (?P<cz>[+-]\d{4}))"
+    r"|(?P<iso>\d{4}-\d{2}-\d{2})[T ](?P<it>\d{2}:\d{2}:\d{2})(?:[.,](?P<if>\d{1,9}))?"
+    r"(?P<iz>[Zz]|[+-]\d{2}(?::?\d{2})?)?"
+    r"|\b(?P<syslog>(?P<smon>Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) {1,2}(?P<sd>\d{1,2})"
+    r" (?P<sH>\d{2}):(?P<sM>\d{2}):(?P<sS>\d{2}))(?:\.(?P<sf>\d{1,6}))?\b",
+    re.ASCII,
+)
+_CACHE_SIZE = 4096
+
+
+_SECONDS_CACHE: dict[int, str] = {}
+
+
+def rfc3339(moment: float) -> str:
+    """Epoch seconds as the records' spelling: `2026-11-24T13:19:38.120000Z`.
+
+    The whole seconds are formatted once and cached (matches come in bursts within a second or
+    a few); the microseconds are appended. Rounded as datetime rounds them."""
+    fraction_s, whole = math.modf(moment)  # as datetime.fromtimestamp splits and rounds it
+    fraction, seconds = round(fraction_s * 1e6), int(whole)
+    if fraction >= 1_000_000:
+        seconds, fraction = seconds + 1, fraction - 1_000_000
+    elif fraction < 0:
+        seconds, fraction = seconds - 1, fraction + 1_000_000
+    text = _SECONDS_CACHE.get(seconds)
+    if text is None:
+        if len(_SECONDS_CACHE) > 4096:
+            _SECONDS_CACHE.clear()
+        text = _SECONDS_CACHE[seconds] = datetime.fromtimestamp(seconds, UTC).isoformat()[:19]
+    return f"{text}.{fraction:06d}Z"
+
+
+class SourceClock:
+    """Reads the event time of one source's matched lines, per its `timestamp` and `timezone`."""
+
+    def __init__(
+        self,
+        name: str | None,
+        spec: TimestampConfig,
+        zone: tzinfo,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = name
+        self.spec = spec
+        self.zone = zone
+        self.now = now
+        self.out_of_bounds = 0
+        self._warned_at: float | None = None
+        self._seconds: dict[tuple[str | int, ...], int | None] = {}  # see `_recognise`
+
+    def read(self, match: Match, origin: Origin) -> tuple[float, str]:
+        """(epoch seconds, time_source) of a matched line."""
+        arrival = self.now()
+        journal = origin.entry_time(match)
+        if journal is not None:
+            return journal, "journal"
+        text = match.line
+        if self.spec.capture is not None:
+            text = match.captures.get(self.spec.capture) or text
+        found = self.parse(text, arrival)
+        if found is None:
+            return arrival, "arrival"
+        if not arrival - self.spec.max_behind <= found <= arrival + self.spec.max_ahead:
+            self._out_of_bounds(found, arrival)
+            return arrival, "arrival"
+        return found, "log"
+
+    def parse(self, text: str, now: float) -> float | None:
+        """The time in `text` as epoch seconds, or None when there is none this source reads."""
+        form = self.spec.format
+        try:
+            if form == "auto":
+                return self._recognise(text, now)
+            if form == "epoch":
+                return float(text.strip())
+            if form == "epoch_ms":
+                return float(text.strip()) / 1000
+            moment = datetime.strptime(text.strip(), form)
+        except (ValueError, OverflowError):
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=self.zone)
+        return moment.timestamp()
+
+    def _recognise(self, text: str, now: float) -> float | None:
+        """The leftmost recognised time in `text`. The whole second each spelling names is
+        cached (lines come in bursts that share it): the fraction is added to it, so a hit costs
+        one regex search and a few string operations."""
+        found = _RECOGNISED.search(text)
+        if found is None:
+            return None
+        fraction = found["if"] or found["sf"] or ""
+        if found["clf"]:
+            key: tuple[str | int, ...] = (found["clf"],)
+        elif found["iso"]:
+            key = (found["iso"], found["it"], found["iz"] or "")
+        else:  # the nearest year depends on now: an hour's answers are kept
+            key = (found["syslog"], int(now // 3600))
+        whole = self._seconds.get(key)
+        if whole is None:
+            if len(self._seconds) >= _CACHE_SIZE:
+                self._seconds.clear()
+            whole = self._seconds[key] = self._whole_second(found, now)
+        if whole is None:
+            return None
+        micros = int(fraction[:6].ljust(6, "0")) if fraction else 0
+        return (whole * 1_000_000 + micros) / 1_000_000
+
+    def _whole_second(self, found: re.Match[str], now: float) -> int | None:
+        if found["clf"]:
+            month = _MONTHS.get(found["cmon"])
+            if month is None:
+                return None
+            offset = found["cz"]
+            sign = -1 if offset[0] == "-" else 1
+            zone = timedelta(hours=int(offset[1:3]), minutes=int(offset[3:5])) * sign
+            moment = datetime(
+                int(found["cy"]), month, int(found["cd"]),
+                int(found["cH"]), int(found["cM"]), int(found["cS"]),
+            )  # fmt: skip
+            return int((moment - zone).replace(tzinfo=UTC).timestamp())
+        if found["iso"]:
+            offset_text = (found["iz"] or "").upper()
+            parsed = datetime.fromisoformat(f"{found['iso']}T{found['it']}{offset_text}")
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=self.zone)
+            return int(parsed.timestamp())
+        return self._syslog(found, now)
+
+    def _syslog(self, found: re.Match[str], now: float) -> int | None:
+        """A syslog time has no year: the candidate year nearest to `now` wins."""
+        current = datetime.fromtimestamp(now, self.zone).year
+        best: int | None = None
+        for year in (current - 1, current, current + 1):
+            try:
+                moment = datetime(
+                    year, _MONTHS[found["smon"]], int(found["sd"]),
+                    int(found["sH"]), int(found["sM"]), int(found["sS"]),
+                    tzinfo=self.zone,
+                ).timestamp()  # fmt: skip
+            except ValueError:  # 29 February of a year without one, a day 31 in a short month
+                continue
+            if best is None or abs(moment - now) < abs(best - now):
+                best = int(moment)
+        return best
+
+    def _out_of_bounds(self, found: float, arrival: float) -> None:
+        self.out_of_bounds += 1
+        if self._warned_at is None or arrival - self._warned_at >= WARN_EVERY_S:
+            self._warned_at = arrival
+            log.warning(
+                "event time out of bounds; using the arrival time",
+                source=self.name,
+                event_time=rfc3339(found) if abs(found) < 1e11 else str(found),
+                ahead_s=round(found - arrival),
+                out_of_bounds=self.out_of_bounds,
+                next_warning_in="1h",
+            )
+
+
+class EventClocks:
+    """A `SourceClock` for each source (and for files of no source), made once per config."""
+
+    def __init__(
+        self, sources: Mapping[str, SourceConfig], now: Callable[[], float] = time.time
+    ) -> None:
+        host = _host_zone()
+        self._clocks = {
+            name: SourceClock(
+                name,
+                source.timestamp,
+                ZoneInfo(source.timezone) if source.timezone else host,
+                now,
+            )
+            for name, source in sources.items()
+        }
+        self._default = SourceClock(None, TimestampConfig(), host, now)
+
+    def for_source(self, name: str | None) -> SourceClock:
+        return self._clocks.get(name, self._default) if name is not None else self._default
+
+    def out_of_bounds(self) -> dict[str, int]:
+        """Times found out of bounds, per source (sources with none omitted)."""
+        return {n: c.out_of_bounds for n, c in self._clocks.items() if c.out_of_bounds}
+
+
+def _host_zone() -> tzinfo:
+    """The host's zone: $TZ's or /etc/localtime's as a ZoneInfo (DST-correct for any date), else
+    the current fixed offset."""
+    named = os.environ.get("TZ", "").lstrip(":")
+    try:
+        if named:
+            return ZoneInfo(named)
+        with open("/etc/localtime", "rb") as data:
+            return ZoneInfo.from_file(data, key="localtime")
+    except (OSError, ValueError, ZoneInfoNotFoundError):
+        zone = datetime.now().astimezone().tzinfo
+        return zone if zone is not None else UTC

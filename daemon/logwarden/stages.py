@@ -1,0 +1,219 @@
+"""The one match → record path, which `scan` and the daemon's pipeline both run.
+
+A `Match` and its `Origin` go through the stages in this order:
+1. **ignore**: a match whose address capture lies in the rule's `ignore` networks is dropped and
+   counted (`suppressed`), before anything else sees it;
+2. **event time** (`eventtime.py`), read only now, so quiet lines never pay for it;
+3. **threshold** (`thresholds.py`): every match counts, by event time; a crossing adds an alert;
+4. the **match record** (`records.py`), kept out of the report by `alert_only`;
+5. **suppress** (`suppress.py`): held, or folded into the record held for its key.
+What comes out is `Output`s, record bytes addressed to a report, in the order they are to be
+written. The state of stages 3 and 5 is one JSON document (`snapshot`/`restore`) that the daemon
+commits with the offsets. A later stage (field-based `where` for parsed lines, correlation) goes
+in here once, between ignore and event time, and both commands get it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from logwarden.config import SourceConfig
+from logwarden.eventtime import EventClocks, rfc3339
+from logwarden.log import get_logger
+from logwarden.origin import Origin
+from logwarden.records import RecordBuilder, dumps
+from logwarden.rules import Match, RuleChanges, RuleSet
+from logwarden.suppress import Held, Suppressor
+from logwarden.thresholds import Alert, ThresholdTracker
+from logwarden.timestamps import utc_timestamp
+
+log = get_logger(__name__)
+
+STATE_VERSION = 1
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One record to write: to which report, as which rule's match (None: an alert) and what
+    made it (for the foreground console)."""
+
+    report: str
+    rule: str | None
+    data: bytes
+    match: Match | None = None
+    alert: Alert | None = None
+
+
+class _Ignore:
+    """A rule's allow list: networks on one capture."""
+
+    __slots__ = ("capture", "networks")
+
+    def __init__(self, capture: str, networks: Iterable[Network]) -> None:
+        self.capture = capture
+        self.networks = tuple(networks)
+
+    def covers(self, captures: Mapping[str, str | None]) -> Network | None:
+        """The network the capture's address lies in, or None (also for a non-address)."""
+        value = captures.get(self.capture)
+        if value is None:
+            return None
+        try:
+            address = ipaddress.ip_address(value)
+        except ValueError:
+            return None
+        for network in self.networks:
+            if address.version == network.version and address in network:
+                return network
+        return None
+
+
+class MatchProcessor:
+    """Match + Origin → record bytes, for one rule set; the counters `status` shows."""
+
+    def __init__(
+        self,
+        rules: RuleSet,
+        sources: Mapping[str, SourceConfig],
+        builder: RecordBuilder,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self.rules = rules
+        self.builder = builder
+        self.now = now
+        self.clocks = EventClocks(sources, now)
+        configs = [rules.rule(name).config for name in rules.rules]
+        self.thresholds = ThresholdTracker(configs)
+        self.suppressor = Suppressor(configs)
+        self.ignores = {
+            rule.name: _Ignore(rule.ignore.capture, rule.ignore.networks())
+            for rule in configs
+            if rule.ignore is not None
+        }
+        self.alert_only = frozenset(
+            rule.name for rule in configs if rule.threshold and rule.threshold.alert_only
+        )
+        self._stateful = frozenset(rule.name for rule in configs if rule.threshold or rule.suppress)
+        self.matches: Counter[str] = Counter()
+        self.alerts_per_rule: Counter[str] = Counter()
+        self.suppressed: Counter[str] = Counter()  # dropped by `ignore`
+        self._state: bytes | None = None  # the cached snapshot; None: changed since
+
+    # ------------------------------------------------------------------ the stages
+
+    def process(self, matches: list[Match], origin: Origin) -> list[Output]:
+        """The records of a block's matches, in order."""
+        out: list[Output] = []
+        stamp = utc_timestamp()
+        clock = self.clocks.for_source(origin.name)
+        arrival = self.now()
+        read_at: tuple[int, float, str, str] | None = None  # one line's time serves all its rules
+        stateful, alert_only, ignores = self._stateful, self.alert_only, self.ignores
+        for match in matches:
+            rule = match.rule
+            if ignores:
+                ignore = ignores.get(rule)
+                if ignore is not None and ignore.covers(match.captures) is not None:
+                    self.suppressed[rule] += 1
+                    continue
+            if read_at is None or read_at[0] != match.offset:
+                moment, source = clock.read(match, origin)
+                read_at = (match.offset, moment, source, rfc3339(moment))
+            event_time = read_at[1]
+            self.matches[rule] += 1
+            alert = None
+            if rule in stateful:
+                self._state = None
+                alert = self.thresholds.observe(match, event_time, origin.sample(match))
+            if rule not in alert_only:
+                record = self.builder.match(match, origin, stamp, read_at[3], read_at[2])
+                held = False
+                if rule in stateful and self.suppressor.applies(rule):
+                    held, closed = self.suppressor.offer(
+                        rule,
+                        match.captures,
+                        match.report,
+                        record,
+                        event_time=event_time,
+                        arrived=arrival,
+                    )
+                    out += self._published(closed)
+                if not held:
+                    out.append(Output(match.report, rule, dumps(record), match))
+            if alert is not None:
+                self.alerts_per_rule[alert.rule] += 1
+                out.append(
+                    Output(alert.report, None, dumps(self.builder.alert(alert, stamp)), alert=alert)
+                )
+        return out
+
+    def tick(self) -> list[Output]:
+        """Held records whose window the wall clock closed (the daemon calls this every second)."""
+        closed = self.suppressor.due(self.now())
+        if closed:
+            self._state = None
+        return self._published(closed)
+
+    def finish(self) -> list[Output]:
+        """Every held record, published now: the end of `scan`'s input."""
+        return self._published(self.suppressor.everything())
+
+    def _published(self, held: Iterable[Held]) -> list[Output]:
+        out = []
+        for record in held:
+            published = record.published(rfc3339(record.last))
+            out.append(Output(record.report, published["rule"], dumps(published)))
+        return out
+
+    # ------------------------------------------------------------------ reload and restart
+
+    def reconfigure(
+        self, rules: RuleSet, sources: Mapping[str, SourceConfig]
+    ) -> tuple[MatchProcessor, RuleChanges, list[Output]]:
+        """The processor of a reloaded config; unchanged rules keep their windows and held
+        records (a reset window would alert again for an attack already reported); held records
+        of changed and removed rules come back as outputs, published now rather than lost."""
+        changes = rules.changes_since(self.rules)
+        fresh = MatchProcessor(rules, sources, self.builder, self.now)
+        fresh.thresholds.keep_windows(self.thresholds, changes.unchanged)
+        released = fresh.suppressor.keep_holds(self.suppressor, changes.unchanged)
+        for name in ("matches", "alerts_per_rule", "suppressed"):
+            setattr(fresh, name, getattr(self, name))
+        return fresh, changes, self._published(released)
+
+    def snapshot(self) -> orjson.Fragment:
+        """Threshold windows and held records as one JSON value, for the checkpoint; serialised
+        again only after a change (commits without matches of stateful rules reuse it)."""
+        if self._state is None:
+            self._state = orjson.dumps(
+                {
+                    "v": STATE_VERSION,
+                    "thresholds": self.thresholds.snapshot(),
+                    "suppress": self.suppressor.snapshot(),
+                }
+            )
+        return orjson.Fragment(self._state)
+
+    def restore(self, state: Mapping[str, Any] | None) -> list[Output]:
+        """Load a checkpoint's `snapshot()`; held records of rules that no longer suppress come
+        back as outputs. An unknown version or none (an older checkpoint) starts afresh."""
+        if not state or state.get("v") != STATE_VERSION:
+            return []
+        self.thresholds.restore(state.get("thresholds", {}))
+        orphans = self.suppressor.restore(state.get("suppress", {}))
+        self._state = None
+        return self._published(orphans)
+
+    def evictions(self) -> dict[str, int]:
+        """Keys each rule's windows and held records dropped to stay bounded."""
+        counts = self.thresholds.evictions()
+        counts.update(self.suppressor.evictions)
+        return dict(counts)
