@@ -123,9 +123,9 @@ def test_status_file_has_every_key(tmp_path: Path) -> None:
         "possibly_lost_known_bytes": 5,
         "unmeasured_truncations": 0,
         "rules": {
-            "a": {"matches": 3, "last_minute": 2, "alerts": 0},
-            "b": {"matches": 4, "last_minute": 0, "alerts": 1},
-            "c": {"matches": 0, "last_minute": 0, "alerts": 0},
+            "a": {"matches": 3, "last_minute": 2, "alerts": 0, "suppressed": 0},
+            "b": {"matches": 4, "last_minute": 0, "alerts": 1, "suppressed": 0},
+            "c": {"matches": 0, "last_minute": 0, "alerts": 0, "suppressed": 0},
         },
         "sources": {"src": {"files": 2}, "auth": {"files": 0}},
         "reports": {

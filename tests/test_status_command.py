@@ -132,7 +132,9 @@ def test_status_figures_match_the_work_done(workdir: Path, daemon: Daemon, pane:
     assert time.time() - 60 < last_read <= time.time()
     assert shown["lines_per_s"] > 0  # read within the last ten seconds
     # right after the burst every match of it is within the last minute
-    assert document["rules"] == {"hit": {"matches": 100, "last_minute": 100, "alerts": 0}}
+    assert document["rules"] == {
+        "hit": {"matches": 100, "last_minute": 100, "alerts": 0, "suppressed": 0}
+    }
     assert document["matches"] == {"hit": 100}
     assert document["reports"]["out"] == {
         "published": 2,
@@ -159,7 +161,7 @@ def test_status_figures_match_the_work_done(workdir: Path, daemon: Daemon, pane:
     write_lines(log, 300, 30)  # 20 lines for `fine`, 10 for `hit`
     wait_until(lambda: status_json(workdir)["lines"] == 330, 15, message="the new lines")
     rules = status_json(workdir)["rules"]
-    assert rules["fine"] == {"matches": 20, "last_minute": 20, "alerts": 0}
+    assert rules["fine"] == {"matches": 20, "last_minute": 20, "alerts": 0, "suppressed": 0}
     assert rules["hit"]["matches"] == rules["hit"]["last_minute"] == 110
 
     (workdir / "logwarden.toml").write_text(WITH_A_NEW_RULE.replace("match =", "mtch =", 1))
@@ -192,9 +194,9 @@ def test_status_figures_match_the_work_done(workdir: Path, daemon: Daemon, pane:
         re.M,
     ), screen
     assert re.search(r"^auth +\(matches no file\)", screen, re.M), screen
-    assert re.search(r"^RULE +MATCHES +LAST MIN +ALERTS$", screen, re.M), screen
-    assert re.search(r"^fine +20 +20 +0$", screen, re.M), screen
-    assert re.search(r"^hit +110 +110 +0$", screen, re.M), screen
+    assert re.search(r"^RULE +MATCHES +LAST MIN +ALERTS +SUPPRESSED$", screen, re.M), screen
+    assert re.search(r"^fine +20 +20 +0 +0$", screen, re.M), screen
+    assert re.search(r"^hit +110 +110 +0 +0$", screen, re.M), screen
     assert re.search(rf"^out +3 +10 +{re.escape(str(report_files(workdir)[-1]))}", screen, re.M)
     pane.kill()
 
@@ -203,7 +205,7 @@ def test_status_figures_match_the_work_done(workdir: Path, daemon: Daemon, pane:
     plain = status(workdir)
     assert plain.returncode == 3
     assert plain.stdout.startswith(f"logwarden NOT running (pid {daemon.pid})")
-    assert re.search(r"^  hit +110 +110 +0$", plain.stdout, re.M), plain.stdout
+    assert re.search(r"^  hit +110 +110 +0 +0$", plain.stdout, re.M), plain.stdout
     stopped = Pane(width=140, height=40)
     try:
         stopped.start(status_command(workdir))
@@ -226,7 +228,9 @@ def test_status_right_after_ready_lists_every_rule_and_file(workdir: Path, daemo
     assert done.returncode == 0, done.stderr
     document = orjson.loads(done.stdout)
     assert document["running"] is True and document["pid"] == daemon.pid
-    assert document["rules"] == {"hit": {"matches": 0, "last_minute": 0, "alerts": 0}}
+    assert document["rules"] == {
+        "hit": {"matches": 0, "last_minute": 0, "alerts": 0, "suppressed": 0}
+    }
     assert [(f["path"], f["offset"], f["lag_bytes"]) for f in document["files"]] == [
         (str(workdir / "logs" / "app.log"), 0, 0)
     ]
