@@ -135,8 +135,11 @@ class LineFramer:
         if last_newline < 0:
             self._hold(chunk[start:], blocks)
             return blocks
-        whole = chunk[start : last_newline + 1]
-        data = self._pending + whole if self._pending else whole
+        if self._pending or start or last_newline + 1 < len(chunk):
+            # one copy: the held partial line and the chunk's whole lines, joined in place
+            data = b"".join((self._pending, memoryview(chunk)[start : last_newline + 1]))
+        else:
+            data = chunk
         self._pending = b""
         self._emit_lines(data, blocks)
         self._hold(chunk[last_newline + 1 :], blocks)
