@@ -108,13 +108,15 @@ class Pipeline:
 
     def accept(self, source: Origin, blocks: list[Block]) -> None:
         matcher = self.rules.for_source(source.name)
+        lines = 0
         for block in blocks:
-            self.lines += block.line_count
+            lines += block.line_count
             self.bytes += len(block.data)
             matches = matcher.scan(block)
             if matches:
                 self._write(self.processor.process(matches, source), source)
-        self.recent_lines.add(sum(block.line_count for block in blocks), time.monotonic())
+        self.lines += lines
+        self.recent_lines.add(lines, time.monotonic())
 
     def tick(self) -> None:
         """Publish held records whose window closed while nothing arrived (once a second)."""
