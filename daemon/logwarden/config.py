@@ -147,6 +147,13 @@ def _not_blank(value: object) -> object:
     return value
 
 
+def _positive(value: float) -> float:
+    """A duration: zero would spin or never end, a negative one means nothing."""
+    if value <= 0:
+        raise ValueError("must be greater than zero")
+    return value
+
+
 class DaemonConfig(_Table):
     state_dir: Path = Field(default_factory=_state_dir_default)
     # matches commit at once (group commit); this bounds only offsets-only commits
@@ -158,12 +165,9 @@ class DaemonConfig(_Table):
 
     _state_dir_not_blank = field_validator("state_dir", mode="before")(_not_blank)
 
-    @field_validator("commit_interval", "rescan_interval", "status_interval")
-    @classmethod
-    def _positive(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be greater than zero")
-        return value
+    _durations_positive = field_validator("commit_interval", "rescan_interval", "status_interval")(
+        _positive
+    )
 
     @field_validator("read_chunk_bytes")
     @classmethod
@@ -322,12 +326,7 @@ class ThresholdConfig(_Table):
     within: Seconds
     alert_only: bool = Field(default=False, strict=True)  # single matches stay out of the report
 
-    @field_validator("within")
-    @classmethod
-    def _positive(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be greater than zero")
-        return value
+    _durations_positive = field_validator("within")(_positive)
 
 
 class SuppressConfig(_Table):
@@ -336,12 +335,7 @@ class SuppressConfig(_Table):
     key: KeyParts
     within: Seconds
 
-    @field_validator("within")
-    @classmethod
-    def _positive(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be greater than zero")
-        return value
+    _durations_positive = field_validator("within")(_positive)
 
 
 def _networks(value: object) -> object:
@@ -419,12 +413,7 @@ class RuleConfig(_Table):
     def _one_or_many_excludes(cls, value: object) -> object:
         return (value,) if isinstance(value, str) else value
 
-    @field_validator("match_timeout")
-    @classmethod
-    def _positive(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be greater than zero")
-        return value
+    _durations_positive = field_validator("match_timeout")(_positive)
 
 
 class EncryptConfig(_Table):
@@ -508,12 +497,7 @@ class MetricsConfig(_Table):
             parse_listen(value)
         return value
 
-    @field_validator("interval")
-    @classmethod
-    def _positive(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be greater than zero")
-        return value
+    _durations_positive = field_validator("interval")(_positive)
 
     @property
     def address(self) -> tuple[str, int] | None:
