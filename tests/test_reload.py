@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from harness import Daemon, published_records, wait_until, write_config
@@ -147,3 +148,30 @@ def test_a_changed_rule_starts_fresh_and_the_reload_says_what_changed(
     assert event["rules_added"] == ["new"]
     assert event["rules_changed"] == ["ssh"]
     assert event["rules_removed"] == ["gone"]
+
+
+def test_a_report_removed_by_a_reload_is_published_then_forgotten(
+    workdir: Path, daemon: Daemon
+) -> None:
+    """What a removed report held is published, then it leaves status (and retention)."""
+    text = CONFIG + '\n[reports.extra]\ndir = "extra"\nformat = "ndjson"\n'
+    text = text.replace("[rules.gone]\n", '[rules.gone]\nreport = "extra"\n')
+    text = text.replace("[rules.ssh]\n", '[rules.ssh]\nreport = "out"\n')
+    text = text.replace("[rules.probe]\n", '[rules.probe]\nreport = "out"\n')
+    write_config(workdir / "logwarden.toml", text)
+    daemon.start()
+    with open(workdir / "logs" / "auth.log", "a") as handle:
+        handle.write("sshd[1]: gone from 192.0.2.1\n")
+
+    def reports() -> set[str]:
+        document = orjson.loads((workdir / "state" / "status.json").read_bytes())
+        return set(document["reports"])
+
+    wait_until(lambda: reports() == {"out", "extra"}, message="both reports in status")
+    write_config(workdir / "logwarden.toml", CONFIG)  # extra, and the rule using it, are gone
+    reload(daemon)
+    wait_until(lambda: "extra" not in reports(), 15, message="the removed report forgotten")
+    [record] = published_records(workdir / "extra")
+    assert record["captures"]["ip"] == "192.0.2.1"
+    assert any("everything it held is published" in e["event"] for e in daemon.events())
+    assert daemon.stop() == 0

@@ -524,6 +524,7 @@ class Daemon:
             )
         for message, problem in outcome.problems:
             log.error(message, error=problem)
+        self._forget_removed_reports()
         self.commit_stats.publish_failures += len(outcome.problems)
         self.commit_stats.commits += 1
         self.commit_stats.last_duration = time.monotonic() - started
@@ -531,6 +532,14 @@ class Daemon:
         if hasattr(self, "pipeline"):
             self.pipeline.room_made()
         return True
+
+    def _forget_removed_reports(self) -> None:
+        """A report a reload removed is kept until what it held is published; then it goes, so
+        status, metrics and retention stop speaking of it. (The pipeline shares the dict.)"""
+        for name, writer in list(self.writers.items()):
+            if name not in self.config.reports and writer.active is None and not writer.sealed:
+                del self.writers[name]
+                log.info("report removed by a reload: everything it held is published", report=name)
 
     async def _on_disk(
         self, batches: list[CommitBatch], state: checkpoint.Checkpoint
