@@ -24,7 +24,7 @@ from logwarden.checkpoint import (
     CheckpointStore,
     load,
 )
-from logwarden.journal import JournalPosition
+from logwarden.journal_entries import JournalPosition
 from logwarden.reports import JournalState
 from logwarden.resume import CopyRead
 

@@ -9,7 +9,7 @@ import pytest
 
 from logwarden.config import TimestampConfig
 from logwarden.eventtime import SourceClock, rfc3339
-from logwarden.journal import Entry, EntryBatch
+from logwarden.journal_entries import Entry, EntryBatch
 from logwarden.origin import SourceRef
 from logwarden.rules import Match
 

@@ -22,7 +22,7 @@ import orjson
 import pytest
 
 from harness import LOGWARDEN, Daemon, published_records, wait_until, write_config
-from logwarden.journal import (
+from logwarden.journal_entries import (
     Entry,
     EntryBatch,
     JsonLines,

@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 
 from logwarden.atomic import fsync_dir
-from logwarden.journal import JournalPosition
+from logwarden.journal_entries import JournalPosition
 from logwarden.reports import JournalState
 from logwarden.resume import CopyRead
 from logwarden.tail import FileCheckpoint

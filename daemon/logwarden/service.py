@@ -41,7 +41,8 @@ from logwarden.counters import (
 )
 from logwarden.discovery import PathIndex
 from logwarden.fallback import files_only, select_sources
-from logwarden.journal import JournalManager, JournalPosition
+from logwarden.journal import JournalManager
+from logwarden.journal_entries import JournalPosition
 from logwarden.log import get_logger
 from logwarden.metrics import MetricsListenError, MetricsOutput
 from logwarden.notify import Notifier
