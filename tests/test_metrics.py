@@ -346,6 +346,7 @@ def test_render_one_series_per_path_and_cumulative_buckets() -> None:
         matches={}, alerts=0, possibly_lost_bytes=0, unmeasured_truncations=0,
         commit=CommitSnapshot(4, 0, None, 20.0, durations=durations.snapshot()),
         reports={}, files=files, sources=("app",), rules=("hit",),
+        rule_state_evictions={"hit": 2}, times_out_of_bounds={"app": 5},
         journals=(
             JournalSnapshot(
                 "auth-journal", None, "s=1;i=2", "2026-11-25T23:00:00.000000Z", 1.5, 40, 3, 0,
@@ -354,6 +355,8 @@ def test_render_one_series_per_path_and_cumulative_buckets() -> None:
         ),
     )  # fmt: skip
     samples = parse(render(snapshot).decode())
+    assert value(samples, "logwarden_rule_state_evictions_total", rule="hit") == 2
+    assert value(samples, "logwarden_event_times_out_of_bounds_total", source="app") == 5
     assert value(samples, "logwarden_journalctl_restarts_total", source="auth-journal") == 3
     assert value(samples, "logwarden_journal_entries_total", source="auth-journal") == 40
     assert value(samples, "logwarden_journal_lag_seconds", source="auth-journal") == 1.5

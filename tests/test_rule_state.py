@@ -182,6 +182,19 @@ def test_ignore_is_counted_in_status_and_metrics(workdir: Path, daemon: Daemon) 
     assert [r["captures"]["ip"] for r in records(workdir)] == ["192.0.2.1"]
 
 
+def test_a_time_far_ahead_is_counted_and_arrival_is_used(workdir: Path, daemon: Daemon) -> None:
+    """A line stamped a week ahead (a clock gone wrong) is not trusted: the record says
+    `arrival`, and status counts it per source, so an operator sees it happening."""
+    daemon.start()
+    append(workdir, failed(7 * 24 * 3600, "192.0.2.9"))
+    wait_until(lambda: len(records(workdir)) >= 1, 15, message="the record")
+    [record] = records(workdir)
+    assert record["time_source"] == "arrival"
+    wait_until(lambda: _status(workdir)["times_out_of_bounds"] == {"auth": 1}, 10, message="status")
+    assert _status(workdir)["rule_state_evictions"] == {}
+    assert daemon.stop() == 0
+
+
 def _status(workdir: Path) -> dict[str, Any]:
     result = subprocess.run(
         [sys.executable, "-m", "logwarden", "status", "-c", workdir / "logwarden.toml", "--json"],

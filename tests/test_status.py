@@ -112,6 +112,8 @@ def test_status_file_has_every_key(tmp_path: Path) -> None:
         "matches": {"a": 3, "b": 4},
         "alerts": 1,
         "suppressed": {},
+        "rule_state_evictions": {},
+        "times_out_of_bounds": {},
         "lag_bytes": 50,
         "commits": 9,
         "commit_failures": 2,

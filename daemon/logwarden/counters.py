@@ -151,6 +151,10 @@ class DaemonSnapshot:
     source_bytes: Mapping[str, int] = field(default_factory=dict)
     alerts_per_rule: Mapping[str, int] = field(default_factory=dict)
     suppressed: Mapping[str, int] = field(default_factory=dict)  # matches dropped by `ignore`
+    # keys a rule's threshold windows and held records dropped to stay bounded, per rule
+    rule_state_evictions: Mapping[str, int] = field(default_factory=dict)
+    # times read from lines but too far ahead or behind to trust (arrival used), per source
+    times_out_of_bounds: Mapping[str, int] = field(default_factory=dict)
     read_errors: int = 0  # times a file or path became unreadable (each logged once)
     lines_per_s: float = 0.0  # every source's, over the last few seconds (recent.RATE_WINDOW_S)
     matches_last_minute: Mapping[str, int] = field(default_factory=dict)  # per rule

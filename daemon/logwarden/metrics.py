@@ -17,9 +17,8 @@ Two ways out, both off by default:
   not read the daemon's objects: a scrape asks the loop for a fresh snapshot
   (`LoopSnapshots`), which is taken in one synchronous step there, as status.json's is.
 
-Not exported yet, and where it plugs in: matches suppressed by a rule's `ignore`/`suppress`
-(issue 12). It does not exist in the snapshot today; a figure that reads 0 would say "nothing
-suppressed" when nothing could be counted. `_families` marks the place.
+A figure is exported only where the snapshot counts it: one that reads 0 must mean "none", not
+"not counted".
 """
 
 from __future__ import annotations
@@ -89,6 +88,21 @@ def _families(snapshot: DaemonSnapshot) -> list[Metric]:
     )
     for rule in sorted({*rules, *snapshot.suppressed}):
         suppressed.add_metric([rule], snapshot.suppressed.get(rule, 0))
+    evictions = CounterMetricFamily(
+        "logwarden_rule_state_evictions",
+        "Keys a rule's threshold windows and held records dropped to stay bounded, per rule.",
+        labels=["rule"],
+    )
+    for rule in sorted({*rules, *snapshot.rule_state_evictions}):
+        evictions.add_metric([rule], snapshot.rule_state_evictions.get(rule, 0))
+    out_of_bounds = CounterMetricFamily(
+        "logwarden_event_times_out_of_bounds",
+        "Times read from matched lines too far ahead or behind to trust (arrival time used), "
+        "per source.",
+        labels=["source"],
+    )
+    for source, count in sorted(snapshot.times_out_of_bounds.items()):
+        out_of_bounds.add_metric([source], count)
 
     watched = GaugeMetricFamily(
         "logwarden_files_watched", "Files being read, per source.", labels=["source"]
@@ -199,6 +213,8 @@ def _families(snapshot: DaemonSnapshot) -> list[Metric]:
         matches,
         alerts,
         suppressed,
+        evictions,
+        out_of_bounds,
         watched,
         unreadable,
         lag,

@@ -387,6 +387,8 @@ class Daemon:
             alerts=pipeline.alerts,
             alerts_per_rule=dict(pipeline.alerts_per_rule),
             suppressed=dict(pipeline.suppressed),
+            rule_state_evictions=pipeline.processor.evictions(),
+            times_out_of_bounds=pipeline.processor.clocks.out_of_bounds(),
             possibly_lost_bytes=self.tails.possibly_lost_bytes,
             unmeasured_truncations=self.tails.unmeasured_truncations,
             commit=CommitSnapshot(

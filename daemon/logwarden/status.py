@@ -62,6 +62,8 @@ class StatusWriter:
             "matches": dict(snapshot.matches),
             "alerts": snapshot.alerts,
             "suppressed": dict(snapshot.suppressed),  # per rule: matches its `ignore` dropped
+            "rule_state_evictions": dict(snapshot.rule_state_evictions),  # per rule
+            "times_out_of_bounds": dict(snapshot.times_out_of_bounds),  # per source
             "lag_bytes": snapshot.lag_bytes,
             "commits": commit.commits,
             "commit_failures": commit.failures,
