@@ -17,6 +17,7 @@ from typing import Protocol
 import pytest
 from hypothesis import settings
 
+from harness import Daemon
 from logcapture import capture_logs  # noqa: F401 (the fixture, for every test module)
 
 # Real-filesystem properties (tailing, checkpoints) cannot keep hypothesis' 200 ms deadline on a
@@ -119,3 +120,12 @@ match = ['ERROR (?P<what>.*)']
 def minimal_config(write_config: WriteConfig) -> Path:
     """A small valid config whose state, logs and default report all live under tmp_path."""
     return write_config(MINIMAL_CONFIG)
+
+
+@pytest.fixture
+def daemon(workdir: Path) -> Iterator[Daemon]:
+    """`logwarden run` on the `workdir` of the test's module (its config and state), stopped by
+    PID after the test whatever happened."""
+    started = Daemon(workdir / "logwarden.toml", workdir / "daemon.log")
+    yield started
+    started.cleanup()

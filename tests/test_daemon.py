@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,13 +77,6 @@ def workdir(tmp_path: Path) -> Path:
     (tmp_path / "logs").mkdir()
     write_config(tmp_path / "logwarden.toml", CONFIG)
     return tmp_path
-
-
-@pytest.fixture
-def daemon(workdir: Path) -> Iterator[Daemon]:
-    started = Daemon(workdir / "logwarden.toml", workdir / "daemon.log")
-    yield started
-    started.cleanup()
 
 
 def expected_seqs(first: int, count: int) -> set[int]:

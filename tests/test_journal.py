@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,13 +115,6 @@ def fails(first: int, count: int) -> set[int]:
 def workdir(tmp_path: Path) -> Path:
     write_config(tmp_path / "logwarden.toml", CONFIG.replace("{start_at}", "beginning"))
     return tmp_path
-
-
-@pytest.fixture
-def daemon(workdir: Path) -> Iterator[Daemon]:
-    started = Daemon(workdir / "logwarden.toml", workdir / "daemon.log")
-    yield started
-    started.cleanup()
 
 
 def records(workdir: Path) -> list[dict[str, Any]]:

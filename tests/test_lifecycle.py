@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +24,6 @@ def workdir(tmp_path: Path) -> Path:
     (tmp_path / "logs").mkdir()
     write_config(tmp_path / "logwarden.toml", CONFIG)
     return tmp_path
-
-
-@pytest.fixture
-def daemon(workdir: Path) -> Iterator[Daemon]:
-    started = Daemon(workdir / "logwarden.toml", workdir / "daemon.log")
-    yield started
-    started.cleanup()
 
 
 def status(

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -100,13 +99,6 @@ def workdir(tmp_path: Path) -> Path:
     (tmp_path / "prom").mkdir()
     configure(tmp_path, "127.0.0.1:0", "prom/logwarden.prom")
     return tmp_path
-
-
-@pytest.fixture
-def daemon(workdir: Path) -> Iterator[Daemon]:
-    started = Daemon(workdir / "logwarden.toml", workdir / "daemon.log")
-    yield started
-    started.cleanup()
 
 
 def test_scrape_and_textfile_count_the_work_done(workdir: Path, daemon: Daemon) -> None:

@@ -16,7 +16,6 @@ from harness import LOGWARDEN, Daemon, published_records, wait_until, write_conf
 from test_daemon import (
     CONFIG,
     assert_exactly_once,
-    daemon,
     expected_seqs,
     logrotate_config,
     seqs,
@@ -26,7 +25,7 @@ from test_daemon import (
 
 pytestmark = pytest.mark.integration
 
-__all__ = ["daemon", "workdir"]  # fixtures, shared with test_daemon
+__all__ = ["workdir"]  # the fixture, shared with test_daemon
 
 
 def logwarden(workdir: Path, *args: str) -> subprocess.CompletedProcess[bytes]:

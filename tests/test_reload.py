@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +51,6 @@ def workdir(tmp_path: Path) -> Path:
     (tmp_path / "logs").mkdir()
     write_config(tmp_path / "logwarden.toml", CONFIG)
     return tmp_path
-
-
-@pytest.fixture
-def daemon(workdir: Path) -> Iterator[Daemon]:
-    started = Daemon(workdir / "logwarden.toml", workdir / "daemon.log")
-    yield started
-    started.cleanup()
 
 
 def append(workdir: Path, template: str, times: int) -> None:

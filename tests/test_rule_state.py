@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -67,13 +66,6 @@ def workdir(tmp_path: Path) -> Path:
     (tmp_path / "logs").mkdir()
     write_config(tmp_path / "logwarden.toml", CONFIG.replace("SUPPRESS", "10m"))
     return tmp_path
-
-
-@pytest.fixture
-def daemon(workdir: Path) -> Iterator[Daemon]:
-    started = Daemon(workdir / "logwarden.toml", workdir / "daemon.log")
-    yield started
-    started.cleanup()
 
 
 def append(workdir: Path, *lines: str) -> None:

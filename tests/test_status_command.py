@@ -64,13 +64,6 @@ def workdir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def daemon(workdir: Path) -> Iterator[Daemon]:
-    started = Daemon(workdir / "logwarden.toml", workdir / "daemon.log")
-    yield started
-    started.cleanup()
-
-
-@pytest.fixture
 def pane() -> Iterator[Pane]:
     terminal = Pane(width=140, height=40)
     yield terminal
