@@ -239,9 +239,10 @@ def where_conditions(value: object) -> object:
             raise ValueError(f"{path!r}: an empty condition; use one of {', '.join(_CONDITIONS)}")
         for key, operand in condition.items():
             if key not in _CONDITIONS:
-                hint = _did_you_mean(key, _CONDITIONS)
-                if isinstance(operand, dict):
-                    hint += f'; a dotted path is one quoted key: "{path}.{key}" = ...'
+                # no close condition: likely TOML's reading of an unquoted `http.status = ...`
+                hint = _did_you_mean(key, _CONDITIONS) or (
+                    f'; a dotted path is one quoted key: "{path}.{key}" = ...'
+                )
                 raise ValueError(
                     f"{path!r}: unknown condition {key!r}{hint}"
                     f" (conditions: a value to equal, or {{ {', '.join(_CONDITIONS)} }})"
