@@ -487,8 +487,7 @@ def test_bad_where_keys_are_config_errors_with_their_line(write_config: WriteCon
         ' { level = "error", "http.status" = { gte = 500 } }',
         "logwarden.toml:29: rules.field-alone: `field` says what `match` reads: give `match`"
         " patterns too",
-        "logwarden.toml:32: rules.nothing: needs `match` patterns (or `where` conditions on the"
-        " fields of parsed lines)",
+        "logwarden.toml:32: rules.nothing.match: is required",
         "logwarden.toml:35: rules.path.capture_fields: 'a..b' is not a field path: use a name or"
         ' a dotted path, e.g. "http.status"',
     ]

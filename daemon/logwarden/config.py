@@ -508,10 +508,6 @@ class RuleConfig(_Table):
 
     @model_validator(mode="after")
     def _something_to_match(self) -> RuleConfig:
-        if not self.match and self.where is None:
-            raise ValueError(
-                "needs `match` patterns (or `where` conditions on the fields of parsed lines)"
-            )
         if self.field is not None and not self.match:
             raise ValueError("`field` says what `match` reads: give `match` patterns too")
         if not self.match:  # captures come from capture_fields alone
@@ -885,9 +881,19 @@ def parse(document: dict[str, Any], path: Path, sink: ProblemSink) -> Config:
             _validate(ReportConfig, resolved, ("reports", name), sink, name=name), sink
         )
 
-    rules = {}
+    rules: dict[str, RuleConfig | None] = {}
     for name, raw in tables["rules"].items():
-        rules[name] = _validate(RuleConfig, raw, ("rules", name), sink, name=name)
+        if isinstance(raw, dict) and not raw.get("match") and "where" not in raw:
+            # `match` may be left out when `where` says what matches; checked here, since a
+            # model validator would not run while another key is wrong. The rest of the table
+            # is still validated, for its other problems; then the rule is left out.
+            sink.add(
+                ("rules", name, "match"), "must not be empty" if "match" in raw else "is required"
+            )
+            _validate(RuleConfig, raw | {"match": ["-"]}, ("rules", name), sink, name=name)
+            rules[name] = None
+        else:
+            rules[name] = _validate(RuleConfig, raw, ("rules", name), sink, name=name)
         if isinstance(raw, dict):
             _check_references(
                 name, raw, sources_named=tables["sources"], reports_named=reports, sink=sink
