@@ -10,8 +10,9 @@ Apache's `24/Nov/2026:13:19:38 +0000`, ISO 8601 / RFC 3339 with or without an of
 no year: it takes the year that puts it nearest to now, so a December line read on 1 January is
 last year's (not simply the current year's, which would date it eleven months ahead). Epoch
 seconds or milliseconds are never guessed (any number could be one); a source says so with
-`timestamp = { capture = "when", format = "epoch" }`. Times without an offset are in the source's
-`timezone` (default: the host's).
+`timestamp = { capture = "when", format = "epoch" }`, or, for a source that parses its lines,
+`timestamp = { field = "ts" }`, where a number is epoch time in the unit its size says. Times
+without an offset are in the source's `timezone` (default: the host's).
 
 A time further ahead of the clock than `max_ahead` or further back than `max_behind` is not
 trusted: the record falls back to arrival, the source's `out_of_bounds` count goes up, and one
