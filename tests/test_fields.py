@@ -515,6 +515,12 @@ def test_source_errors_for_parse_and_timestamp_field(write_config: WriteConfig) 
     [rules.keyed]
     where = { a = "b" }
     threshold = { key = "ip", count = 2, within = "1m" }
+    [rules.unparsed]
+    sources = ["plain"]
+    field = "msg"
+    match = ['x']
+    [sources.plain]
+    paths = ["logs/plain.log"]
     """
     found = problems(write_config, "", header)
     assert found == [
@@ -526,6 +532,8 @@ def test_source_errors_for_parse_and_timestamp_field(write_config: WriteConfig) 
         "logwarden.toml:15: sources.odd.parse: Input should be 'json', 'logfmt' or 'none'",
         "logwarden.toml:18: rules.keyed: threshold uses 'ip', which no capture_fields name (a rule"
         " without `match` has only those captures)",
+        "logwarden.toml:23: rules.unparsed.field: reads fields, but none of its sources parses"
+        ' its lines: give one parse = "json" or "logfmt"',
     ]
 
 

@@ -899,6 +899,8 @@ def parse(document: dict[str, Any], path: Path, sink: ProblemSink) -> Config:
                 name, raw, sources_named=tables["sources"], reports_named=reports, sink=sink
             )
 
+    _check_parsed_sources(rules, sources, sink)
+
     seen_dirs: dict[Path, str] = {}
     for name, report in reports.items():
         if report is None:
@@ -974,6 +976,27 @@ def _check_fallbacks(sources: Mapping[str, SourceConfig | None], sink: ProblemSi
                 ("sources", name, "fallback_for"),
                 f"{source.fallback_for!r} is not a journal source: a fallback stands in for a"
                 " journal source that cannot read its journal",
+            )
+
+
+def _check_parsed_sources(
+    rules: Mapping[str, RuleConfig | None],
+    sources: Mapping[str, SourceConfig | None],
+    sink: ProblemSink,
+) -> None:
+    """A rule with `where` or `field` needs a source that parses lines, or it never matches."""
+    for name, rule in rules.items():
+        if rule is None or (rule.where is None and rule.field is None):
+            continue
+        scope = rule.sources if rule.sources is not None else tuple(sources)
+        chosen = [sources.get(source) for source in scope]
+        if any(source is None for source in chosen):
+            continue  # a source with problems of its own: reported already
+        if not any(source is not None and source.parse != "none" for source in chosen):
+            sink.add(
+                ("rules", name, "where" if rule.where is not None else "field"),
+                "reads fields, but none of its sources parses its lines:"
+                ' give one parse = "json" or "logfmt"',
             )
 
 
