@@ -159,6 +159,7 @@ def test_verdicts_field_by_field(config: Path) -> None:
         "patterns": [0],
         "excludes": [],
         "captures": {"user": "root", "ip": "203.0.113.9"},
+        "fields": None,
         "threshold": {
             "key": {"ip": "203.0.113.9"},
             "count": 1,

@@ -219,7 +219,7 @@ def test_timestamp_field_needs_parse(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 78
-    assert "needs parse = json/logfmt (not yet supported)" in result.stderr.decode()
+    assert 'timestamp.field needs parse = "json" or "logfmt"' in result.stderr.decode()
 
 
 def test_explain_shows_event_time_ignore_and_threshold_standing(tmp_path: Path) -> None:

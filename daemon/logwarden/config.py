@@ -30,6 +30,7 @@ from pydantic import (
     PrivateAttr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from logwarden.sealing import Compression, KeyFileError, ReportKey, load_key, missing_library
@@ -43,6 +44,7 @@ Engine = Literal["re2", "regex"]
 StartAt = Literal["end", "beginning"]
 Watcher = Literal["inotify", "polling"]
 ReportFormat = Literal["json", "ndjson"]
+ParseFormat = Literal["json", "logfmt", "none"]
 
 # ---------------------------------------------------------------- human units
 
@@ -208,25 +210,96 @@ class JournalConfig(_Table):
 _TIME_FORMATS = ("auto", "epoch", "epoch_ms")
 
 
+def check_field_path(path: str) -> str:
+    """A dotted path into a parsed line's fields: `msg`, `http.status` (no empty parts)."""
+    if not isinstance(path, str) or not all(part.strip() for part in path.split(".")):
+        raise ValueError(
+            f'{path!r} is not a field path: use a name or a dotted path, e.g. "http.status"'
+        )
+    return path
+
+
+_CONDITIONS = ("eq", "match", "gt", "gte", "lt", "lte")
+_WHERE_EXAMPLE = '{ level = "error", "http.status" = { gte = 500 } }'
+
+
+def where_conditions(value: object) -> object:
+    """`where = { path = value | { condition = operand, ... } }`, each value made `{ eq = value }`.
+
+    Checked here rather than by pydantic's union so that a misspelt condition, an unquoted dotted
+    path (TOML reads `http.status = 1` as a table `http`) and a bad pattern each get one clear
+    message on the line of `where`."""
+    if not isinstance(value, dict) or not value:
+        raise ValueError(f"must be a table of conditions on fields, e.g. {_WHERE_EXAMPLE}")
+    conditions: dict[str, dict[str, object]] = {}
+    for path, given in value.items():
+        check_field_path(path)
+        condition = given if isinstance(given, dict) else {"eq": given}
+        if not condition:
+            raise ValueError(f"{path!r}: an empty condition; use one of {', '.join(_CONDITIONS)}")
+        for key, operand in condition.items():
+            if key not in _CONDITIONS:
+                # no close condition: likely TOML's reading of an unquoted `http.status = ...`
+                hint = _did_you_mean(key, _CONDITIONS) or (
+                    f'; a dotted path is one quoted key: "{path}.{key}" = ...'
+                )
+                raise ValueError(
+                    f"{path!r}: unknown condition {key!r}{hint}"
+                    f" (conditions: a value to equal, or {{ {', '.join(_CONDITIONS)} }})"
+                )
+            _check_operand(path, key, operand)
+        conditions[path] = condition
+    return conditions
+
+
+def _check_operand(path: str, key: str, operand: object) -> None:
+    if key == "match":
+        # `status` and `report` load a config too, and need no pattern engine
+        from logwarden.patterns import PatternError, compile_pattern, expand  # noqa: PLC0415
+
+        if not isinstance(operand, str):
+            raise ValueError(f"{path!r}: match takes a pattern (a string)")
+        try:
+            compile_pattern(expand(operand), "re2", operand)
+        except PatternError as error:
+            raise ValueError(f"{path!r}: match: {'; '.join(error.problems)}") from None
+    elif key == "eq":
+        if not isinstance(operand, str | int | float | bool):
+            raise ValueError(f"{path!r}: compare with a string, a number or true/false")
+    elif isinstance(operand, bool) or not isinstance(operand, int | float):
+        raise ValueError(f"{path!r}: {key} takes a number, e.g. {{ {key} = 499 }}")
+    if isinstance(operand, float) and not math.isfinite(operand):
+        raise ValueError(f"{path!r}: {key} takes a finite number")
+
+
+class FieldCondition(_Table):
+    """One field's conditions in a rule's `where`: every one given must hold (`fields.py`)."""
+
+    eq: str | bool | int | float | None = None  # a bare value in `where` is this
+    match: str | None = None  # an RE2 pattern searched in the field's text
+    gt: int | float | None = None
+    gte: int | float | None = None
+    lt: int | float | None = None
+    lte: int | float | None = None
+
+
 class TimestampConfig(_Table):
     """Where a line's event time comes from (`eventtime.py`); default: the common formats."""
 
     capture: str | None = None  # a rule capture holding the time; None: searched in the line
     format: str = "auto"  # "auto", "epoch", "epoch_ms" or a strptime format
-    # a parsed field of a structured line: needs `parse` (json/logfmt), which does not exist yet
+    # a parsed field (dotted path) of a structured line: the source must `parse` its lines
     field: str | None = None
     max_ahead: Seconds = 86400.0  # further ahead of the clock than this: out of bounds
     max_behind: Seconds = 366 * 86400.0  # further back than this: out of bounds
 
-    @field_validator("field")
-    @classmethod
-    def _needs_parse(cls, value: str | None) -> str | None:
-        if value is not None:
-            raise ValueError(
-                "a field needs parse = json/logfmt (not yet supported);"
-                ' use { capture = "NAME" } or the default recognition'
-            )
-        return value
+    _field_path = field_validator("field")(check_field_path)
+
+    @model_validator(mode="after")
+    def _one_place(self) -> TimestampConfig:
+        if self.field is not None and self.capture is not None:
+            raise ValueError("give `field` or `capture`, not both: the time is read from one")
+        return self
 
     @field_validator("format")
     @classmethod
@@ -254,6 +327,16 @@ class SourceConfig(_Table):
     fallback_for: str | None = None
     timestamp: TimestampConfig = Field(default_factory=TimestampConfig)
     timezone: str | None = None  # for timestamps without an offset; None: the host's zone
+    parse: ParseFormat = "none"  # structured lines, for rules' `where`/`field` (`fields.py`)
+
+    @model_validator(mode="after")
+    def _field_needs_parse(self) -> SourceConfig:
+        if self.timestamp.field is not None and self.parse == "none":
+            raise ValueError(
+                'timestamp.field needs parse = "json" or "logfmt" on this source:'
+                " only parsed lines have fields"
+            )
+        return self
 
     @field_validator("timezone")
     @classmethod
@@ -290,7 +373,7 @@ class SourceConfig(_Table):
 
 
 # a key part: a capture name, optionally with an address prefix length ("ip/24", "ip/64")
-_KEY_PART = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:/([0-9]{1,3}))?")
+_KEY_PART = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*)(?:/([0-9]{1,3}))?")  # dots: capture_fields
 
 
 def _key_parts(value: object) -> object:
@@ -392,7 +475,7 @@ class RuleTest(_Table):
 class RuleConfig(_Table):
     name: str
     sources: tuple[str, ...] | None = None
-    match: tuple[str, ...] = Field(min_length=1)
+    match: tuple[str, ...] = ()  # required, unless `where` alone says what matches
     exclude: tuple[str, ...] = ()
     severity: Severity = "warning"
     report: str | None = None
@@ -402,6 +485,44 @@ class RuleConfig(_Table):
     suppress: SuppressConfig | None = None
     ignore: Annotated[IgnoreConfig | None, BeforeValidator(_networks)] = None
     tests: tuple[RuleTest, ...] = ()
+    # on parsed lines (a source's `parse`): conditions, what `match` reads, fields made captures
+    where: Annotated[Mapping[str, FieldCondition], BeforeValidator(where_conditions)] | None = None
+    field: str | None = None
+    capture_fields: tuple[str, ...] = ()
+
+    _field_path = field_validator("field")(check_field_path)
+
+    @field_validator("capture_fields")
+    @classmethod
+    def _capture_paths(cls, paths: tuple[str, ...]) -> tuple[str, ...]:
+        for path in paths:
+            check_field_path(path)
+        if len(set(paths)) != len(paths):
+            raise ValueError("each field may be named once")
+        return paths
+
+    @property
+    def reads_fields(self) -> bool:
+        """Whether the rule reads parsed fields (`where`, `field` or `capture_fields`)."""
+        return self.where is not None or self.field is not None or bool(self.capture_fields)
+
+    @model_validator(mode="after")
+    def _something_to_match(self) -> RuleConfig:
+        if self.field is not None and not self.match:
+            raise ValueError("`field` says what `match` reads: give `match` patterns too")
+        if not self.match:  # captures come from capture_fields alone
+            for table, key in (
+                ("threshold", self.threshold and self.threshold.key),
+                ("suppress", self.suppress and self.suppress.key),
+                ("ignore", self.ignore and (self.ignore.capture,)),
+            ):
+                missing = [n for n in key_captures(key or ()) if n not in self.capture_fields]
+                if missing:
+                    raise ValueError(
+                        f"{table} uses {', '.join(map(repr, missing))}, which no capture_fields"
+                        " name (a rule without `match` has only those captures)"
+                    )
+        return self
 
     @field_validator("match", mode="before")
     @classmethod
@@ -760,13 +881,25 @@ def parse(document: dict[str, Any], path: Path, sink: ProblemSink) -> Config:
             _validate(ReportConfig, resolved, ("reports", name), sink, name=name), sink
         )
 
-    rules = {}
+    rules: dict[str, RuleConfig | None] = {}
     for name, raw in tables["rules"].items():
-        rules[name] = _validate(RuleConfig, raw, ("rules", name), sink, name=name)
+        if isinstance(raw, dict) and not raw.get("match") and "where" not in raw:
+            # `match` may be left out when `where` says what matches; checked here, since a
+            # model validator would not run while another key is wrong. The rest of the table
+            # is still validated, for its other problems; then the rule is left out.
+            sink.add(
+                ("rules", name, "match"), "must not be empty" if "match" in raw else "is required"
+            )
+            _validate(RuleConfig, raw | {"match": ["-"]}, ("rules", name), sink, name=name)
+            rules[name] = None
+        else:
+            rules[name] = _validate(RuleConfig, raw, ("rules", name), sink, name=name)
         if isinstance(raw, dict):
             _check_references(
                 name, raw, sources_named=tables["sources"], reports_named=reports, sink=sink
             )
+
+    _check_parsed_sources(rules, sources, sink)
 
     seen_dirs: dict[Path, str] = {}
     for name, report in reports.items():
@@ -798,7 +931,7 @@ def parse(document: dict[str, Any], path: Path, sink: ProblemSink) -> Config:
     )
 
 
-_FILE_ONLY_KEYS = ("exclude", "follow_symlinks", "fallback_for")
+_FILE_ONLY_KEYS = ("exclude", "follow_symlinks", "fallback_for", "parse")
 
 
 def _one_kind(name: str, raw: object, sink: ProblemSink) -> bool:
@@ -843,6 +976,27 @@ def _check_fallbacks(sources: Mapping[str, SourceConfig | None], sink: ProblemSi
                 ("sources", name, "fallback_for"),
                 f"{source.fallback_for!r} is not a journal source: a fallback stands in for a"
                 " journal source that cannot read its journal",
+            )
+
+
+def _check_parsed_sources(
+    rules: Mapping[str, RuleConfig | None],
+    sources: Mapping[str, SourceConfig | None],
+    sink: ProblemSink,
+) -> None:
+    """A rule with `where` or `field` needs a source that parses lines, or it never matches."""
+    for name, rule in rules.items():
+        if rule is None or (rule.where is None and rule.field is None):
+            continue
+        scope = rule.sources if rule.sources is not None else tuple(sources)
+        chosen = [sources.get(source) for source in scope]
+        if any(source is None for source in chosen):
+            continue  # a source with problems of its own: reported already
+        if not any(source is not None and source.parse != "none" for source in chosen):
+            sink.add(
+                ("rules", name, "where" if rule.where is not None else "field"),
+                "reads fields, but none of its sources parses its lines:"
+                ' give one parse = "json" or "logfmt"',
             )
 
 

@@ -10,8 +10,9 @@ Apache's `24/Nov/2026:13:19:38 +0000`, ISO 8601 / RFC 3339 with or without an of
 no year: it takes the year that puts it nearest to now, so a December line read on 1 January is
 last year's (not simply the current year's, which would date it eleven months ahead). Epoch
 seconds or milliseconds are never guessed (any number could be one); a source says so with
-`timestamp = { capture = "when", format = "epoch" }`. Times without an offset are in the source's
-`timezone` (default: the host's).
+`timestamp = { capture = "when", format = "epoch" }`, or, for a source that parses its lines,
+`timestamp = { field = "ts" }`, where a number is epoch time in the unit its size says. Times
+without an offset are in the source's `timezone` (default: the host's).
 
 A time further ahead of the clock than `max_ahead` or further back than `max_behind` is not
 trusted: the record falls back to arrival, the source's `out_of_bounds` count goes up, and one
@@ -34,6 +35,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from logwarden.config import SourceConfig, TimestampConfig
+from logwarden.fields import MISSING, Parser, lookup, number_of, parser_for, text_of
 from logwarden.log import get_logger
 from logwarden.origin import Origin
 from logwarden.rules import Match
@@ -91,11 +93,13 @@ class SourceClock:
         spec: TimestampConfig,
         zone: tzinfo,
         now: Callable[[], float] = time.time,
+        parse: Parser | None = None,
     ) -> None:
         self.name = name
         self.spec = spec
         self.zone = zone
         self.now = now
+        self._parse = parse  # the source's `parse`, for `timestamp.field`
         self.out_of_bounds = 0
         self._warned_at: float | None = None
         self._seconds: dict[tuple[str | int, ...], int | None] = {}  # see `_recognise`
@@ -106,10 +110,13 @@ class SourceClock:
         journal = origin.entry_time(match)
         if journal is not None:
             return journal, "journal"
-        text = match.line
-        if self.spec.capture is not None:
-            text = match.captures.get(self.spec.capture) or text
-        found = self.parse(text, arrival)
+        if self.spec.field is not None:
+            found = self._from_field(match.line, arrival)
+        else:
+            text = match.line
+            if self.spec.capture is not None:
+                text = match.captures.get(self.spec.capture) or text
+            found = self.parse(text, arrival)
         if found is None:
             return arrival, "arrival"
         if not arrival - self.spec.max_behind <= found <= arrival + self.spec.max_ahead:
@@ -133,6 +140,27 @@ class SourceClock:
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=self.zone)
         return moment.timestamp()
+
+    def _from_field(self, line: str, now: float) -> float | None:
+        """The time in the line's `timestamp.field`: a number (or a string of one) is epoch
+        time, in seconds, milliseconds, microseconds or nanoseconds by its size unless `format`
+        says which; any other text is read per `format` (default: the recognised formats).
+        The line is parsed again here: only matched lines get here, and a plain rule's were not
+        parsed at all."""
+        assert self.spec.field is not None
+        fields = self._parse(line) if self._parse is not None else None
+        value = MISSING if fields is None else lookup(fields, self.spec.field)
+        text = text_of(value)
+        if text is None or value is None:
+            return None
+        number = number_of(value)
+        if number is not None and self.spec.format in ("auto", "epoch", "epoch_ms"):
+            if self.spec.format == "epoch_ms":
+                return number / 1000
+            if self.spec.format == "epoch":
+                return float(number)
+            return _epoch(number)
+        return self.parse(text, now)
 
     def _recognise(self, text: str, now: float) -> float | None:
         """The leftmost recognised time in `text`. The whole second each spelling names is
@@ -223,6 +251,7 @@ class EventClocks:
                 source.timestamp,
                 ZoneInfo(source.timezone) if source.timezone else host,
                 now,
+                parser_for(source.parse),
             )
             for name, source in sources.items()
         }
@@ -234,6 +263,19 @@ class EventClocks:
     def out_of_bounds(self) -> dict[str, int]:
         """Times found out of bounds, per source (sources with none omitted)."""
         return {n: c.out_of_bounds for n, c in self._clocks.items() if c.out_of_bounds}
+
+
+# the largest magnitude read as seconds, then milliseconds, then microseconds (else nanoseconds):
+# 1e11 s is the year 5138, 1e11 ms is 1973, so the units do not overlap over any believable time
+_EPOCH_UNITS = ((1e11, 1.0), (1e14, 1e3), (1e17, 1e6))
+
+
+def _epoch(number: float) -> float:
+    """Epoch time in whichever unit its size says (a field named as the time holds one)."""
+    for limit, per_second in _EPOCH_UNITS:
+        if abs(number) < limit:
+            return number / per_second
+    return number / 1e9
 
 
 def _host_zone() -> tzinfo:

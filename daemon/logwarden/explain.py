@@ -8,8 +8,9 @@ time, thresholds, suppression) over the lines in the order given, so a pasted bu
 line that would raise the alert, counted by the times the lines carry.
 
 A rule's verdict is a list of steps in the order the daemon takes them (source, prefilter, match,
-exclude, ignore, threshold); the line's event time and where it came from head the verdicts.
-`where` on parsed fields (a later issue) will be one more step function in `_steps`.
+exclude, ignore, threshold; a rule on parsed fields adds `fields` after the prefilter: whether
+the line parsed and which `where` condition failed); the line's event time and where it came from
+head the verdicts.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class Step:
     """One check of a rule on a line, and what it said: True passed, False stopped the line there,
     None not consulted on this line's path."""
 
-    name: str  # "source", "prefilter", "match", "exclude", "ignore", "threshold"
+    name: str  # "source", "prefilter", "fields", "match", "exclude", "ignore", "threshold"
     ok: bool | None
     detail: str
 
@@ -82,6 +83,7 @@ class RuleVerdict:
             "patterns": list(trace.patterns) if trace else [],
             "excludes": list(trace.excludes) if trace else [],
             "captures": trace.captures if trace else None,
+            "fields": None if trace is None or trace.fields is None else trace.fields[1],
             "threshold": self.threshold,
             "steps": [{"step": s.name, "ok": s.ok, "detail": s.detail} for s in self.steps],
         }
@@ -287,7 +289,10 @@ def _steps(rule: CompiledRule, trace: RuleTrace | None, source: str | None) -> I
         yield Step("source", True, "no --source given: every rule applies")
     else:
         yield Step("source", True, "every source" if config.sources is None else f"for {source}")
-    if not rule.uses_re2:
+    on_fields = config.where is not None or config.field is not None
+    if on_fields and trace.prefilter is None:
+        yield Step("prefilter", None, "nothing to look for in the raw line: every line is parsed")
+    elif not rule.uses_re2:
         yield Step("prefilter", None, 'engine = "regex": not in the prefilter, runs on every line')
     elif trace.prefilter is None:
         yield Step("prefilter", None, "not asked on this line (it is cut or not valid UTF-8)")
@@ -297,6 +302,12 @@ def _steps(rule: CompiledRule, trace: RuleTrace | None, source: str | None) -> I
         yield Step("prefilter", False, "no hit: none of its patterns can be in the line")
         if not trace.patterns:  # the daemon looks no further (were one found, it would show)
             return
+    if trace.fields is not None:
+        yield Step("fields", trace.fields[0], trace.fields[1])
+        if not trace.fields[0]:
+            return
+    if not config.match:
+        return  # `where` alone says what matches
     if trace.timed_out:
         yield Step("match", False, f"a search ran out of match_timeout ({config.match_timeout}s)")
         return
@@ -333,6 +344,8 @@ def _classify(trace: RuleTrace | None) -> Verdict:
         return "not-for-source"
     if trace.captures is not None:
         return "matched"
+    if trace.fields is not None and not trace.fields[0]:
+        return "near-miss" if trace.patterns else "no-match"  # its patterns hit, `where` failed
     if trace.timed_out:
         return "timed-out"
     if trace.patterns and trace.excludes:

@@ -34,6 +34,7 @@ import re2
 
 from logwarden.config import (
     Config,
+    ParseFormat,
     ProblemSink,
     RuleConfig,
     RuleTest,
@@ -141,6 +142,7 @@ class RuleTrace:
     excludes: tuple[int, ...]  # indices of the `exclude` patterns found in the line
     timed_out: bool  # engine = "regex": a search ran out of match_timeout
     captures: dict[str, str | None] | None  # the verdict of `scan`: None unless it matched
+    fields: tuple[bool, str] | None = None  # rules on parsed fields: did they qualify, and why
 
 
 @dataclass(frozen=True, slots=True)
@@ -500,10 +502,13 @@ def _utf8_runs(data: bytes) -> Iterator[tuple[int, int, bool]]:
 class RuleSet:
     """Every rule of a config, compiled once; hands out a cached matcher per source."""
 
-    def __init__(self, rules: Sequence[CompiledRule]) -> None:
+    def __init__(
+        self, rules: Sequence[CompiledRule], parse: Mapping[str, ParseFormat] | None = None
+    ) -> None:
         self._rules = tuple(rules)
         self._by_name = {rule.name: rule for rule in self._rules}
         self._counters = _Counters()
+        self._parse = dict(parse or {})  # each source's `parse`, for rules on fields
         self._matchers: dict[str | None, SourceMatcher] = {}
         self._by_rules: dict[tuple[str, ...], SourceMatcher] = {}
 
@@ -511,7 +516,8 @@ class RuleSet:
     def compile(cls, config: Config, sink: ProblemSink) -> RuleSet:
         """Compile and self-test every rule; every problem goes to `sink`, raised at the end."""
         compiled = [_compile_rule(config, rule, sink) for rule in config.rules.values()]
-        ruleset = cls([rule for rule in compiled if rule is not None])
+        parse = {name: source.parse for name, source in config.sources.items()}
+        ruleset = cls([rule for rule in compiled if rule is not None], parse)
         try:
             everything = ruleset.for_source(None)
         except re2.error as error:  # each rule compiled alone, so only their sum can be too big
@@ -522,7 +528,7 @@ class RuleSet:
             )
         else:
             for rule in ruleset._rules:
-                _run_tests(everything, rule, sink)
+                _run_tests(ruleset._test_matcher(rule, everything), rule, sink)
         sink.raise_if_any()
         return ruleset
 
@@ -560,19 +566,37 @@ class RuleSet:
                 f"no rule named {', '.join(map(repr, unknown))};"
                 f" known rules: {', '.join(self._by_name)}"
             )
-        return RuleSet([rule for rule in self._rules if rule.name in wanted])
+        return RuleSet([rule for rule in self._rules if rule.name in wanted], self._parse)
 
     def for_source(self, source: str | None) -> SourceMatcher:
         """The matcher for one source's files (None: a file of no source, which gets every rule)."""
         matcher = self._matchers.get(source)
         if matcher is None:
             rules = [rule for rule in self._rules if _applies(rule, source)]
-            key = tuple(rule.name for rule in rules)
+            parse = self._parse.get(source, "none") if source is not None else "none"
+            key = (*(rule.name for rule in rules), f"parse={parse}")
             matcher = self._by_rules.get(key)
             if matcher is None:  # sources with the same rules share one compiled prefilter
-                matcher = self._by_rules[key] = SourceMatcher(rules, self._counters)
+                matcher = self._by_rules[key] = self._matcher(rules, parse)
             self._matchers[source] = matcher
         return matcher
+
+    def _matcher(self, rules: list[CompiledRule], parse: ParseFormat) -> SourceMatcher:
+        if any(rule.config.reads_fields for rule in rules):
+            # `structured` extends this module's SourceMatcher, so it is imported once that exists
+            from logwarden.structured import StructuredMatcher  # noqa: PLC0415
+
+            return StructuredMatcher(rules, self._counters, parse)
+        return SourceMatcher(rules, self._counters)
+
+    def _test_matcher(self, rule: CompiledRule, everything: SourceMatcher) -> SourceMatcher:
+        """Where a rule's tests run: `everything`, or for a rule on fields its first source that
+        parses lines (the samples are parsed as that source parses them)."""
+        if rule.config.reads_fields:
+            for source, parse in self._parse.items():
+                if parse != "none" and _applies(rule, source):
+                    return self.for_source(source)
+        return everything
 
 
 def _applies(rule: CompiledRule, source: str | None) -> bool:
@@ -596,7 +620,9 @@ def _compile_rule(config: Config, rule: RuleConfig, sink: ProblemSink) -> Compil
         numbers: Mapping[str, int] = matcher.groupindex
         groups.append(tuple((name, numbers[name]) for name in capture_names(pattern)))
         for table, needed, purpose in _needed_captures(rule):
-            if missing := [name for name in needed if name not in numbers]:
+            if missing := [
+                name for name in needed if name not in numbers and name not in rule.capture_fields
+            ]:
                 sink.add(
                     (*where, *table),
                     f"match[{index}] has no capture named {', '.join(map(repr, missing))}"
@@ -685,6 +711,12 @@ def _run_tests(matcher: SourceMatcher, rule: CompiledRule, sink: ProblemSink) ->
             continue
         block = Block(test.line.encode() + b"\n", 0, 1)
         found = [match for match in matcher.scan(block) if match.rule == rule.name]
+        on_fields = rule.config.where is not None or rule.config.field is not None
+        if not found and test.expect is not False and on_fields:  # say which field failed
+            trace = next(t for t in matcher.explain(block).rules if t.rule == rule.name)
+            if trace.fields is not None and not trace.fields[0]:
+                sink.add(where, f"expected a match, but {trace.fields[1]}")
+                continue
         if problem := _judge(test, found[0].captures if found else None, rule):
             sink.add(where, problem)
 

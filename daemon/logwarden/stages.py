@@ -9,8 +9,9 @@ A `Match` and its `Origin` go through the stages in this order:
 5. **suppress** (`suppress.py`): held, or folded into the record held for its key.
 What comes out is `Output`s, record bytes addressed to a report, in the order they are to be
 written. The state of stages 3 and 5 is one JSON document (`snapshot`/`restore`) that the daemon
-commits with the offsets. A later stage (field-based `where` for parsed lines, correlation) goes
-in here once, between ignore and event time, and both commands get it.
+commits with the offsets. A later stage (correlation) goes in here once, between ignore and event
+time, and both commands get it; `where` on parsed fields decides what matches, so it is part of
+matching (`structured.py`), before any stage.
 """
 
 from __future__ import annotations
