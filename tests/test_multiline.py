@@ -7,6 +7,7 @@ import io
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -15,11 +16,11 @@ from hypothesis import strategies as st
 
 from harness import Daemon, published_records, wait_until
 from logwarden import checkpoint
-from logwarden.config import ConfigError, MultilineConfig, load
+from logwarden.config import Config, ConfigError, MultilineConfig, load
 from logwarden.explain import Explainer
 from logwarden.framing import Block, FramerState, split_lines
 from logwarden.multiline import EventFramer, make_framer, reframe
-from logwarden.rules import load_config
+from logwarden.rules import RuleSet, load_config
 from logwarden.scan import Scanner
 
 DATA = Path(__file__).parent / "data"
@@ -33,9 +34,12 @@ def multiline(start: str = DATED, **limits: object) -> MultilineConfig:
     return MultilineConfig.model_validate({"start": start, "timeout": "2s", **limits})
 
 
-def events(blocks: list[Block]) -> list[tuple[int, int | None, str, bool]]:
+Event = tuple[int, int | None, str, bool]
+
+
+def events(blocks: list[Block]) -> list[Event]:
     """(offset, line_no, text, truncated) per event: line blocks give one event per line."""
-    out = []
+    out: list[Event] = []
     for block in blocks:
         if block.event or block.truncated:
             out.append(
@@ -53,10 +57,10 @@ def events(blocks: list[Block]) -> list[tuple[int, int | None, str, bool]]:
     return out
 
 
-def reference(data: bytes, start: str, max_lines: int = BIG, max_bytes: int = BIG) -> list:
+def reference(data: bytes, start: str, max_lines: int = BIG, max_bytes: int = BIG) -> list[Event]:
     """Events by the definition: split into lines (one \\r dropped), a start line or a full event
     begins the next one; no line here is longer than the framer's limits."""
-    found: list[list] = []  # [offset, line_no, lines, truncated]
+    found: list[list[Any]] = []  # [offset, line_no, lines, truncated]
     offset = 0
     lines = data.split(b"\n")
     if lines[-1] == b"":
@@ -78,7 +82,7 @@ def reference(data: bytes, start: str, max_lines: int = BIG, max_bytes: int = BI
     return [(o, n, b"\n".join(ls).decode("utf-8", "replace"), t) for o, n, ls, t in found]
 
 
-def frame(data: bytes, config: MultilineConfig, cuts: list[int], restarts: set[int]) -> list:
+def frame(data: bytes, config: MultilineConfig, cuts: list[int], restarts: set[int]) -> list[Block]:
     """Feed in pieces; at a restart point a new framer resumes from the old one's state and reads
     again from its offset (what a restart after a SIGKILL does)."""
     framer = EventFramer(4096, config)
@@ -277,20 +281,24 @@ match = ['request failed\s+Traceback']
 
 
 @pytest.fixture
-def ruleset(tmp_path: Path) -> tuple:
+def ruleset(tmp_path: Path) -> tuple[Config, RuleSet]:
     (tmp_path / "logs").mkdir()
     path = tmp_path / "logwarden.toml"
     path.write_text(RULES.format(logs=tmp_path / "logs"))
     return load_config(path)
 
 
-def scan(config, rules, path: Path, source: str | None = None) -> list[dict]:
+def scan(
+    config: Config, rules: RuleSet, path: Path, source: str | None = None
+) -> list[dict[str, Any]]:
     out = io.BytesIO()
     Scanner(config, rules, out, progress=False).scan([str(path)], source)
     return [orjson.loads(line) for line in out.getvalue().splitlines()]
 
 
-def test_an_event_is_one_candidate_line_anchors_at_its_ends(ruleset: tuple, tmp_path: Path) -> None:
+def test_an_event_is_one_candidate_line_anchors_at_its_ends(
+    ruleset: tuple[Config, RuleSet], tmp_path: Path
+) -> None:
     config, rules = ruleset
     log = tmp_path / "logs" / "app.log"
     log.write_bytes(PYTHON)
@@ -309,7 +317,9 @@ def test_an_event_is_one_candidate_line_anchors_at_its_ends(ruleset: tuple, tmp_
     assert by_rule["spanning"]["source"]["line_no"] == 2
 
 
-def test_the_same_text_without_multiline_is_line_by_line(ruleset: tuple, tmp_path: Path) -> None:
+def test_the_same_text_without_multiline_is_line_by_line(
+    ruleset: tuple[Config, RuleSet], tmp_path: Path
+) -> None:
     config, rules = ruleset
     plain = tmp_path / "logs" / "app.txt"
     plain.write_bytes(PYTHON)
@@ -318,7 +328,9 @@ def test_the_same_text_without_multiline_is_line_by_line(ruleset: tuple, tmp_pat
     assert all("\n" not in r["line"] for r in records)
 
 
-def test_java_caused_by_matches_in_the_event(ruleset: tuple, tmp_path: Path) -> None:
+def test_java_caused_by_matches_in_the_event(
+    ruleset: tuple[Config, RuleSet], tmp_path: Path
+) -> None:
     config, rules = ruleset
     log = tmp_path / "logs" / "java.log"
     log.write_bytes(JAVA.replace(b"\n", b"\r\n"))  # CRLF: each line's \r dropped
@@ -328,7 +340,7 @@ def test_java_caused_by_matches_in_the_event(ruleset: tuple, tmp_path: Path) -> 
     assert "\r" not in records["caused"]["line"] and records["caused"]["line"].endswith("12 more")
 
 
-def test_explain_sees_a_pasted_trace_as_one_event(ruleset: tuple) -> None:
+def test_explain_sees_a_pasted_trace_as_one_event(ruleset: tuple[Config, RuleSet]) -> None:
     config, rules = ruleset
     trace = PYTHON.decode().split("\n2026-11-24 13:19:41")[0].split("\n", 1)[1]
     [verdict] = list(Explainer(config, rules, "app").explain([trace]))
@@ -411,7 +423,7 @@ def configure(workdir: Path, timeout: str) -> None:
     (workdir / "logwarden.toml").write_text(DAEMON_CONFIG.format(timeout=timeout))
 
 
-def records_of(workdir: Path) -> list[dict]:
+def records_of(workdir: Path) -> list[dict[str, Any]]:
     return published_records(workdir / "reports")
 
 
@@ -443,7 +455,7 @@ def test_daemon_times_out_quiet_events_and_agrees_with_scan(workdir: Path, daemo
     for sample in ("multiline-python.log", "multiline-java.log"):
         scanned += scan(config, rules, workdir / "logs" / sample)
 
-    def key(record: dict) -> tuple:
+    def key(record: dict[str, Any]) -> tuple[str, int, str]:
         return record["source"]["path"], record["source"]["offset"], record["rule"]
 
     from_daemon = sorted((r for r in records_of(workdir)), key=key)
