@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
 from logcapture import RecordingLog
-from logwarden.config import Config, DaemonConfig, SourceConfig
+from logwarden.config import Config, DaemonConfig, MultilineConfig, SourceConfig
 from logwarden.framing import Block, FramerState, split_lines
 from logwarden.globs import PathMatcher, first_matching
 from logwarden.identity import FileCheckpoint, Fingerprint
@@ -96,10 +96,12 @@ class Index:
 def make_config(
     directory: Path, *patterns: str, start_at: str = "beginning", follow: bool = False,
     exclude: Sequence[str] = (), extra: dict[str, SourceConfig] | None = None,
+    multiline: MultilineConfig | None = None,
 ) -> Config:  # fmt: skip
     source = SourceConfig(
         name="app", paths=tuple(str(directory / p) for p in patterns or ("*.log",)), exclude=tuple(exclude),
         start_at=start_at, follow_symlinks=follow, max_line_bytes=MAX_LINE_BYTES,
+        multiline=multiline,
     )  # fmt: skip
     daemon = DaemonConfig(
         state_dir=directory / "state",
@@ -1296,6 +1298,26 @@ class TailMachine(RuleBasedStateMachine):
 
 TailMachine.TestCase.settings = settings(max_examples=30, stateful_step_count=30, deadline=None)
 test_tail_model = TailMachine.TestCase
+
+
+class MultilineTailMachine(TailMachine):
+    """The same model through the multi-line event framer (`multiline.py`), with every line an
+    event of its own (`start = '^'`): what arrives is unchanged, but each file's last line is
+    an open event, held back (the checkpoint's offset at its start) until the next line, its
+    timeout, the file's rotation or end, so every restart, rotation and truncation above also
+    runs with an event open."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rig.config = make_config(
+            self.rig.directory, multiline=MultilineConfig(start="^", timeout=0.05)
+        )
+
+
+MultilineTailMachine.TestCase.settings = settings(
+    max_examples=12, stateful_step_count=30, deadline=None
+)
+test_tail_model_with_multiline_events = MultilineTailMachine.TestCase
 
 
 def test_a_file_deleted_and_finished_on_the_fast_path_leaves_no_task(tmp_path: Path) -> None:
