@@ -137,19 +137,20 @@ LINES = [
 
 @settings(max_examples=300)
 @given(
-    lines=st.lists(st.sampled_from(LINES), max_size=25),
+    lines=st.lists(st.sampled_from(LINES), max_size=40),
     tail=st.sampled_from([b"", b"2026-01-03 partial", b"  partial"]),
     cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=10),
     restarts=st.sets(st.integers(min_value=0, max_value=10), max_size=4),
-    max_lines=st.integers(min_value=1, max_value=6),
+    limits=st.tuples(st.sampled_from([1, 2, 3, 6, 500]), st.integers(min_value=256, max_value=400)),
 )
 def test_framing_matches_reference_across_chunks_and_restarts(
-    lines: list[bytes], tail: bytes, cuts: list[int], restarts: set[int], max_lines: int
+    lines: list[bytes], tail: bytes, cuts: list[int], restarts: set[int], limits: tuple[int, int]
 ) -> None:
     data = b"".join(lines) + tail
-    config = multiline(max_lines=max_lines)
+    max_lines, max_bytes = limits
+    config = multiline(max_lines=max_lines, max_bytes=max_bytes)
     got = events(frame(data, config, [c for c in cuts if c <= len(data)], restarts))
-    assert got == reference(data, DATED, max_lines=max_lines)
+    assert got == reference(data, DATED, max_lines=max_lines, max_bytes=max_bytes)
 
 
 def test_offset_never_passes_the_open_event() -> None:
