@@ -489,6 +489,37 @@ def test_copytruncate_with_the_copy_inside_the_globs_sends_nothing_twice(tmp_pat
     run(main)
 
 
+@pytest.mark.parametrize("copy", [False, True], ids=["no copy", "copy inside the globs"])
+def test_a_truncation_hands_on_the_open_multiline_event_once(tmp_path: Path, copy: bool) -> None:
+    """The open event's lines were read before the truncation: without a copy they go out as
+    the event they are; with a copy (copytruncate) the copy, read from the event's start,
+    carries them, and the original's framer drops them: exactly once either way. (The copy is
+    followed at its own path: its event ends by its timeout.)"""
+    rig = Rig.on(tmp_path, "app.log*" if copy else "*.log")
+    rig.config = make_config(
+        rig.directory, "app.log*" if copy else "*.log",
+        multiline=MultilineConfig(start="^2026", timeout=1.0 if copy else 3600),
+    )  # fmt: skip
+    path = rig.write("app.log", "2026 a\n  b\n")
+
+    async def main() -> None:
+        manager = await rig.start()
+        [tailer] = manager._tailers.values()
+        await until(lambda: tailer.framer.position == os.path.getsize(path), "the event read")
+        assert rig.sink.lines == []  # open: nothing handed on yet
+        if copy:
+            shutil.copy(path, rig.path("app.log.1"))
+        os.truncate(path, 0)
+        rig.write("app.log", "2026 c\n2026 d\n")
+        expected = ["  b", "2026 a", "2026 c", *(["2026 d"] if copy else [])]  # d: timed out
+        await settle(rig, manager, lambda: len(rig.sink.lines) >= len(expected))
+        await asyncio.sleep(0.1)
+        assert sorted(rig.sink.texts()) == expected
+        await manager.close()
+
+    run(main)
+
+
 class HeldSink(Sink):
     """A sink that has no room after its first lines, until the test makes some: the reader
     stops one chunk in, having seen the file's size but not read that far (a daemon behind)."""
