@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
 from logcapture import RecordingLog
-from logwarden.config import Config, DaemonConfig, SourceConfig
+from logwarden.config import Config, DaemonConfig, MultilineConfig, SourceConfig
 from logwarden.framing import Block, FramerState, split_lines
 from logwarden.globs import PathMatcher, first_matching
 from logwarden.identity import FileCheckpoint, Fingerprint
@@ -96,10 +96,12 @@ class Index:
 def make_config(
     directory: Path, *patterns: str, start_at: str = "beginning", follow: bool = False,
     exclude: Sequence[str] = (), extra: dict[str, SourceConfig] | None = None,
+    multiline: MultilineConfig | None = None,
 ) -> Config:  # fmt: skip
     source = SourceConfig(
         name="app", paths=tuple(str(directory / p) for p in patterns or ("*.log",)), exclude=tuple(exclude),
         start_at=start_at, follow_symlinks=follow, max_line_bytes=MAX_LINE_BYTES,
+        multiline=multiline,
     )  # fmt: skip
     daemon = DaemonConfig(
         state_dir=directory / "state",
@@ -482,6 +484,37 @@ def test_copytruncate_with_the_copy_inside_the_globs_sends_nothing_twice(tmp_pat
         copy_lines = [line for line in rig.sink.lines if line.path == rig.path("app.log.1")]
         assert [line.text for line in copy_lines] == names("a", 5, 20)
         assert copy_lines[0].line_no == 21  # the copy continues the original's numbering
+        await manager.close()
+
+    run(main)
+
+
+@pytest.mark.parametrize("copy", [False, True], ids=["no copy", "copy inside the globs"])
+def test_a_truncation_hands_on_the_open_multiline_event_once(tmp_path: Path, copy: bool) -> None:
+    """The open event's lines were read before the truncation: without a copy they go out as
+    the event they are; with a copy (copytruncate) the copy, read from the event's start,
+    carries them, and the original's framer drops them: exactly once either way. (The copy is
+    followed at its own path: its event ends by its timeout.)"""
+    rig = Rig.on(tmp_path, "app.log*" if copy else "*.log")
+    rig.config = make_config(
+        rig.directory, "app.log*" if copy else "*.log",
+        multiline=MultilineConfig(start="^2026", timeout=1.0 if copy else 3600),
+    )  # fmt: skip
+    path = rig.write("app.log", "2026 a\n  b\n")
+
+    async def main() -> None:
+        manager = await rig.start()
+        [tailer] = manager._tailers.values()
+        await until(lambda: tailer.framer.position == os.path.getsize(path), "the event read")
+        assert rig.sink.lines == []  # open: nothing handed on yet
+        if copy:
+            shutil.copy(path, rig.path("app.log.1"))
+        os.truncate(path, 0)
+        rig.write("app.log", "2026 c\n2026 d\n")
+        expected = ["  b", "2026 a", "2026 c", *(["2026 d"] if copy else [])]  # d: timed out
+        await settle(rig, manager, lambda: len(rig.sink.lines) >= len(expected))
+        await asyncio.sleep(0.1)
+        assert sorted(rig.sink.texts()) == expected
         await manager.close()
 
     run(main)
@@ -1296,6 +1329,26 @@ class TailMachine(RuleBasedStateMachine):
 
 TailMachine.TestCase.settings = settings(max_examples=30, stateful_step_count=30, deadline=None)
 test_tail_model = TailMachine.TestCase
+
+
+class MultilineTailMachine(TailMachine):
+    """The same model through the multi-line event framer (`multiline.py`), with every line an
+    event of its own (`start = '^'`): what arrives is unchanged, but each file's last line is
+    an open event, held back (the checkpoint's offset at its start) until the next line, its
+    timeout, the file's rotation or end, so every restart, rotation and truncation above also
+    runs with an event open."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rig.config = make_config(
+            self.rig.directory, multiline=MultilineConfig(start="^", timeout=0.05)
+        )
+
+
+MultilineTailMachine.TestCase.settings = settings(
+    max_examples=12, stateful_step_count=30, deadline=None
+)
+test_tail_model_with_multiline_events = MultilineTailMachine.TestCase
 
 
 def test_a_file_deleted_and_finished_on_the_fast_path_leaves_no_task(tmp_path: Path) -> None:

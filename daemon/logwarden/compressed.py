@@ -24,7 +24,6 @@ from dataclasses import replace
 from typing import Any
 
 from logwarden.counters import FileSnapshot
-from logwarden.framing import LineFramer
 from logwarden.identity import (
     HEAD_BYTES,
     TAIL_BYTES,
@@ -35,6 +34,7 @@ from logwarden.identity import (
     read_at,
 )
 from logwarden.log import get_logger
+from logwarden.multiline import make_framer
 from logwarden.resume import CopyVerdict, Lineage
 from logwarden.tailer import Tailer
 
@@ -170,7 +170,11 @@ class CompressedTailer(Tailer):
         try:
             if self.follows is not None:
                 await self.follows.ended.wait()
-                self.framer = LineFramer(self.framer.max_line_bytes, self.follows.framer.state)
+                self.framer = make_framer(
+                    self.settings.max_line_bytes,
+                    self.settings.multiline,
+                    self.follows.framer.state,
+                )
                 self.follows = None
                 self.ready = True
                 self.log.info(
@@ -235,7 +239,9 @@ class CompressedTailer(Tailer):
             try:
                 self.host.deliver(self, blocks)
             except BaseException:
-                self.framer = LineFramer(self.framer.max_line_bytes, before)
+                self.framer = make_framer(
+                    self.settings.max_line_bytes, self.settings.multiline, before
+                )
                 self.close_fd()  # reopened and skipped to `before` on the next round
                 raise
         self.host.count(read=len(data))

@@ -312,6 +312,40 @@ class TimestampConfig(_Table):
         return value
 
 
+class MultilineConfig(_Table):
+    """How a file source's lines group into multi-line events (`multiline.py`)."""
+
+    start: str  # RE2: a line it matches starts an event; any other line continues the open one
+    max_lines: int = Field(default=500, strict=True, ge=1, le=100_000)
+    max_bytes: Size = 256 * 1024
+    timeout: Seconds = 2.0  # no new line for this long: the open event ends
+
+    @field_validator("start")
+    @classmethod
+    def _start_compiles(cls, value: str) -> str:
+        # only when a source has multiline: commands that never compile a pattern skip these
+        from re2 import compile as re2_compile  # noqa: PLC0415 - see above
+
+        from logwarden.patterns import re2_error_message, re2_options  # noqa: PLC0415
+
+        try:
+            re2_compile(value, re2_options())
+        except Exception as error:  # re2.error
+            raise ValueError(
+                f"RE2 cannot compile this pattern: {re2_error_message(error)}"
+            ) from None
+        return value
+
+    @field_validator("max_bytes")
+    @classmethod
+    def _bytes_bounds(cls, value: int) -> int:
+        if not 256 <= value <= 64 * 1024 * 1024:
+            raise ValueError("must be between 256 bytes and 64MiB")
+        return value
+
+    _timeout_positive = field_validator("timeout")(_positive)
+
+
 class SourceConfig(_Table):
     """Where lines come from: files (`paths`) or the systemd journal (`journal`), never both."""
 
@@ -328,6 +362,7 @@ class SourceConfig(_Table):
     timestamp: TimestampConfig = Field(default_factory=TimestampConfig)
     timezone: str | None = None  # for timestamps without an offset; None: the host's zone
     parse: ParseFormat = "none"  # structured lines, for rules' `where`/`field` (`fields.py`)
+    multiline: MultilineConfig | None = None  # None: every line is an event of its own
 
     @model_validator(mode="after")
     def _field_needs_parse(self) -> SourceConfig:
@@ -931,7 +966,7 @@ def parse(document: dict[str, Any], path: Path, sink: ProblemSink) -> Config:
     )
 
 
-_FILE_ONLY_KEYS = ("exclude", "follow_symlinks", "fallback_for", "parse")
+_FILE_ONLY_KEYS = ("exclude", "follow_symlinks", "fallback_for", "parse", "multiline")
 
 
 def _one_kind(name: str, raw: object, sink: ProblemSink) -> bool:

@@ -1,7 +1,8 @@
 """`logwarden explain`: every rule's verdict on each line given, and why, from the daemon's rules.
 
 The answer to "why didn't my rule match". Lines go through what a file's lines go through: a
-`LineFramer` with the source's `max_line_bytes` (a long line is cut, a final `\\r` dropped), then
+`LineFramer` with the source's `max_line_bytes` (a long line is cut, a final `\\r` dropped), or
+the source's `multiline` event framer (a pasted stack trace is one event, explained whole), then
 `SourceMatcher.explain`, whose verdict is `scan`'s own on that line; nothing here matches a
 pattern. The matches then go through the daemon's own `MatchProcessor` (ignore lists, event
 time, thresholds, suppression) over the lines in the order given, so a pasted burst shows the
@@ -27,8 +28,9 @@ from rich.text import Text
 
 from logwarden.config import Config, RuleConfig
 from logwarden.eventtime import rfc3339
-from logwarden.framing import Block, LineFramer
+from logwarden.framing import Block
 from logwarden.log import get_logger
+from logwarden.multiline import make_framer
 from logwarden.origin import SourceRef
 from logwarden.records import RecordBuilder
 from logwarden.rules import CompiledRule, LineTrace, Match, RuleSet, RuleTrace
@@ -134,6 +136,8 @@ class Explainer:
         self.max_line_bytes = (
             config.sources[source].max_line_bytes if source else DEFAULT_MAX_LINE_BYTES
         )
+        # a multiline source frames what is given into events: a pasted stack trace is one
+        self.multiline = config.sources[source].multiline if source else None
         # the daemon's own stages: ignore, event time, thresholds, over the lines in order
         self.processor = MatchProcessor(rules, config.sources, RecordBuilder(host="explain"))
         self.origin = SourceRef(source, "<explain>", 0, 0)
@@ -142,7 +146,7 @@ class Explainer:
     def explain(self, inputs: Iterable[str]) -> Iterator[LineVerdict]:
         """Each LINE argument is one line of a file; `-` is standard input, read as a file."""
         for item in inputs:
-            framer = LineFramer(self.max_line_bytes)
+            framer = make_framer(self.max_line_bytes, self.multiline)
             if item == STDIN:
                 with os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=0) as stream:
                     while chunk := stream.read(_READ_CHUNK):
@@ -265,8 +269,9 @@ def _matches_elsewhere(verdict: RuleVerdict) -> RuleVerdict:
 
 
 def _one_line_each(block: Block) -> Iterator[Block]:
-    """A block cut into blocks of one line each, the `\\r` kept: the prefilter reads raw bytes."""
-    if block.truncated:
+    """A block cut into blocks of one line each, the `\\r` kept: the prefilter reads raw bytes.
+    A multi-line event stays whole: it is one candidate line to the rules."""
+    if block.truncated or block.event:
         yield block
         return
     data, start, line_no = block.data, 0, block.line_no
@@ -357,7 +362,13 @@ def _classify(trace: RuleTrace | None) -> Verdict:
 
 def _notes(block: Block, trace: LineTrace, max_line_bytes: int) -> tuple[str, ...]:
     notes = []
-    if trace.truncated:
+    if block.event:
+        notes.append(
+            f"a multi-line event of {block.line_count} lines (the source's multiline): matched"
+            " as one line, ^ and $ at its start and end"
+            + ("; cut at max_lines/max_bytes or a long line" if trace.truncated else "")
+        )
+    elif trace.truncated:
         notes.append(
             f"longer than max_line_bytes ({max_line_bytes}): cut there, the rest skipped;"
             " the record says truncated = true; the prefilter is not asked"

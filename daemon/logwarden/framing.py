@@ -22,6 +22,9 @@ class Block:
     `data` holds one or more lines, each ending in `\\n`, except that the last line of a file read
     to its end (`LineFramer.flush`) may lack it. A `truncated` block holds exactly one line, cut
     to `max_line_bytes` (without its newline; the rest of that line was skipped).
+    An `event` block holds exactly one multi-line event (`multiline.EventFramer`): its lines'
+    text (each without its `\\r`) joined by `\\n`, with no final newline, matched as one line;
+    `truncated` then says the event was cut (a line of it cut, or `max_lines`/`max_bytes`).
     """
 
     data: bytes
@@ -31,6 +34,7 @@ class Block:
     # its lines, when the framer counted them already: the reader, the rules and the counters
     # each ask, and counting a megabyte of newlines four times was a tenth of a catch-up
     lines: int | None = field(default=None, compare=False)
+    event: bool = False
 
     @property
     def end(self) -> int:
@@ -113,6 +117,15 @@ class LineFramer:
     @property
     def state(self) -> FramerState:
         return FramerState(self._offset, self._line_no, self._skipping)
+
+    # a line framer never holds an event open (`multiline.EventFramer` does): nothing to time out
+    deadline: float | None = None
+
+    def close_event(self) -> list[Block]:
+        return []
+
+    def expire(self, now: float) -> list[Block]:
+        return []
 
     @property
     def position(self) -> int:

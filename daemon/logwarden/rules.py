@@ -193,12 +193,13 @@ class SourceMatcher:
             self._ids.append((tuple(range(first, middle)), tuple(range(middle, len(patterns)))))
             self._owner += [position] * (len(patterns) - first)
         self._prefilter: SpanSearch | None = None
+        self._event_prefilter: SpanSearch | None = None  # `_scan_event`'s, compiled on first use
+        self._alternatives = [prefilter_form(p) for r in rules if r.uses_re2 for p in r.match]
         self._set: Any = None
         self._explain_prefilters: dict[int, SpanSearch] = {}  # filled by `explain` only
         if patterns:
             # No global (?m): the rewrite already scopes `m` to each anchor it emits.
-            alternatives = [prefilter_form(p) for r in rules if r.uses_re2 for p in r.match]
-            combined = re2.compile("|".join(alternatives), re2_options(combined=True))
+            combined = re2.compile("|".join(self._alternatives), re2_options(combined=True))
             self._prefilter = span_search(combined)
         if len(patterns) > 1:
             self._set = re2.Set.SearchSet(re2_options(combined=True))
@@ -215,6 +216,8 @@ class SourceMatcher:
         out: list[Match] = []
         if not self._rules or not block.data:
             pass
+        elif block.event:  # one multi-line event, matched whole
+            self._scan_event(block, out)
         elif block.truncated:  # one cut line, taken as split_lines gives it (a final CR dropped)
             self._scan_slowly(block, out, truncated=True)
         elif self._every_line:
@@ -236,6 +239,33 @@ class SourceMatcher:
                     line_no += block.data.count(b"\n", lo, hi)
         return out
 
+    def _scan_event(self, block: Block, out: list[Match]) -> None:
+        """A multi-line event (`multiline.py`) is one candidate line: its whole text, lines joined
+        by `\\n`, so `^` and `$` are the event's start and end (`(?m)` makes them per line).
+
+        The combined prefilter and Set are compiled with `never_nl`: they cannot see a match
+        that spans lines (`\\s`, `[^x]`, `\\n`). Events take a prefilter compiled without it,
+        still a superset of the rules (its `(?m:^)` holds at every line start), and confirm rule
+        by rule rather than through the Set.
+        """
+        line = block.data
+        if not line.isascii():
+            try:
+                line.decode()
+            except UnicodeDecodeError:
+                line = line.decode("utf-8", "replace").encode()
+        if self._event_prefilter is None and self._alternatives:
+            options = re2_options(combined=True)
+            options.never_nl = False
+            compiled = re2.compile("|".join(self._alternatives), options)
+            self._event_prefilter = span_search(compiled)
+        search = self._event_prefilter
+        candidate = search is not None and search(line, 0, len(line))[0][0] >= 0
+        self._confirm(
+            line, None, candidate, out, offset=block.offset, line_no=block.line_no,
+            truncated=block.truncated, whole=True,
+        )  # fmt: skip
+
     def explain(self, block: Block) -> LineTrace:
         """Every rule's trace on a block of exactly one line, for `logwarden explain`.
 
@@ -244,7 +274,7 @@ class SourceMatcher:
         runs on the daemon's path: a rule's own slice of the prefilter is compiled on first use.
         """
         matches = tuple(self.scan(block))
-        raw = next(split_lines(block))[2]
+        raw = block.data if block.event else next(split_lines(block))[2]
         try:
             text = raw.decode()
             valid = True
@@ -252,7 +282,8 @@ class SourceMatcher:
             text, valid = raw.decode("utf-8", "replace"), False
         line = text.encode()
         # truncated and invalid lines take the slow path, where RE2 rules confirm without asking
-        asked = self._prefilter is not None and valid and not block.truncated
+        # (a multi-line event's own prefilter is not traced rule by rule: shown as not consulted)
+        asked = self._prefilter is not None and valid and not block.truncated and not block.event
         hit = asked and any(True for _ in self._candidates(block.data, 0, len(block.data)))
         found = {match.rule: match.captures for match in matches}
         traces = []
@@ -353,9 +384,11 @@ class SourceMatcher:
         offset: int,
         line_no: int | None,
         truncated: bool = False,
+        whole: bool = False,
     ) -> None:
         """Run the rules on one line: `line` is its valid UTF-8, `text` the same decoded if known,
-        `candidate` whether RE2 rules may match (False: the prefilter said no).
+        `candidate` whether RE2 rules may match (False: the prefilter said no); `whole`: a
+        multi-line event, which the Set (`never_nl`) cannot judge.
 
         This is the definition of a match: every path, and every rule test, ends here.
         """
@@ -363,7 +396,7 @@ class SourceMatcher:
         due: Iterable[int]  # positions of the rules worth running, in rule order
         if not candidate:
             due = sorted(self._regex_rules)
-        elif self._set is not None and len(line) <= _SET_MAX_LINE:
+        elif self._set is not None and len(line) <= _SET_MAX_LINE and not whole:
             hits = set(self._set.Match(line) or ())
             if not hits and not self._every_line:
                 return  # a prefilter false positive: the common miss

@@ -13,9 +13,10 @@ from typing import Any, BinaryIO
 from tqdm import tqdm
 
 from logwarden.config import Config, SourceConfig
-from logwarden.framing import Block, LineFramer
+from logwarden.framing import Block
 from logwarden.globs import PathMatcher, first_matching
 from logwarden.log import get_logger
+from logwarden.multiline import make_framer
 from logwarden.origin import SourceRef
 from logwarden.records import RecordBuilder
 from logwarden.rules import RuleSet, SourceMatcher
@@ -68,9 +69,8 @@ class Scanner:
 
     def _scan_one(self, path: str, source: str | None) -> bool:
         """Scan one file; False (after logging one clear error) when it cannot be read."""
-        max_line_bytes = (
-            self.config.sources[source].max_line_bytes if source else DEFAULT_MAX_LINE_BYTES
-        )
+        settings = self.config.sources[source] if source else None
+        max_line_bytes = settings.max_line_bytes if settings else DEFAULT_MAX_LINE_BYTES
         matcher = self.rules.for_source(source)
         try:
             with _open(path) as (stream, status):
@@ -80,7 +80,7 @@ class Scanner:
                     status.st_dev,
                     status.st_ino,
                 )
-                framer = LineFramer(max_line_bytes)
+                framer = make_framer(max_line_bytes, settings.multiline if settings else None)
                 size = status.st_size if stat.S_ISREG(status.st_mode) else None
                 with _progress(self.progress, path, size) as bar:
                     while chunk := stream.read(READ_CHUNK):

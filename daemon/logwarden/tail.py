@@ -313,10 +313,13 @@ class TailManager:
 
     async def drain(self) -> None:
         """Read every file to its current end, oldest first (so a rotated file precedes its
-        successor); partial last lines stay pending."""
+        successor); partial last lines stay pending, open multi-line events end (a stop ends
+        an event: what follows after a restart is an event of its own)."""
         for tailer in list(self._tailers.values()):
             async with tailer.lock:
                 await tailer.catch_up(ending=False)
+                if not tailer.done and tailer.ready:
+                    tailer.end_event()
 
     async def close(self) -> None:
         tasks = [tailer.task for tailer in self._tailers.values() if tailer.task is not None]
@@ -804,6 +807,7 @@ def _settings_of(config: Config) -> dict[str, TailSettings]:
             follow_symlinks=source.follow_symlinks,
             chunk_bytes=config.daemon.read_chunk_bytes,
             grace=grace,
+            multiline=source.multiline,
         )
         for name, source in config.sources.items()
     }

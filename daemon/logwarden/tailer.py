@@ -28,8 +28,9 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import aiofiles.os
 
+from logwarden.config import MultilineConfig
 from logwarden.counters import FileSnapshot
-from logwarden.framing import Block, FramerState, LineFramer
+from logwarden.framing import Block, FramerState
 from logwarden.identity import (
     HEAD_BYTES,
     TAIL_BYTES,
@@ -43,6 +44,7 @@ from logwarden.identity import (
     read_checked,
 )
 from logwarden.log import get_logger
+from logwarden.multiline import make_framer, reframe
 from logwarden.origin import SourceRef
 from logwarden.recent import RATE_WINDOW_S, RecentCounts
 from logwarden.resume import Lineage, copy_start, find_copies, judge_copies
@@ -68,6 +70,7 @@ class TailSettings:
     follow_symlinks: bool
     chunk_bytes: int  # one read's size
     grace: float  # a file rotated away and quiet this long is finished
+    multiline: MultilineConfig | None = None  # events of several lines (`multiline.py`)
 
 
 class Descriptors:
@@ -151,7 +154,9 @@ class Tailer:
         self.names: tuple[str, ...] = (path,)  # the paths it had (copies are named after them)
         self.dev, self.inode = identity
         self.attached = attached  # the path is known to point at this file
-        self.framer = LineFramer(settings.max_line_bytes, state)
+        self.framer = make_framer(settings.max_line_bytes, settings.multiline, state)
+        # wakes the task when the framer's open multi-line event is due to time out
+        self._event_timer: asyncio.TimerHandle | None = None
         self.seed = seed  # the verified checkpoint we resumed from, until we read the file
         self.head = b""  # the file's first bytes, up to HEAD_BYTES
         self.sample = b""  # the bytes just before framer.position, up to TAIL_BYTES
@@ -287,9 +292,13 @@ class Tailer:
         return self.mtime_ns / 1e9 if self.mtime_ns else None
 
     def reconfigure(self, settings: TailSettings) -> None:
-        """A reload: the source's settings from the next read on."""
+        """A reload: the source's settings from the next read on (an event open under the old
+        `multiline` settings ends first)."""
         self.settings = settings
-        self.framer.max_line_bytes = settings.max_line_bytes
+        self.framer, blocks = reframe(self.framer, settings.max_line_bytes, settings.multiline)
+        if blocks:
+            self._checkpoint = None
+            self.host.deliver(self, blocks)
 
     def current_path(self) -> str | None:
         """Where the open file is now, from `/proc/self/fd`: after a rename rotation, logs and
@@ -331,6 +340,7 @@ class Tailer:
                 try:
                     async with self.lock:
                         await self.catch_up()
+                        self._expire()
                 except Exception as error:  # a bug here must not stop the other files
                     self.log.exception("tailing failed; will retry")
                     self._fail(error)
@@ -392,6 +402,7 @@ class Tailer:
 
     async def release(self) -> None:
         """After the task is cancelled: wait for a thread still working on our descriptor, close it."""
+        self._cancel_timeout()
         inflight, self.inflight = self.inflight, None
         if inflight is not None:
             await asyncio.wait({inflight})  # its own error is of no interest any more
@@ -438,7 +449,7 @@ class Tailer:
     def resolve_copy(self, start: FramerState, what: str) -> None:
         """It is a copy: start where the original was read (or at its end when it holds only
         bytes already read)."""
-        self.framer = LineFramer(self.framer.max_line_bytes, start)
+        self.framer = make_framer(self.settings.max_line_bytes, self.settings.multiline, start)
         self._checkpoint = None
         self.ready = True
         self.wake.set()
@@ -501,6 +512,8 @@ class Tailer:
         self.mtime_ns = status.st_mtime_ns
         self._sighted(status)
         self.size = max(status.st_size, self.framer.position)
+        if not self.attached:  # rotated away: its open event ends before its successor is read
+            self.end_event()
         if self.state == "error":
             self.log.info("file is readable again")
             self.state, self.error = ("following" if self.attached else "draining"), None
@@ -622,11 +635,52 @@ class Tailer:
                 self.host.deliver(self, blocks)
             except BaseException:
                 # the sink refused: forget this chunk; the reopen re-reads the partial line
-                self.framer = LineFramer(self.framer.max_line_bytes, before[0])
+                self.framer = make_framer(
+                    self.settings.max_line_bytes, self.settings.multiline, before[0]
+                )
                 self.head, self.sample = before[1], b""
                 self.close_fd()
                 raise
         self.host.count(read=len(fresh))
+        self._arm_timeout()
+
+    # -- the open multi-line event (`multiline.py`)
+
+    def end_event(self) -> None:
+        """End the framer's open event now and hand it on (a rotation drained, a stop)."""
+        blocks = self.framer.close_event()
+        if blocks:
+            self._checkpoint = None
+            self.host.deliver(self, blocks)
+
+    def _expire(self) -> None:
+        """Hand on the open event if no line came for its `timeout`; time the next one."""
+        if self.done or not self.ready:
+            return
+        blocks = self.framer.expire(time.monotonic())
+        if blocks:
+            self._checkpoint = None
+            self.host.deliver(self, blocks)
+        self._arm_timeout()
+
+    def _arm_timeout(self) -> None:
+        """One timer per file with an open event, set once per timeout rather than per read
+        (`read_now` delivers without the task; the timer wakes it). It may fire early, when
+        lines came since it was set: `_expire` then finds nothing due and sets it again. The
+        loop's clock is the monotonic one the framer's deadline is on."""
+        deadline = self.framer.deadline
+        if deadline is None or self._event_timer is not None or self.done:
+            return
+        self._event_timer = asyncio.get_running_loop().call_at(deadline, self._event_due)
+
+    def _event_due(self) -> None:
+        self._event_timer = None
+        self.wake.set()
+
+    def _cancel_timeout(self) -> None:
+        if self._event_timer is not None:
+            self._event_timer.cancel()
+            self._event_timer = None
 
     async def _truncated(self, why: str, size: int) -> None:
         """Truncation (copytruncate): take over copies of the old content lying beside the file
@@ -644,7 +698,10 @@ class Tailer:
     def _restart_at_zero(
         self, why: str, size: int, copies: list[tuple[PathStatus, FramerState]]
     ) -> None:
-        """The old partial line is gone; read the new content from 0. Count what was lost."""
+        """The old partial line is gone; read the new content from 0. Count what was lost.
+        The open event (whole lines, read) goes out first, unless a copy is read from its start."""
+        if not copies:
+            self.end_event()
         position = self.framer.position
         if position > 0:
             self.host.truncated(self, self.lineage())
@@ -667,7 +724,7 @@ class Tailer:
                 lost_bytes_known=lost,
             )  # fmt: skip
         self.host.count(lost=lost, unmeasured=0 if copies else 1)
-        self.framer = LineFramer(self.framer.max_line_bytes)
+        self.framer = make_framer(self.settings.max_line_bytes, self.settings.multiline)
         self.head = self.sample = b""
         self.size = 0  # the next read's status says (`size` may predate the truncation)
         self.seed = None
@@ -702,6 +759,7 @@ class Tailer:
         if blocks:
             self.host.deliver(self, blocks)
         self.close_fd()
+        self._cancel_timeout()
         self.done = True
         self.settled.set()
         self.ended.set()
