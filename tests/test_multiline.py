@@ -522,3 +522,41 @@ def test_rotation_ends_the_old_files_event_before_the_new_file(
     ]
     assert records[0]["line"] == (TRACE_HEAD + TRACE_REST).decode().removesuffix("\n")
     assert records[2]["line"].endswith("request failed again")
+
+
+def test_a_parsed_source_parses_a_multi_line_event_whole(tmp_path: Path) -> None:
+    """`parse` with `multiline`: a pretty-printed JSON object is one event and parses; an event
+    that is no JSON (a line and its continuation) stays plain text, kept whole."""
+    conf = tmp_path / "logwarden.toml"
+    conf.write_text(
+        f"""
+[daemon]
+state_dir = "{tmp_path}/state"
+[sources.app]
+paths = ["{tmp_path}/app.log"]
+parse = "json"
+multiline = {{ start = '^\\{{' }}
+[rules.err]
+where = {{ level = "error" }}
+capture_fields = ["msg"]
+[rules.continued]
+match = ['continued']
+[reports.r]
+dir = "{tmp_path}/reports"
+"""
+    )
+    log = tmp_path / "app.log"
+    log.write_bytes(
+        b'{"level":"error","msg":"one line"}\n'
+        b'{\n  "level": "error",\n  "msg": "pretty"\n}\n'
+        b'{"level":"error","msg":"not alone"}\n  continued\n'
+    )
+    config, rules = load_config(conf)
+    records = scan(config, rules, log)
+    assert [(r["rule"], r["source"]["line_no"], r["captures"]) for r in records] == [
+        ("err", 1, {"msg": "one line"}),
+        ("err", 2, {"msg": "pretty"}),
+        ("continued", 6, {}),
+    ]
+    assert records[1]["line"] == '{\n  "level": "error",\n  "msg": "pretty"\n}'
+    assert records[2]["line"] == '{"level":"error","msg":"not alone"}\n  continued'

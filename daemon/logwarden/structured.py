@@ -151,6 +151,9 @@ class StructuredMatcher(SourceMatcher):
         """(offset, line_no, line) of each line the field prefilter hits (every line without one,
         and in a cut or not UTF-8 block), newline and one `\\r` removed, as `split_lines` gives."""
         data = block.data
+        if block.event:  # a multi-line event is one line: its whole text is parsed (pretty JSON)
+            yield block.offset, block.line_no, data
+            return
         search = self._search
         if search is None or block.truncated or not _utf8(data):
             yield from split_lines(block)
