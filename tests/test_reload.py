@@ -210,7 +210,7 @@ def test_a_record_held_across_a_reload_of_an_unchanged_rule_is_published_once(
     assert disk_records(workdir) == []  # still held
     disk_errors(workdir, range(40, 100))
     disk_errors(workdir, range(700, 701))  # 11m40s after the first: closes its window
-    wait_until(lambda: disk_records(workdir), 15, message="the folded record")
+    wait_until(lambda: bool(disk_records(workdir)), 15, message="the folded record")
     assert daemon.stop() == 0
     [record] = disk_records(workdir)  # the line that closed it is held in the checkpoint
     assert record["repeats"] == 100 and record["source"]["offset"] == 0
@@ -230,7 +230,7 @@ def test_a_record_held_by_a_rule_a_reload_changes_is_published_at_the_reload(
     )
     event = reload(daemon)
     assert event["rules_changed"] == ["disk"]
-    wait_until(lambda: disk_records(workdir), 15, message="the record released by the reload")
+    wait_until(lambda: bool(disk_records(workdir)), 15, message="the record released by the reload")
     disk_errors(workdir, range(40, 100))
     disk_errors(workdir, range(1000, 1001))  # past the new 15m window of the second record
     wait_until(lambda: len(disk_records(workdir)) == 2, 15, message="the second record")
