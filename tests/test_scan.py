@@ -969,7 +969,7 @@ def test_a_100_mib_line_streams_in_bounded_memory(tmp_path: Path) -> None:
     assert record["line"] == (head + filler)[:DEFAULT_MAX_LINE_BYTES].decode()
     assert record["source"]["offset"] == 0
     assert record["source"]["line_no"] == 1
-    captures = {"method": "password", "user": "root", "ip": "203.0.113.9", "port": "22"}
+    captures = {"pid": "1", "method": "password", "user": "root", "ip": "203.0.113.9", "port": "22"}
     assert record["captures"] == captures
 
 

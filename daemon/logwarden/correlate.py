@@ -123,6 +123,13 @@ class Correlator:
             self._remember(self._memories[carrier], match, source, event_time)
         return match, carried
 
+    def preview(
+        self, match: Match, source: str | None, event_time: float
+    ) -> tuple[Match, Carried | None]:
+        """What `apply` would fill in, remembering nothing (for `logwarden explain`)."""
+        memory = self._memories.get(match.rule)
+        return (match, None) if memory is None else self._fill(memory, match, source, event_time)
+
     def _fill(
         self, memory: _Memory, match: Match, source: str | None, now: float
     ) -> tuple[Match, Carried | None]:
