@@ -179,6 +179,14 @@ def test_the_memory_is_bounded_and_counts_evictions(tmp_path: Path) -> None:
     assert correlator.entries("ssh-too-many") == 1
 
 
+def test_the_processor_reports_carry_evictions_with_the_other_rule_state(tmp_path: Path) -> None:
+    """Past 4,000 remembered pids the oldest goes, counted where status and metrics read it."""
+    run = Run(tmp_path, RULES)
+    assert run.feed(*(connection(n / 100, 10_000 + n, "192.0.2.1") for n in range(4001))) == []
+    assert run.processor.evictions() == {"ssh-too-many": 1}
+    assert run.processor.correlator.entries("ssh-too-many") == 4000
+
+
 def test_scan_of_one_rule_still_takes_what_its_from_rules_give(tmp_path: Path) -> None:
     """`scan --rule ssh-too-many` keeps ssh-connection as a feeder: same records as a full run."""
     _, rules = load_config(_write(tmp_path, RULES.replace("records = false\n", "")))

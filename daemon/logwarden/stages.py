@@ -41,6 +41,8 @@ from logwarden.timestamps import utc_timestamp
 
 log = get_logger(__name__)
 
+# `carry` (the memories) joined version 1 as an optional key: a reader without it ignores the key
+# and loses only what would have been lent, so no version (and checkpoint) bump was needed
 STATE_VERSION = 1
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
