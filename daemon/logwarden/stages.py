@@ -14,7 +14,9 @@ A `Match` and its `Origin` go through the stages in this order:
 What comes out is `Output`s, record bytes addressed to a report, in the order they are to be
 written. The state of stages 1, 4 and 6 is one JSON document (`snapshot`/`restore`) that the
 daemon commits with the offsets. Matches come in line order (within a line, rule order), so the
-`from` match of an earlier line is remembered before a later line of the same block needs it.
+`from` match of an earlier line is remembered before a later line of the same block needs it. A
+later stage (field-based `where` for parsed lines) goes in here once, between ignore and event
+time, and both commands get it.
 """
 
 from __future__ import annotations
