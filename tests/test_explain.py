@@ -96,6 +96,7 @@ def test_shipped_config_shows_the_matching_rule_and_its_captures() -> None:
     verdict = by_rule(line)["ssh-failed-password"]
     assert verdict["verdict"] == "matched"
     assert verdict["captures"] == {
+        "pid": "20418",
         "method": "password",
         "user": "oracle",
         "ip": "198.51.100.77",
@@ -110,7 +111,7 @@ def test_shipped_config_shows_the_matching_rule_and_its_captures() -> None:
     assert text.returncode == 0
     out = text.stdout.decode()
     assert "✔ ssh-failed-password [warning] matched" in out
-    assert "method=password user=oracle ip=198.51.100.77 port=40022" in out
+    assert "pid=20418 method=password user=oracle ip=198.51.100.77 port=40022" in out
     assert "threshold: 1 of 5 within 10m for ip=198.51.100.77" in out
 
 
@@ -336,3 +337,32 @@ def test_a_regex_engine_rule_is_not_in_the_prefilter(tmp_path: Path) -> None:
     assert by_rule(bob)["look"]["captures"] == {"user": "bob"}
     assert by_rule(admin)["look"]["verdict"] == "vetoed"
     assert "only regex rules look" in bob["notes"][0]
+
+
+def test_carry_shows_what_an_earlier_line_of_the_pid_lent() -> None:
+    """The shipped ssh-connection lends its address to the address-less line of the same pid;
+    another pid gets nothing, and says why."""
+    connection = (
+        "2026-11-24T13:19:30+00:00 web1 sshd[26713]: Connection from 115.249.163.77 port 51"
+    )
+    too_many = "2026-11-24T13:19:31+00:00 web1 sshd[PID]: Disconnecting: Too many authentication"
+    too_many += " failures for root [preauth]"
+    _, lines = as_json(
+        "-c",
+        SHIPPED,
+        connection,
+        too_many.replace("PID", "26713"),
+        too_many.replace("PID", "26714"),
+    )
+    lent, other = (by_rule(line)["ssh-max-auth-attempts"]["steps"][-1] for line in lines[1:])
+    assert lent == {
+        "step": "carry",
+        "ok": True,
+        "detail": "ip=115.249.163.77 from ssh-connection (pid=26713)",
+    }
+    assert other == {
+        "step": "carry",
+        "ok": None,
+        "detail": "nothing to carry: no match of ssh-connection, ssh-invalid-user,"
+        " ssh-failed-password with pid=26714 within 2m",
+    }

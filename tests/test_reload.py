@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import orjson
 import pytest
 
 from harness import Daemon, published_records, wait_until, write_config
+from logwarden.checkpoint import load
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +38,10 @@ threshold = { key = "ip", count = 5, within = "10m" }
 [rules.gone]
 match = ['gone from %{ip}']
 
+[rules.disk]
+match = ['EXT4-fs error \\(device %{word:device}\\)']
+suppress = { key = "device", within = "10m" }
+
 [reports.out]
 dir = "reports"
 format = "ndjson"
@@ -44,6 +50,7 @@ keep = 1000000
 """
 
 ADDRESSES = [f"203.0.113.{n}" for n in range(1, 11)]
+BASE = (datetime.now(UTC) - timedelta(hours=3)).replace(microsecond=0)
 
 
 @pytest.fixture
@@ -150,6 +157,7 @@ def test_a_report_removed_by_a_reload_is_published_then_forgotten(
     text = text.replace("[rules.gone]\n", '[rules.gone]\nreport = "extra"\n')
     text = text.replace("[rules.ssh]\n", '[rules.ssh]\nreport = "out"\n')
     text = text.replace("[rules.probe]\n", '[rules.probe]\nreport = "out"\n')
+    text = text.replace("[rules.disk]\n", '[rules.disk]\nreport = "out"\n')
     write_config(workdir / "logwarden.toml", text)
     daemon.start()
     with open(workdir / "logs" / "auth.log", "a") as handle:
@@ -167,3 +175,66 @@ def test_a_report_removed_by_a_reload_is_published_then_forgotten(
     assert record["captures"]["ip"] == "192.0.2.1"
     assert any("everything it held is published" in e["event"] for e in daemon.events())
     assert daemon.stop() == 0
+
+
+def disk_errors(workdir: Path, seconds: range) -> None:
+    """One `EXT4-fs error` line per second of `seconds` (event time), then wait until the daemon
+    has read and committed them, so that a reload after this finds them held."""
+    path = workdir / "logs" / "auth.log"
+    with open(path, "a") as handle:
+        for second in seconds:
+            when = (BASE + timedelta(seconds=second)).isoformat()
+            handle.write(f"{when} web1 kernel: EXT4-fs error (device sda1): bad block\n")
+    size = path.stat().st_size
+
+    def committed() -> bool:
+        saved = load(workdir / "state")
+        return saved is not None and any(f.framer.offset >= size for f in saved.files)
+
+    wait_until(committed, 15, message="the lines read and committed")
+
+
+def disk_records(workdir: Path) -> list[dict[str, Any]]:
+    return [r for r in published_records(workdir / "reports") if r.get("rule") == "disk"]
+
+
+def test_a_record_held_across_a_reload_of_an_unchanged_rule_is_published_once(
+    workdir: Path, daemon: Daemon
+) -> None:
+    """40 repeats held, a SIGHUP that leaves `disk` alone, 60 more: one record, `repeats` 100,
+    published when a line past the window closes it (not at the reload, not twice)."""
+    daemon.start()
+    disk_errors(workdir, range(40))
+    event = reload(daemon)
+    assert event["rules_changed"] == []
+    assert disk_records(workdir) == []  # still held
+    disk_errors(workdir, range(40, 100))
+    disk_errors(workdir, range(700, 701))  # 11m40s after the first: closes its window
+    wait_until(lambda: bool(disk_records(workdir)), 15, message="the folded record")
+    assert daemon.stop() == 0
+    [record] = disk_records(workdir)  # the line that closed it is held in the checkpoint
+    assert record["repeats"] == 100 and record["source"]["offset"] == 0
+    assert record["last"] == (BASE + timedelta(seconds=99)).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+
+
+def test_a_record_held_by_a_rule_a_reload_changes_is_published_at_the_reload(
+    workdir: Path, daemon: Daemon
+) -> None:
+    """The reload changes `disk`'s window: the 40 repeats held are published at once, not lost;
+    the 60 after it fold into a new record under the new window."""
+    daemon.start()
+    disk_errors(workdir, range(40))
+    write_config(
+        workdir / "logwarden.toml",
+        CONFIG.replace('"device", within = "10m"', '"device", within = "15m"'),
+    )
+    event = reload(daemon)
+    assert event["rules_changed"] == ["disk"]
+    wait_until(lambda: bool(disk_records(workdir)), 15, message="the record released by the reload")
+    disk_errors(workdir, range(40, 100))
+    disk_errors(workdir, range(1000, 1001))  # past the new 15m window of the second record
+    wait_until(lambda: len(disk_records(workdir)) == 2, 15, message="the second record")
+    assert daemon.stop() == 0
+    first, second = disk_records(workdir)
+    assert (first["repeats"], second["repeats"]) == (40, 60)
+    assert first["source"]["offset"] == 0 and second["source"]["offset"] > 0

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -40,6 +41,15 @@ ignore = ["10.0.0.0/8", "2001:db8:ffff::/48"]
 match = ['EXT4-fs error \\(device %{word:device}\\)']
 suppress = { key = "device", within = "SUPPRESS" }
 
+[rules.ssh-connection]
+match = ['sshd\\[%{int:pid}\\]: Connection from %{ip} port']
+records = false
+
+[rules.ssh-too-many]
+match = ['sshd\\[%{int:pid}\\]: Disconnecting: Too many authentication failures']
+carry = { key = "pid", from = ["ssh-connection"], within = "2m", captures = ["ip"] }
+threshold = { key = "ip", count = 3, within = "10m" }
+
 [reports.out]
 dir = "reports"
 format = "ndjson"
@@ -59,6 +69,14 @@ def failed(seconds: float, ip: str) -> str:
 
 def disk(seconds: float, device: str = "sda1") -> str:
     return line(seconds, f"kernel: EXT4-fs error (device {device}): bad block")
+
+
+def connection(seconds: float, pid: int, ip: str) -> str:
+    return line(seconds, f"sshd[{pid}]: Connection from {ip} port 51353 on 192.0.2.1 port 22")
+
+
+def too_many(seconds: float, pid: int) -> str:
+    return line(seconds, f"sshd[{pid}]: Disconnecting: Too many authentication failures [preauth]")
 
 
 @pytest.fixture
@@ -187,6 +205,38 @@ def test_a_time_far_ahead_is_counted_and_arrival_is_used(workdir: Path, daemon: 
     assert daemon.stop() == 0
 
 
+def test_a_connection_lends_its_address_across_sigkill_and_a_reload(
+    workdir: Path, daemon: Daemon
+) -> None:
+    """The connection line is committed, the daemon killed and restarted: the failure line of the
+    same pid still gets the address (the memory is in the checkpoint). Then a connection, a
+    SIGHUP that changes nothing, the failure: the reload kept the memory too."""
+    daemon.start()
+    append(workdir, connection(0, 26713, "115.249.163.77"))
+    kill_once_committed(workdir, daemon)
+
+    daemon.start()
+    append(workdir, too_many(3, 26713))
+    wait_until(lambda: len(records(workdir)) == 1, 15, message="the first record")
+    append(workdir, connection(10, 26714, "198.51.100.7"))
+    size = (workdir / "logs" / "auth.log").stat().st_size
+    wait_until(lambda: committed_through(workdir, size), 15, message="the connection read")
+    before = len([e for e in daemon.events() if e.get("event") == "reloaded"])
+    daemon.signal(signal.SIGHUP)
+    wait_until(
+        lambda: len([e for e in daemon.events() if e.get("event") == "reloaded"]) > before,
+        10,
+        message="the reload",
+    )
+    append(workdir, too_many(12, 26714))
+    wait_until(lambda: len(records(workdir)) == 2, 15, message="the second record")
+    assert daemon.stop() == 0
+    first, second = records(workdir)
+    assert first["captures"] == {"pid": "26713", "ip": "115.249.163.77"}
+    assert first["carried"]["rule"] == "ssh-connection"
+    assert second["captures"] == {"pid": "26714", "ip": "198.51.100.7"}
+
+
 def _status(workdir: Path) -> dict[str, Any]:
     result = subprocess.run(
         [sys.executable, "-m", "logwarden", "status", "-c", workdir / "logwarden.toml", "--json"],
@@ -212,6 +262,10 @@ def test_scan_gives_the_daemons_records(workdir: Path, daemon: Daemon) -> None:
     lines = [failed(i * 20, f"203.0.113.{i % 2}") for i in range(14)]
     lines += [failed(300, "10.9.9.9"), disk(310), disk(310), disk(310), disk(400, "sdb")]
     lines += ["a line without a time: sshd[2]: Failed password for x from 192.0.2.9 port 1\n"]
+    # sessions whose failure line names no address: 3 carried from one address alert
+    for n in range(4):
+        lines += [connection(500 + n, 700 + n, "198.51.100.9"), too_many(510 + n, 700 + n)]
+    lines += [too_many(520, 799)]  # no connection line for this pid: no address
     append(workdir, *lines)
     daemon.start()
     wait_until(
@@ -228,5 +282,7 @@ def test_scan_gives_the_daemons_records(workdir: Path, daemon: Daemon) -> None:
     assert result.returncode == 0, result.stderr.decode()
     from_scan = [orjson.loads(line) for line in result.stdout.splitlines()]
     assert sorted(map(comparable, from_scan)) == sorted(map(comparable, from_daemon))
-    assert len([r for r in from_scan if r.get("kind") == "alert"]) == 2
+    assert len([r for r in from_scan if r.get("kind") == "alert"]) == 3
+    carried = [r for r in from_scan if r.get("rule") == "ssh-too-many" and "kind" not in r]
+    assert [r["captures"].get("ip") for r in carried] == ["198.51.100.9"] * 4 + [None]
     assert {r["time_source"] for r in from_scan if "kind" not in r} == {"log", "arrival"}

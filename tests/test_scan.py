@@ -22,7 +22,7 @@ import sys
 import tomllib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from fractions import Fraction
 from importlib.metadata import version
 from pathlib import Path
@@ -169,6 +169,10 @@ class RefRule:
     match: tuple[re.Pattern[str], ...]
     exclude: tuple[re.Pattern[str], ...]
     threshold: tuple[str, int, float] | None  # key, count, within (seconds)
+    records: bool = True  # false: the rule only feeds (carry, threshold)
+    carry: tuple[str, tuple[str, ...], float, tuple[str, ...]] | None = (
+        None  # key, from, within, captures
+    )
 
     def captures(self, text: str) -> dict[str, str | None] | None:
         for pattern in self.match:
@@ -230,13 +234,23 @@ class Reference:
             for name, table in document["sources"].items()
         }
         self.rules = []
+        wanted = set(only)
+        feeders: set[str] = set()  # `scan --rule` brings the rules they carry from along
+        pending = list(wanted)
+        while pending:
+            for name in document["rules"][pending.pop()].get("carry", {}).get("from", []):
+                if name not in wanted | feeders:
+                    feeders.add(name)
+                    pending.append(name)
         for name, table in document["rules"].items():
-            if only and name not in only:
+            if only and name not in wanted | feeders:
                 continue
+            feeder = name in feeders
             match = table["match"] if isinstance(table["match"], list) else [table["match"]]
             exclude = table.get("exclude", [])
             exclude = exclude if isinstance(exclude, list) else [exclude]
-            threshold = table.get("threshold")
+            threshold = None if feeder else table.get("threshold")
+            carry = table.get("carry")
             self.rules.append(
                 RefRule(
                     name=name,
@@ -251,9 +265,22 @@ class Reference:
                     )
                     if threshold
                     else None,
+                    records=table.get("records", True) and not feeder,
+                    carry=(
+                        carry["key"],
+                        tuple(carry["from"]),
+                        parse_duration(carry["within"]),
+                        tuple(carry["captures"]),
+                    )
+                    if carry
+                    else None,
                 )
             )
         self.thresholds = ThresholdModel()
+        # per carrying rule: (source, key value) → (time, rule, captures) of its latest `from` match
+        self.memory: dict[str, dict[tuple[str | None, str], tuple[float, str, dict[str, str]]]] = {
+            rule.name: {} for rule in self.rules if rule.carry
+        }
 
     def source_for(self, path: str) -> str | None:
         absolute = os.path.normpath(Path(path).absolute())
@@ -273,6 +300,8 @@ class Reference:
                 captures = rule.captures(line.text)
                 if captures is None:
                     continue
+                moment = self.thresholds.line_time(line.text)
+                carried = self.carry(rule, captures, source, moment)
                 record = {
                     "v": 1,
                     "rule": rule.name,
@@ -289,11 +318,41 @@ class Reference:
                     "truncated": line.truncated,
                     "captures": captures,
                 }
-                records.append(record)
+                if carried:
+                    record["carried"] = carried
+                if rule.records:
+                    records.append(record)
                 alert = self.thresholds.observe(rule, record)
                 if alert is not None:
                     records.append(alert)
         return records
+
+    def carry(
+        self, rule: RefRule, captures: dict[str, str | None], source: str | None, moment: float
+    ) -> dict[str, Any] | None:
+        """Fill what `rule` carries from its memory (in place), then remember this match for the
+        rules that carry from it; what was carried, as the record shows it."""
+        carried = None
+        if rule.carry is not None:
+            key, _, within, wanted = rule.carry
+            missing = [name for name in wanted if captures.get(name) is None]
+            entry = self.memory[rule.name].get((source, str(captures.get(key))))
+            if missing and captures.get(key) is not None and entry is not None:
+                when, lender, values = entry
+                lent = [name for name in missing if name in values]
+                if abs(moment - when) <= within and lent:
+                    captures.update({name: values[name] for name in lent})
+                    stamp = datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                    carried = {"captures": lent, "rule": lender, "event_time": stamp}
+        for carrier in self.rules:
+            if carrier.carry is None or rule.name not in carrier.carry[1]:
+                continue
+            key, _, _, wanted = carrier.carry
+            values = {n: v for n in wanted if (v := captures.get(n)) is not None}
+            if captures.get(key) is not None and values:
+                slot = (source, str(captures[key]))
+                self.memory[carrier.name][slot] = (moment, rule.name, values)
+        return carried
 
     def scan_files(self, files: Iterable[Path], source: str | None = None) -> list[dict[str, Any]]:
         """The records of one `scan` over `files` in that order (`source`: as with --source)."""
@@ -601,10 +660,15 @@ def test_data_is_small_and_varied() -> None:
 
 
 def test_shipped_config_on_all_data_agrees_with_the_reference() -> None:
-    """Files of no source get every rule; every shipped rule fires somewhere in tests/data."""
+    """Files of no source get every rule; every shipped rule fires somewhere in tests/data (a
+    rule with `records = false` by lending its captures to another's record)."""
     got = scan_agrees(SHIPPED, DATA_FILES)
     fired = {record["rule"] for record in got}
-    assert fired == set(tomllib.loads(SHIPPED.read_text())["rules"])
+    rules = tomllib.loads(SHIPPED.read_text())["rules"]
+    feeding = {name for name, table in rules.items() if table.get("records") is False}
+    assert feeding == {"ssh-connection"}
+    assert fired == set(rules) - feeding
+    assert feeding <= {record["carried"]["rule"] for record in got if "carried" in record}
     assert any(record.get("kind") == "alert" for record in got)
 
 
@@ -969,7 +1033,7 @@ def test_a_100_mib_line_streams_in_bounded_memory(tmp_path: Path) -> None:
     assert record["line"] == (head + filler)[:DEFAULT_MAX_LINE_BYTES].decode()
     assert record["source"]["offset"] == 0
     assert record["source"]["line_no"] == 1
-    captures = {"method": "password", "user": "root", "ip": "203.0.113.9", "port": "22"}
+    captures = {"pid": "1", "method": "password", "user": "root", "ip": "203.0.113.9", "port": "22"}
     assert record["captures"] == captures
 
 

@@ -456,6 +456,26 @@ class SuppressConfig(_Table):
     _durations_positive = field_validator("within")(_positive)
 
 
+class CarryConfig(_Table):
+    """Captures a match lacks, taken from the latest match of the `from` rules with the same
+    `key` within `within` (`correlate.py`)."""
+
+    key: KeyParts
+    from_: tuple[str, ...] = Field(alias="from", min_length=1)
+    within: Seconds
+    captures: tuple[str, ...] = Field(min_length=1)
+
+    _durations_positive = field_validator("within")(_positive)
+
+    @model_validator(mode="after")
+    def _not_the_key(self) -> CarryConfig:
+        if both := sorted(set(self.captures) & set(key_captures(self.key))):
+            raise ValueError(
+                f"{', '.join(map(repr, both))} cannot be both the key and a carried capture"
+            )
+        return self
+
+
 def _networks(value: object) -> object:
     """`ignore = [...]` is short for `ignore = { capture = "ip", nets = [...] }`."""
     return {"nets": value} if isinstance(value, list | tuple) else value
@@ -519,6 +539,8 @@ class RuleConfig(_Table):
     threshold: ThresholdConfig | None = None
     suppress: SuppressConfig | None = None
     ignore: Annotated[IgnoreConfig | None, BeforeValidator(_networks)] = None
+    carry: CarryConfig | None = None
+    records: bool = Field(default=True, strict=True)  # false: matches only feed thresholds, carry
     tests: tuple[RuleTest, ...] = ()
     # on parsed lines (a source's `parse`): conditions, what `match` reads, fields made captures
     where: Annotated[Mapping[str, FieldCondition], BeforeValidator(where_conditions)] | None = None
@@ -931,7 +953,12 @@ def parse(document: dict[str, Any], path: Path, sink: ProblemSink) -> Config:
             rules[name] = _validate(RuleConfig, raw, ("rules", name), sink, name=name)
         if isinstance(raw, dict):
             _check_references(
-                name, raw, sources_named=tables["sources"], reports_named=reports, sink=sink
+                name,
+                raw,
+                sources_named=tables["sources"],
+                reports_named=reports,
+                rules_named=tables["rules"],
+                sink=sink,
             )
 
     _check_parsed_sources(rules, sources, sink)
@@ -1058,12 +1085,14 @@ def _check_sealing(report: ReportConfig | None, sink: ProblemSink) -> ReportConf
 def _check_references(
     name: str,
     raw: dict[str, Any],
+    *,
     sources_named: Mapping[str, object],
     reports_named: Mapping[str, object],
+    rules_named: Mapping[str, object],
     sink: ProblemSink,
 ) -> None:
-    """A rule's `sources` and `report` must name tables that exist (checked on the raw table, so
-    a rule with other problems still gets these reported too)."""
+    """A rule's `sources`, `report` and `carry.from` must name tables that exist (checked on the
+    raw table, so a rule with other problems still gets these reported too)."""
     rule_sources = raw.get("sources")
     if isinstance(rule_sources, list):
         for index, source in enumerate(rule_sources):
@@ -1083,6 +1112,15 @@ def _check_references(
             ("rules", name, "report"),
             f"no report named {report!r}{_did_you_mean(report, reports_named)}",
         )
+    carry = raw.get("carry")
+    carried_from = carry.get("from") if isinstance(carry, dict) else None
+    if isinstance(carried_from, list):
+        for index, rule in enumerate(carried_from):
+            if isinstance(rule, str) and rule not in rules_named:
+                sink.add(
+                    ("rules", name, "carry", "from", index),
+                    f"no rule named {rule!r}{_did_you_mean(rule, rules_named)}",
+                )
 
 
 def _is_path_text(value: object) -> typing.TypeGuard[str]:
@@ -1163,7 +1201,7 @@ def _keys_at(model: type[BaseModel], location: tuple[str | int, ...]) -> list[st
             return []
         current = _table_model(current.model_fields[part].annotation)
     if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
+        return [field.alias or key for key, field in current.model_fields.items()]
     return []
 
 

@@ -9,9 +9,9 @@ time, thresholds, suppression) over the lines in the order given, so a pasted bu
 line that would raise the alert, counted by the times the lines carry.
 
 A rule's verdict is a list of steps in the order the daemon takes them (source, prefilter, match,
-exclude, ignore, threshold; a rule on parsed fields adds `fields` after the prefilter: whether
-the line parsed and which `where` condition failed); the line's event time and where it came from
-head the verdicts.
+exclude, carry, ignore, threshold; a rule on parsed fields adds `fields` after the prefilter:
+whether the line parsed and which `where` condition failed); the line's event time and where it
+came from head the verdicts.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import orjson
 from rich.console import Console
 from rich.text import Text
 
-from logwarden.config import Config, RuleConfig
+from logwarden.config import Config, RuleConfig, key_captures
+from logwarden.correlate import Carried
 from logwarden.eventtime import rfc3339
 from logwarden.framing import Block
 from logwarden.log import get_logger
@@ -53,7 +54,7 @@ class Step:
     """One check of a rule on a line, and what it said: True passed, False stopped the line there,
     None not consulted on this line's path."""
 
-    name: str  # "source", "prefilter", "fields", "match", "exclude", "ignore", "threshold"
+    name: str  # "source", "prefilter", "fields", "match", "exclude", "carry", "ignore", "threshold"
     ok: bool | None
     detail: str
 
@@ -173,12 +174,20 @@ class Explainer:
         probe = Match("", "", "", block.offset, None, trace.line, trace.truncated, {})
         clock = self.processor.clocks.for_source(self.source)
         event_time, time_source = clock.read(probe, self.origin)
+        correlator = self.processor.correlator
+        carried = {  # what `carry` lends each match, seen before `process` remembers this line
+            match.rule: correlator.preview(match, self.origin.name, event_time)
+            for match in trace.matches
+            if match.rule in correlator.rules
+        }
         outputs = self.processor.process(list(trace.matches), self.origin)
         alerts = {output.alert.rule for output in outputs if output.alert is not None}
         verdicts = []
         for name in self.rules.rules:
             rule = self.rules.rule(name)
-            verdict = self._verdict(rule, traces.get(name), event_time, name in alerts)
+            verdict = self._verdict(
+                rule, traces.get(name), event_time, name in alerts, carried.get(name)
+            )
             other = elsewhere.get(name)
             if verdict.trace is None and other is not None and other.captures is not None:
                 verdict = _matches_elsewhere(verdict)
@@ -194,19 +203,28 @@ class Explainer:
         )
 
     def _verdict(
-        self, rule: CompiledRule, trace: RuleTrace | None, now: float, alerted_now: bool
+        self,
+        rule: CompiledRule,
+        trace: RuleTrace | None,
+        now: float,
+        alerted_now: bool,
+        carry: tuple[Match, Carried | None] | None,
     ) -> RuleVerdict:
         steps = list(_steps(rule, trace, self.source))
         window = None
         verdict = _classify(trace)
         if trace is not None and trace.captures is not None:
-            ignore = self._ignore(rule, trace.captures)
+            captures = trace.captures
+            if carry is not None and rule.config.carry is not None:
+                captures = carry[0].captures
+                steps.append(_carry_step(rule.config, carry[1], captures))
+            ignore = self._ignore(rule, captures)
             if ignore is not None:
                 steps.append(ignore)
                 if ignore.ok is False:
                     verdict = "ignored"
             if rule.config.threshold and verdict == "matched":
-                window, step = self._threshold(rule, trace.captures, now, alerted_now)
+                window, step = self._threshold(rule, captures, now, alerted_now)
                 steps.append(step)
         return RuleVerdict(rule.name, rule.severity, verdict, tuple(steps), trace, window)
 
@@ -256,6 +274,25 @@ class Explainer:
             "alerted_before": standing.alerted and not alert,
         }
         return window, Step("threshold", True, detail)
+
+
+def _carry_step(
+    config: RuleConfig, carried: Carried | None, captures: dict[str, str | None]
+) -> Step:
+    """What the rule's `carry` lent this match, or why nothing."""
+    assert config.carry is not None
+    key = " ".join(f"{k}={visible(str(captures.get(k)))}" for k in key_captures(config.carry.key))
+    if carried is not None:
+        lent = " ".join(f"{name}={visible(str(captures[name]))}" for name in carried.captures)
+        return Step("carry", True, f"{lent} from {carried.rule} ({key})")
+    wanted = ", ".join(config.carry.captures)
+    if all(captures.get(name) is not None for name in config.carry.captures):
+        return Step("carry", None, f"the line has {wanted} itself")
+    within = _duration(config.carry.within)
+    sources = ", ".join(config.carry.from_)
+    return Step(
+        "carry", None, f"nothing to carry: no match of {sources} with {key} within {within}"
+    )
 
 
 def _matches_elsewhere(verdict: RuleVerdict) -> RuleVerdict:

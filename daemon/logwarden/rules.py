@@ -26,7 +26,7 @@ rules beside them keep using the prefilter.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from logwarden.config import (
     key_captures,
     load,
 )
+from logwarden.correlate import check_carries
 from logwarden.framing import Block, split_lines
 from logwarden.log import get_logger
 from logwarden.patterns import (
@@ -562,6 +563,7 @@ class RuleSet:
         else:
             for rule in ruleset._rules:
                 _run_tests(ruleset._test_matcher(rule, everything), rule, sink)
+        check_carries(ruleset._rules, sink)
         sink.raise_if_any()
         return ruleset
 
@@ -592,14 +594,33 @@ class RuleSet:
         return dict(self._counters.timeouts)
 
     def only(self, names: Iterable[str]) -> RuleSet:
-        """The same rules restricted to `names` (kept in config order), for `scan --rule`."""
+        """The same rules restricted to `names` (kept in config order), for `scan --rule`.
+
+        The rules they `carry` from come along as feeders only (no records, no threshold), so
+        that a rule's records are the same whether it is scanned alone or with the others.
+        """
         wanted = set(names)
         if unknown := sorted(wanted - self._by_name.keys()):
             raise KeyError(
                 f"no rule named {', '.join(map(repr, unknown))};"
                 f" known rules: {', '.join(self._by_name)}"
             )
-        return RuleSet([rule for rule in self._rules if rule.name in wanted], self._parse)
+        feeders: set[str] = set()
+        pending = list(wanted)
+        while pending:
+            carry = self._by_name[pending.pop()].config.carry
+            for name in carry.from_ if carry else ():
+                if name in self._by_name and name not in wanted | feeders:
+                    feeders.add(name)
+                    pending.append(name)
+        return RuleSet(
+            [
+                rule if rule.name in wanted else _feeder_only(rule)
+                for rule in self._rules
+                if rule.name in wanted | feeders
+            ],
+            self._parse,
+        )
 
     def for_source(self, source: str | None) -> SourceMatcher:
         """The matcher for one source's files (None: a file of no source, which gets every rule)."""
@@ -632,6 +653,11 @@ class RuleSet:
         return everything
 
 
+def _feeder_only(rule: CompiledRule) -> CompiledRule:
+    config = rule.config.model_copy(update={"records": False, "threshold": None, "suppress": None})
+    return replace(rule, config=config)
+
+
 def _applies(rule: CompiledRule, source: str | None) -> bool:
     return source is None or rule.config.sources is None or source in rule.config.sources
 
@@ -652,9 +678,12 @@ def _compile_rule(config: Config, rule: RuleConfig, sink: ProblemSink) -> Compil
             continue
         numbers: Mapping[str, int] = matcher.groupindex
         groups.append(tuple((name, numbers[name]) for name in capture_names(pattern)))
+        carried = rule.carry.captures if rule.carry else ()  # a match may take them from another
         for table, needed, purpose in _needed_captures(rule):
             if missing := [
-                name for name in needed if name not in numbers and name not in rule.capture_fields
+                name
+                for name in needed
+                if name not in numbers and name not in rule.capture_fields and name not in carried
             ]:
                 sink.add(
                     (*where, *table),

@@ -1,17 +1,22 @@
 """The one match → record path, which `scan` and the daemon's pipeline both run.
 
 A `Match` and its `Origin` go through the stages in this order:
-1. **ignore**: a match whose address capture lies in the rule's `ignore` networks is dropped and
+1. **carry** (`correlate.py`): a match of a rule with `carry` takes the captures it lacks from
+   an earlier match of the same key, and a match of a `from` rule is remembered for that; first,
+   so that an allow-listed carried address is still ignored and a threshold counts carried keys
+   (the event time is read here already, for the rules involved only);
+2. **ignore**: a match whose address capture lies in the rule's `ignore` networks is dropped and
    counted (`suppressed`), before anything else sees it;
-2. **event time** (`eventtime.py`), read only now, so quiet lines never pay for it;
-3. **threshold** (`thresholds.py`): every match counts, by event time; a crossing adds an alert;
-4. the **match record** (`records.py`), kept out of the report by `alert_only`;
-5. **suppress** (`suppress.py`): held, or folded into the record held for its key.
+3. **event time** (`eventtime.py`), read only now, so quiet lines never pay for it;
+4. **threshold** (`thresholds.py`): every match counts, by event time; a crossing adds an alert;
+5. the **match record** (`records.py`), kept out of the report by `alert_only` or `records = false`;
+6. **suppress** (`suppress.py`): held, or folded into the record held for its key.
 What comes out is `Output`s, record bytes addressed to a report, in the order they are to be
-written. The state of stages 3 and 5 is one JSON document (`snapshot`/`restore`) that the daemon
-commits with the offsets. A later stage (correlation) goes in here once, between ignore and event
-time, and both commands get it; `where` on parsed fields decides what matches, so it is part of
-matching (`structured.py`), before any stage.
+written. The state of stages 1, 4 and 6 is one JSON document (`snapshot`/`restore`) that the
+daemon commits with the offsets. Matches come in line order (within a line, rule order), so the
+`from` match of an earlier line is remembered before a later line of the same block needs it.
+`where` on parsed fields decides what matches, so it is part of matching (`structured.py`),
+before any stage.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any
 import orjson
 
 from logwarden.config import SourceConfig
+from logwarden.correlate import Correlator
 from logwarden.eventtime import EventClocks, rfc3339
 from logwarden.log import get_logger
 from logwarden.origin import Origin
@@ -37,6 +43,8 @@ from logwarden.timestamps import utc_timestamp
 
 log = get_logger(__name__)
 
+# `carry` (the memories) joined version 1 as an optional key: a reader without it ignores the key
+# and loses only what would have been lent, so no version (and checkpoint) bump was needed
 STATE_VERSION = 1
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -94,13 +102,16 @@ class MatchProcessor:
         configs = [rules.rule(name).config for name in rules.rules]
         self.thresholds = ThresholdTracker(configs)
         self.suppressor = Suppressor(configs)
+        self.correlator = Correlator(configs)
         self.ignores = {
             rule.name: _Ignore(rule.ignore.capture, rule.ignore.networks())
             for rule in configs
             if rule.ignore is not None
         }
-        self.alert_only = frozenset(
-            rule.name for rule in configs if rule.threshold and rule.threshold.alert_only
+        self.alert_only = frozenset(  # rules that write no match records
+            rule.name
+            for rule in configs
+            if not rule.records or (rule.threshold and rule.threshold.alert_only)
         )
         self._stateful = frozenset(rule.name for rule in configs if rule.threshold or rule.suppress)
         self.matches: Counter[str] = Counter()
@@ -118,8 +129,16 @@ class MatchProcessor:
         arrival = self.now()
         read_at: tuple[int, float, str, str] | None = None  # one line's time serves all its rules
         stateful, alert_only, ignores = self._stateful, self.alert_only, self.ignores
-        for match in matches:
-            rule = match.rule
+        correlated = self.correlator.rules
+        for found in matches:
+            rule = found.rule
+            match, carried = found, None
+            if rule in correlated:
+                if read_at is None or read_at[0] != found.offset:
+                    moment, source = clock.read(found, origin)
+                    read_at = (found.offset, moment, source, rfc3339(moment))
+                self._state = None
+                match, carried = self.correlator.apply(found, origin.name, read_at[1])
             if ignores:
                 ignore = ignores.get(rule)
                 if ignore is not None and ignore.covers(match.captures) is not None:
@@ -136,6 +155,12 @@ class MatchProcessor:
                 alert = self.thresholds.observe(match, event_time, origin.sample(match))
             if rule not in alert_only:
                 record = self.builder.match(match, origin, stamp, read_at[3], read_at[2])
+                if carried is not None:
+                    record["carried"] = {
+                        "captures": list(carried.captures),
+                        "rule": carried.rule,
+                        "event_time": rfc3339(carried.event_time),
+                    }
                 held = False
                 if rule in stateful and self.suppressor.applies(rule):
                     held, closed = self.suppressor.offer(
@@ -185,20 +210,23 @@ class MatchProcessor:
         changes = rules.changes_since(self.rules)
         fresh = MatchProcessor(rules, sources, self.builder, self.now)
         fresh.thresholds.keep_windows(self.thresholds, changes.unchanged)
+        fresh.correlator.keep_memories(self.correlator, changes.unchanged)
         released = fresh.suppressor.keep_holds(self.suppressor, changes.unchanged)
         for name in ("matches", "alerts_per_rule", "suppressed"):
             setattr(fresh, name, getattr(self, name))
         return fresh, changes, self._published(released)
 
     def snapshot(self) -> orjson.Fragment:
-        """Threshold windows and held records as one JSON value, for the checkpoint; serialised
-        again only after a change (commits without matches of stateful rules reuse it)."""
+        """Threshold windows, held records and carry memories as one JSON value, for the
+        checkpoint; serialised again only after a change (commits without matches of stateful
+        rules reuse it)."""
         if self._state is None:
             self._state = orjson.dumps(
                 {
                     "v": STATE_VERSION,
                     "thresholds": self.thresholds.snapshot(),
                     "suppress": self.suppressor.snapshot(),
+                    "carry": self.correlator.snapshot(),
                 }
             )
         return orjson.Fragment(self._state)
@@ -210,11 +238,13 @@ class MatchProcessor:
             return []
         self.thresholds.restore(state.get("thresholds", {}))
         orphans = self.suppressor.restore(state.get("suppress", {}))
+        self.correlator.restore(state.get("carry", {}))  # none before carry existed: empty
         self._state = None
         return self._published(orphans)
 
     def evictions(self) -> dict[str, int]:
-        """Keys each rule's windows and held records dropped to stay bounded."""
+        """Keys each rule's windows, held records and carry memory dropped to stay bounded."""
         counts = self.thresholds.evictions()
         counts.update(self.suppressor.evictions)
+        counts.update(self.correlator.evictions())
         return dict(counts)

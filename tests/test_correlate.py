@@ -1,0 +1,271 @@
+"""`carry` (logwarden.correlate) through the real stages: a compiled rule set, `MatchProcessor`, real
+blocks of sshd lines (from fail2ban's test logs); its bounds, its state, and its config errors."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from logwarden.config import ConfigError
+from logwarden.correlate import Correlator
+from logwarden.framing import Block
+from logwarden.origin import SourceRef
+from logwarden.records import RecordBuilder
+from logwarden.rules import Match, load_config
+from logwarden.stages import MatchProcessor
+
+HEAD = """\
+[daemon]
+state_dir = "state"
+
+[sources.auth]
+paths = ["auth.log"]
+
+[reports.out]
+dir = "reports"
+"""
+RULES = """\
+[rules.ssh-connection]
+match = ['sshd\\[%{int:pid}\\]: Connection from %{ip} port %{int:port}']
+records = false
+
+[rules.ssh-too-many]
+match = ['sshd\\[%{int:pid}\\]: Disconnecting: Too many authentication failures(?: for %{user})?']
+carry = { key = "pid", from = ["ssh-connection"], within = "2m", captures = ["ip"] }
+"""
+# a recent day, inside the default bounds of a believable time
+BASE = (datetime.now(UTC) - timedelta(days=2)).replace(hour=4, minute=9, second=0, microsecond=0)
+
+
+def stamp(seconds: float) -> str:
+    return (BASE + timedelta(seconds=seconds)).isoformat()
+
+
+def connection(seconds: float, pid: int, ip: str) -> str:
+    # fail2ban/tests/files/logs/sshd: "sshd[26713]: Connection from 115.249.163.77 port 51353"
+    return f"{stamp(seconds)} localhost sshd[{pid}]: Connection from {ip} port 51353\n"
+
+
+def too_many(seconds: float, pid: int) -> str:
+    # and, 3 s later: "sshd[26713]: Disconnecting: Too many authentication failures for root"
+    return (
+        f"{stamp(seconds)} localhost sshd[{pid}]: Disconnecting: Too many authentication failures"
+        " for root [preauth]\n"
+    )
+
+
+class Run:
+    """A config's rules and stages, fed lines as the daemon's pipeline feeds blocks."""
+
+    def __init__(self, tmp_path: Path, rules: str) -> None:
+        (tmp_path / "logwarden.toml").write_text(HEAD + textwrap.dedent(rules))
+        self.config, self.rules = load_config(tmp_path / "logwarden.toml")
+        self.processor = MatchProcessor(self.rules, self.config.sources, RecordBuilder("web1"))
+        self.ref = SourceRef("auth", str(tmp_path / "auth.log"), 1, 2)
+        self.offset = 0
+
+    def feed(self, *lines: str) -> list[dict[str, Any]]:
+        """One block of `lines`; the records that come out."""
+        data = "".join(lines).encode()
+        block = Block(data, self.offset, None)
+        self.offset += len(data)
+        matches = self.rules.for_source("auth").scan(block)
+        return [orjson.loads(out.data) for out in self.processor.process(matches, self.ref)]
+
+
+def test_the_address_comes_from_the_connection_line_of_the_same_pid(tmp_path: Path) -> None:
+    """Both lines in one block: the earlier line is remembered before the later one needs it."""
+    run = Run(tmp_path, RULES)
+    [record] = run.feed(connection(0, 26713, "115.249.163.77"), too_many(3, 26713))
+    assert record["rule"] == "ssh-too-many"  # ssh-connection only feeds: no record of its own
+    assert record["captures"] == {"pid": "26713", "user": "root", "ip": "115.249.163.77"}
+    assert record["carried"] == {
+        "captures": ["ip"],
+        "rule": "ssh-connection",
+        "event_time": (BASE).strftime("%Y-%m-%dT%H:%M:%S.000000Z"),
+    }
+    assert run.processor.matches == {"ssh-connection": 1, "ssh-too-many": 1}
+
+
+def test_another_pid_or_an_expired_window_carries_nothing(tmp_path: Path) -> None:
+    run = Run(tmp_path, RULES)
+    run.feed(connection(0, 100, "192.0.2.10"))
+    [other_pid] = run.feed(too_many(1, 101))
+    [too_late] = run.feed(too_many(121, 100))  # 2m01s after the connection
+    for record in (other_pid, too_late):
+        assert "ip" not in record["captures"] and "carried" not in record
+    # within the window, in a later block: carried
+    run.feed(connection(200, 100, "192.0.2.11"))
+    [in_time] = run.feed(too_many(320, 100))
+    assert in_time["captures"]["ip"] == "192.0.2.11"
+
+
+def test_a_line_with_its_own_address_keeps_it(tmp_path: Path) -> None:
+    rules = RULES.replace(
+        "Too many authentication failures(?: for %{user})?'",
+        "Too many authentication failures(?: for %{user})?(?: from %{ip})?'",
+    )
+    run = Run(tmp_path, rules)
+    run.feed(connection(0, 7, "192.0.2.10"))
+    [record] = run.feed(too_many(1, 7).replace(" [preauth]", " from 198.51.100.1 [preauth]"))
+    assert record["captures"]["ip"] == "198.51.100.1" and "carried" not in record
+
+
+def test_carried_addresses_feed_a_threshold_and_an_ignore_list(tmp_path: Path) -> None:
+    """5 address-less failures from one carried address alert once, keyed on it; the threshold
+    key need not be in the rule's own patterns. An allow-listed carried address is ignored."""
+    rules = RULES + (
+        'threshold = { key = "ip", count = 5, within = "10m" }\nignore = ["10.0.0.0/8"]\n'
+    )
+    run = Run(tmp_path, rules)
+    lines = []
+    for n in range(6):
+        lines += [connection(n * 10, 500 + n, "203.0.113.9"), too_many(n * 10 + 3, 500 + n)]
+    lines += [connection(70, 600, "10.1.2.3"), too_many(71, 600)]
+    records = run.feed(*lines)
+    [alert] = [r for r in records if r.get("kind") == "alert"]
+    assert alert["key"] == {"ip": "203.0.113.9"} and alert["count"] == 5
+    assert sum("kind" not in r for r in records) == 6
+    assert run.processor.suppressed == {"ssh-too-many": 1}
+
+
+def test_the_memory_rides_in_the_snapshot_and_survives_an_unchanged_reload(
+    tmp_path: Path,
+) -> None:
+    run = Run(tmp_path, RULES)
+    run.feed(connection(0, 1, "192.0.2.1"), connection(1, 2, "192.0.2.2"))
+    state = orjson.loads(orjson.dumps(run.processor.snapshot()))
+
+    restarted = Run(tmp_path, RULES)
+    assert restarted.processor.restore(state) == []
+    [record] = restarted.feed(too_many(5, 1))
+    assert record["captures"]["ip"] == "192.0.2.1"
+
+    # a reload: unchanged, the memory is kept; a changed `carry` starts empty
+    config, rules = load_config(tmp_path / "logwarden.toml")
+    restarted.processor, _, _ = restarted.processor.reconfigure(rules, config.sources)
+    [kept] = restarted.feed(too_many(6, 2))
+    assert kept["captures"]["ip"] == "192.0.2.2"
+    (tmp_path / "logwarden.toml").write_text(HEAD + RULES.replace('"2m"', '"3m"'))
+    config, rules = load_config(tmp_path / "logwarden.toml")
+    restarted.processor, changes, _ = restarted.processor.reconfigure(rules, config.sources)
+    assert changes.changed == ("ssh-too-many",)
+    [fresh] = restarted.feed(too_many(7, 2))
+    assert "ip" not in fresh["captures"]
+
+
+def test_the_memory_is_bounded_and_counts_evictions(tmp_path: Path) -> None:
+    config, _ = load_config(_write(tmp_path, RULES))
+    correlator = Correlator(config.rules.values(), max_keys=3)
+    for pid in range(5):
+        correlator.apply(_match("ssh-connection", pid=str(pid), ip=f"192.0.2.{pid}"), "auth", 0)
+    assert correlator.entries("ssh-too-many") == 3
+    assert correlator.evictions() == {"ssh-too-many": 2}
+    evicted, carried = correlator.apply(_match("ssh-too-many", pid="0"), "auth", 1)
+    assert carried is None and "ip" not in evicted.captures
+    kept, carried = correlator.apply(_match("ssh-too-many", pid="4"), "auth", 1)
+    assert kept.captures["ip"] == "192.0.2.4" and carried is not None
+    # another source's pid 4 is another process
+    _, elsewhere = correlator.apply(_match("ssh-too-many", pid="4"), "other", 1)
+    assert elsewhere is None
+    # entries older than the window go as time moves on
+    correlator.apply(_match("ssh-connection", pid="9", ip="192.0.2.9"), "auth", 1000)
+    assert correlator.entries("ssh-too-many") == 1
+
+
+def test_the_processor_reports_carry_evictions_with_the_other_rule_state(tmp_path: Path) -> None:
+    """Past 4,000 remembered pids the oldest goes, counted where status and metrics read it."""
+    run = Run(tmp_path, RULES)
+    assert run.feed(*(connection(n / 100, 10_000 + n, "192.0.2.1") for n in range(4001))) == []
+    assert run.processor.evictions() == {"ssh-too-many": 1}
+    assert run.processor.correlator.entries("ssh-too-many") == 4000
+
+
+def test_scan_of_one_rule_still_takes_what_its_from_rules_give(tmp_path: Path) -> None:
+    """`scan --rule ssh-too-many` keeps ssh-connection as a feeder: same records as a full run."""
+    _, rules = load_config(_write(tmp_path, RULES.replace("records = false\n", "")))
+    only = rules.only(["ssh-too-many"])
+    assert only.rules == ("ssh-connection", "ssh-too-many")
+    assert only.rule("ssh-connection").config.records is False
+    run = Run(tmp_path, RULES)
+    run.rules = only
+    [record] = run.feed(connection(0, 3, "192.0.2.3"), too_many(1, 3))
+    assert record["captures"]["ip"] == "192.0.2.3"
+
+
+@pytest.mark.parametrize(
+    ("rules", "at", "message"),
+    [
+        (
+            RULES.replace('from = ["ssh-connection"]', 'from = ["ssh-conection"]'),
+            "rules.ssh-too-many.carry.from[0]",
+            "no rule named 'ssh-conection' (did you mean 'ssh-connection'?)",
+        ),
+        (
+            RULES.replace("sshd\\[%{int:pid}\\]: Connection", "sshd\\[\\d+\\]: Connection"),
+            "rules.ssh-too-many.carry.from[0]",
+            "'ssh-connection''s match[0] has no capture named 'pid': the key must be a capture"
+            " of both rules",
+        ),
+        (
+            RULES.replace('captures = ["ip"]', 'captures = ["ip", "host"]'),
+            "rules.ssh-too-many.carry.from[0]",
+            "'ssh-connection' has no capture named 'host' to carry (its captures: ip, pid, port)",
+        ),
+        (
+            RULES.replace('key = "pid"', 'key = "session"'),
+            "rules.ssh-too-many.carry.key",
+            "match[0] has no capture named 'session' to carry by",
+        ),
+        (
+            RULES.replace('captures = ["ip"]', 'captures = ["ip", "pid"]'),
+            "rules.ssh-too-many.carry",
+            "'pid' cannot be both the key and a carried capture",
+        ),
+        (
+            RULES.replace('within = "2m"', 'withn = "2m"'),
+            "rules.ssh-too-many.carry.withn",
+            "unknown key (did you mean 'within'?)",
+        ),
+        (
+            RULES.replace("carry = {", "# carry = {"),
+            "rules.ssh-connection.records",
+            "records = false writes nothing, and nothing uses this rule's matches",
+        ),
+        (
+            RULES.replace("records = false", 'records = "no"'),
+            "rules.ssh-connection.records",
+            "Input should be a valid boolean",
+        ),
+    ],
+)
+def test_carry_problems_name_file_line_and_key(
+    tmp_path: Path, rules: str, at: str, message: str
+) -> None:
+    path = _write(tmp_path, rules)
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    problems = [str(problem) for problem in raised.value.problems]
+    key = "records =" if at.endswith("records") else "carry = {"
+    line = next(n for n, text in enumerate(_lines(path), start=1) if text.startswith(key))
+    assert any(p.startswith(f"{path}:{line}: {at}: {message}") for p in problems), problems
+
+
+def _lines(path: Path) -> Iterator[str]:
+    yield from path.read_text().splitlines()
+
+
+def _write(tmp_path: Path, rules: str) -> Path:
+    path = tmp_path / "logwarden.toml"
+    path.write_text(HEAD + textwrap.dedent(rules))
+    return path
+
+
+def _match(rule: str, **captures: str) -> Match:
+    return Match(rule, "warning", "out", 0, None, "", False, dict(captures))
