@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import glob
+import gzip
 import os
 import shutil
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -22,6 +24,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
+import logwarden.tail
 from logcapture import RecordingLog
 from logwarden.config import Config, DaemonConfig, MultilineConfig, SourceConfig
 from logwarden.framing import Block, FramerState, split_lines
@@ -231,6 +234,12 @@ def rewrite(path: str, text: str) -> None:
 def copy_bytes(source: str, target: str, limit: int | None = None) -> None:
     with open(source, "rb") as reader, open(target, "wb") as writer:
         writer.write(reader.read(limit))
+
+
+def gzip_away(path: str) -> None:
+    """What logrotate's `compress` does: `path.gz` written whole, then `path` removed."""
+    Path(path + ".gz").write_bytes(gzip.compress(Path(path).read_bytes()))
+    os.unlink(path)
 
 
 def open_fds() -> int:
@@ -1395,6 +1404,51 @@ def test_a_backlog_is_read_with_the_loop_free_between_chunks(tmp_path: Path) -> 
         await until(lambda: len(rig.sink.lines) == 20_000)
         await other
         assert turns_while_reading >= 20, turns_while_reading
+        await manager.close()
+
+    run(main)
+
+
+def test_a_compressed_copy_judged_while_its_original_reads_on_sends_nothing_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # logrotate's `compress`: a.log → a.log.1, then a.log.1.gz written and a.log.1 removed. The
+    # search that judges the .gz runs in a thread on what was read when it began; if the original
+    # reads on to its end and finishes meanwhile, the .gz continues where the original ended, not
+    # where the search saw it (found under load: `test_logrotate_...[create 0644 compress]` sent
+    # the lines read in that window twice)
+    rig = Rig.on(tmp_path)
+    path = rig.write("a.log", lines("a", 10))
+    judge = logwarden.siblings.judge_siblings
+    loop: asyncio.AbstractEventLoop | None = None
+
+    def judge_while_the_original_reads_on(*args: Any, **kwargs: Any) -> list[Any]:
+        found = judge(*args, **kwargs)
+        assert loop is not None
+        loop.call_soon_threadsafe(rig.sink.room.set)  # the original reads on to its end
+        deadline = time.monotonic() + WAIT_S
+        while "b-9" not in rig.sink.texts() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # and finishes: its file is gone
+        return found
+
+    monkeypatch.setattr("logwarden.tail.judge_siblings", judge_while_the_original_reads_on)
+
+    async def main() -> None:
+        nonlocal loop
+        loop = asyncio.get_running_loop()
+        manager = await rig.start()
+        await until(lambda: rig.sink.texts() == names("a", 10))
+        rig.sink.room.clear()  # the original reads nothing more until the search has begun
+        os.rename(path, rig.path("a.log.1"))
+        rig.write("a.log.1", lines("b", 10))
+        gzip_away(rig.path("a.log.1"))
+        rig.write("a.log", lines("c", 3))
+        await rig.nudge(manager)
+        await until(lambda: "c-2" in rig.sink.texts() and "b-9" in rig.sink.texts())
+        await asyncio.sleep(0.5)  # whatever the .gz would add
+        texts = rig.sink.texts()
+        assert sorted(texts) == sorted(names("a", 10) + names("b", 10) + names("c", 3)), texts
         await manager.close()
 
     run(main)

@@ -709,6 +709,10 @@ class TailManager:
                 if not sibling.compressed:
                     return  # a copy of a file being read (copytruncate adopts it at the truncate)
                 follows = live
+            else:
+                # the lineages were taken before the search ran in its thread: the original may
+                # have read on to its end and finished meanwhile; continue where it really ended
+                original = self._latest(original, live)
             start, how = original.framer, f"{why}; a copy of {original.path}"
             if follows is None and start.offset >= sibling.size:
                 return  # holds only lines read already
@@ -727,6 +731,16 @@ class TailManager:
         tailer.mtime_ns = status.mtime_ns
         if spawn:
             self._spawn(tailer)
+
+    def _latest(self, read: FileCheckpoint, tailer: Tailer | None) -> FileCheckpoint:
+        """The newest of what is known of how far a file was read: its (finished) tailer's, the
+        checkpoint it left when retired, or the one given."""
+        if tailer is not None:
+            return tailer.checkpoint()
+        retired = self._memory.retired.get(read.identity)
+        if retired is not None and retired.framer.offset >= read.framer.offset:
+            return retired
+        return read
 
     def _apply(
         self,
