@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import re2
-import regex
 
 # ---------------------------------------------------------------- fragments
 
@@ -396,6 +395,8 @@ def compile_pattern(expanded: str, engine: str, written: str | None = None) -> A
     written = expanded if written is None else written
     detail = expanded if written != expanded else None
     if engine == "regex":
+        import regex  # noqa: PLC0415 - only engine = "regex" needs it, not every start
+
         try:
             return regex.compile(expanded)
         except regex.error as error:

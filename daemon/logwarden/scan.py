@@ -8,9 +8,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, BinaryIO
-
-from tqdm import tqdm
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from logwarden.config import Config, SourceConfig
 from logwarden.framing import Block, LineFramer
@@ -20,6 +18,9 @@ from logwarden.origin import SourceRef
 from logwarden.records import RecordBuilder
 from logwarden.rules import RuleSet, SourceMatcher
 from logwarden.stages import MatchProcessor, Output
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 READ_CHUNK = 4 * 1024 * 1024
 DEFAULT_MAX_LINE_BYTES = SourceConfig.model_fields["max_line_bytes"].default
@@ -132,6 +133,8 @@ def _progress(enabled: bool, path: str, total: int | None) -> Iterator[tqdm[Any]
     if not enabled or (total is not None and total < 64 * 1024 * 1024):
         yield None
         return
+    from tqdm import tqdm  # noqa: PLC0415 - only when a bar is shown, not every start
+
     with tqdm(
         total=total,
         desc=os.path.basename(path),
