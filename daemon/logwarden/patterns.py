@@ -430,6 +430,17 @@ def re2_error_message(error: Exception) -> str:
     return detail.decode("utf-8", "replace") if isinstance(detail, bytes) else str(detail)
 
 
+def set_search(compiled: Any) -> Callable[[bytes], list[int] | None]:
+    """A compiled `re2.Set`'s Match, called on its pybind object when it is there: the wrapper's
+    isinstance test and `or None` are a third of the call on a log line (see `span_search`)."""
+    inner = getattr(compiled, "_set", None)
+    if inner is not None and hasattr(inner, "Match"):
+        direct: Callable[[bytes], list[int] | None] = inner.Match
+        return direct
+    wrapped: Callable[[bytes], list[int] | None] = compiled.Match
+    return wrapped
+
+
 def span_search(compiled: Any) -> SpanSearch:
     """A direct span search on a compiled RE2 regex.
 

@@ -52,6 +52,7 @@ from logwarden.patterns import (
     prefilter_form,
     re2_error_message,
     re2_options,
+    set_search,
     span_search,
 )
 
@@ -325,7 +326,7 @@ class SourceMatcher:
         data, base = block.data, block.offset
         search, alone = self._prefilter, self._alone
         assert search is not None
-        in_set = self._set.Match if self._set is not None else None
+        in_set = set_search(self._set) if self._set is not None else None
         confirm, append = self._confirm, out.append
         counted = pos = lo
         while pos < hi:
