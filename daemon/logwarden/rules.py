@@ -32,6 +32,7 @@ from typing import Any
 
 import re2
 
+from logwarden.accelerate import HyperscanPrefilter
 from logwarden.config import (
     Config,
     ProblemSink,
@@ -208,6 +209,9 @@ class SourceMatcher:
             alternatives = [prefilter_form(p) for r in rules if r.uses_re2 for p in r.match]
             combined = re2.compile("|".join(alternatives), re2_options(combined=True))
             self._prefilter = span_search(combined)
+        # the optional accelerator, given each match pattern with its Set index to report it by
+        numbered = [(index, patterns[index]) for matches, _ in self._ids for index in matches]
+        self._hyperscan = None if self._every_line else HyperscanPrefilter.build(numbered)
         if len(patterns) > 1:
             self._set = re2.Set.SearchSet(re2_options(combined=True))
             for pattern in patterns:
@@ -319,44 +323,48 @@ class SourceMatcher:
     ) -> None:
         """The fast path, over a run of whole lines of valid UTF-8.
 
-        `_candidates` and `_confirm` inlined for the common case, a line in which the Set finds
-        one pattern of a rule without excludes: that pattern's capturing search is all it needs
-        (the Set already said it matches). Per match this was most of scan's time (issue 14).
+        The prefilter's candidate lines, and `_confirm` inlined for the common case: a line in
+        which one pattern of a rule without excludes is found goes straight to that pattern's
+        capturing search. RE2's prefilter names no pattern, so the Set is asked which; Hyperscan's
+        names every pattern whose match ends in the line (perhaps one that only started on an
+        earlier line: its search says so). Per match this was most of scan's time (issue 14).
         """
         data, base = block.data, block.offset
-        search, alone = self._prefilter, self._alone
-        assert search is not None
+        alone, accelerated = self._alone, self._hyperscan
         in_set = set_search(self._set) if self._set is not None else None
         confirm, append = self._confirm, out.append
-        counted = pos = lo
-        while pos < hi:
-            start = search(data, pos, hi)[0][0]
-            if start < 0 or start >= hi:
-                return
-            newline = data.rfind(b"\n", pos, start)
-            line_start = pos if newline < 0 else newline + 1
-            line_end = data.find(b"\n", start, hi)
-            if line_end < 0:
-                line_end = hi
-            pos = line_end + 1
+        candidates: Iterable[tuple[int, int, list[int] | None]] = (
+            accelerated.lines(data, lo, hi)
+            if accelerated is not None
+            else ((start, end, None) for start, end in self._candidates(data, lo, hi))
+        )
+        counted = lo
+        for line_start, line_end, named in candidates:
             if line_no is not None:
                 line_no += data.count(b"\n", counted, line_start)
                 counted = line_start
             line = data[line_start:line_end]
             if line.endswith(b"\r"):
                 line = line[:-1]
-            if in_set is None or len(line) > _SET_MAX_LINE:
-                confirm(line, None, True, out, offset=base + line_start, line_no=line_no)
-                continue
-            hits = in_set(line)
-            if not hits:
-                continue  # a prefilter false positive: the common miss
+            hits = named
+            if hits is None:
+                if in_set is None or len(line) > _SET_MAX_LINE:
+                    confirm(line, None, True, out, offset=base + line_start, line_no=line_no)
+                    continue
+                hits = in_set(line)
+                if not hits:
+                    continue  # a prefilter false positive: the common miss
             one = alone[hits[0]] if len(hits) == 1 else None
-            if one is None:
-                confirm(line, None, True, out, offset=base + line_start, line_no=line_no, hits=hits)
+            if one is None:  # several patterns, or excludes to consult: the full confirmation
+                asked = hits if named is None else None  # only the Set's answer is exact
+                confirm(
+                    line, None, True, out, offset=base + line_start, line_no=line_no, hits=asked
+                )
                 continue
             rule, capture, groups = one
             spans = capture(line, 0, len(line))
+            if spans[0][0] < 0:
+                continue  # Hyperscan's guess; never after the Set, which said it matches
             captures: dict[str, str | None] = {}
             for name, index in groups:
                 begin, end = spans[index]
