@@ -1,0 +1,104 @@
+"""`scan` of a large file in two halves, one in a forked process (issue 14): the same records,
+in the same order, and the same counts as the file scanned in one piece."""
+
+from __future__ import annotations
+
+import io
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from logwarden import scan
+from logwarden.rules import load_config
+from logwarden.scan import Scanner, ScanSummary
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "bench"))
+import corpus as bench_corpus  # noqa: E402 (the bench's generator: mixed sshd, nginx, app lines)
+
+SMALL_LINES = """
+[daemon]
+state_dir = "state"
+
+[sources.app]
+paths = ["*.log"]
+max_line_bytes = 256
+
+[reports.ops]
+dir = "reports"
+
+[rules.error]
+report = "ops"
+match = ['ERROR (?P<code>E[0-9]+)']
+"""
+
+
+def scanned(
+    config: Path, path: Path, monkeypatch: pytest.MonkeyPatch, split: bool
+) -> tuple[list[dict[str, object]], ScanSummary]:
+    """Records (without the moments they were written and read) and the summary of one scan."""
+    monkeypatch.setattr(scan, "SPLIT_MIN_BYTES", 0 if split else 1 << 62)
+    loaded, rules = load_config(config)
+    out = io.BytesIO()
+    scanner = Scanner(loaded, rules, out, progress=False)
+    split_at = scanner._split_at
+    chosen: list[int | None] = []
+
+    def spied(*args: Any) -> int | None:
+        chosen.append(split_at(*args))
+        return chosen[-1]
+
+    monkeypatch.setattr(scanner, "_split_at", spied)
+    summary = scanner.scan([str(path)])
+    assert (chosen[0] is not None) is split, chosen
+    records = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    for record in records:
+        del record["time"]
+        if record["time_source"] == "arrival":
+            del record["event_time"]
+    return records, summary
+
+
+def test_the_bench_corpus_in_two_halves_gives_every_record_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    corpus = tmp_path / "corpus.log"
+    with corpus.open("w") as stream:
+        expected = bench_corpus.generate(stream, 20_000, seed=11)
+    with corpus.open("a") as stream:
+        stream.write("Traceback (most recent call last):")  # a last line without its newline
+    config = ROOT / "tests" / "bench" / "plain.toml"
+    whole, whole_summary = scanned(config, corpus, monkeypatch, split=False)
+    halves, halves_summary = scanned(config, corpus, monkeypatch, split=True)
+    assert halves == whole
+    assert halves_summary == whole_summary
+    assert whole_summary.lines == 20_001
+    assert len(whole) > sum(expected.values()) // 2
+    # line numbers run on across the split: the second half counted the first's lines
+    numbers = [record["source"]["line_no"] for record in whole]  # type: ignore[index]
+    assert numbers == sorted(numbers) and numbers[-1] == 20_001
+
+
+def test_a_cut_line_across_the_middle_and_rules_with_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "logwarden.toml"
+    config.write_text(textwrap.dedent(SMALL_LINES))
+    log = tmp_path / "app.log"
+    lines = [f"{n} ERROR E{n}" for n in range(200)]
+    lines[100] = "ERROR E1 " + "x" * 3000  # cut at 256 bytes: the middle of the file is in it
+    log.write_text("\n".join(lines) + "\n")
+    whole, whole_summary = scanned(config, log, monkeypatch, split=False)
+    halves, halves_summary = scanned(config, log, monkeypatch, split=True)
+    assert halves == whole and halves_summary == whole_summary
+    assert [r["truncated"] for r in whole].count(True) == 1
+    # a threshold's window must see every match in one process: no split
+    config.write_text(
+        textwrap.dedent(SMALL_LINES) + 'threshold = { count = 5, within = "1m", key = "code" }\n'
+    )
+    with pytest.raises(AssertionError, match="None"):  # `scanned` found it was not split
+        scanned(config, log, monkeypatch, split=True)
