@@ -18,7 +18,8 @@ source (bench.toml's `%{ip}` does: Hyperscan refuses its IPv6 repeats). Hypersca
 runs of valid UTF-8 (rules.py's fast path), as HS_FLAG_UTF8 requires.
 
 `LOGWARDEN_HYPERSCAN=0` in the environment turns it off whatever is installed: the agreement
-tests run both ways, and so can anyone who suspects it.
+tests run both ways, and so can anyone who suspects it. A database has one scratch space, so one
+thread scans with it at a time: the daemon scans on its event loop only.
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ Measured on 50 MB of sshd/nginx/app lines (5 rules, 3.6% of lines matching): abo
 against 420 MB/s for `grep -cE` and 430 MB/s for the prefilter alone; each hit costs ~7 µs of
 confirmation (Set, capturing search, Match), so with rarer matches this runs at grep speed.
 Rejected: a Python loop over lines (87 MB/s there, and its cost follows the line count, not the
-match count); `re2.Set` over the whole block (it says which patterns match, not where);
-Hyperscan as the prefilter (every match end comes back through a Python callback, and its syntax
-would have to be kept equivalent to RE2's; worth measuring if the prefilter becomes the cost).
+match count); `re2.Set` over the whole block (it says which patterns match, not where).
+Hyperscan, when installed, replaces the prefilter for sources whose patterns it reads as RE2
+does (accelerate.py): it names the pattern it found, so the Set is not asked (issue 14).
 
 Two things cost Python per line. Lines that are not valid UTF-8 are confirmed one by one (RE2 in
 UTF-8 mode does not match an invalid byte where the decoded text has U+FFFD); the rest of their
