@@ -4,8 +4,11 @@ in the same order, and the same counts as the file scanned in one piece."""
 from __future__ import annotations
 
 import io
+import signal
+import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -102,3 +105,49 @@ def test_a_cut_line_across_the_middle_and_rules_with_state(
     )
     with pytest.raises(AssertionError, match="None"):  # `scanned` found it was not split
         scanned(config, log, monkeypatch, split=True)
+
+
+@pytest.mark.integration
+def test_a_scan_stopped_by_sigterm_takes_its_second_half_with_it(tmp_path: Path) -> None:
+    """`scan` dies of SIGTERM at once (the default action); the forked half must not run on."""
+    big = tmp_path / "big.log"
+    line = b"Nov 24 13:19:38 web1 sshd[1]: Invalid user al from 198.51.100.7 port 22\n"
+    with big.open("wb") as stream:
+        for _ in range(70):
+            stream.write(line * ((1 << 20) // len(line)))  # 70 x ~1 MiB, every line a match
+    assert big.stat().st_size >= scan.SPLIT_MIN_BYTES
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "logwarden",
+            "scan",
+            "-c",
+            str(ROOT / "tests" / "bench" / "plain.toml"),
+            str(big),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+    deadline = time.monotonic() + 30
+    second = ""
+    while not second and time.monotonic() < deadline and process.poll() is None:
+        second = children.read_text().strip()
+        time.sleep(0.01)
+    assert second, "the scan never forked its second half"
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(10) == -signal.SIGTERM
+    deadline = time.monotonic() + 2  # its half, a match a line, is several seconds of work
+    while running(second) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not running(second), "the second half outlived the scan"
+
+
+def running(pid: str) -> bool:
+    """Whether the process is there and not a zombie waiting for whoever adopted it to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

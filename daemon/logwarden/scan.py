@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import errno
 import os
 import shutil
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 READ_CHUNK = 4 * 1024 * 1024
 # a file at least this large is scanned in two halves at once (`_split_at`): measured on 2 cores
 SPLIT_MIN_BYTES = 64 * 1024 * 1024
+_PR_SET_PDEATHSIG = 1  # prctl(2)
 DEFAULT_MAX_LINE_BYTES = SourceConfig.model_fields["max_line_bytes"].default
 STDIN = "-"
 
@@ -148,8 +151,10 @@ class Scanner:
             reader, writer = os.pipe()
             self.out.flush()
             sys.stderr.flush()
+            parent = os.getpid()
             pid = os.fork()
             if pid == 0:  # the second half; never returns
+                _die_with(parent)
                 os.close(reader)
                 self._second_half(file, split, spill, writer)
             os.close(writer)
@@ -218,6 +223,16 @@ class Scanner:
         if outputs:
             self.matches += len(outputs)
             self.out.write(b"".join(output.data for output in outputs))
+
+
+def _die_with(parent: int) -> None:
+    """In a forked process: be sent SIGTERM when `parent` exits, as it does at once of its own
+    SIGTERM (`scan` keeps the default action), so no half-scan runs on for nobody."""
+    # not Linux (no prctl): the second half finishes its work alone
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it exited before the request took effect
+        os._exit(1)
 
 
 def _count_lines(fd: int, end: int) -> int:
