@@ -145,3 +145,31 @@ def test_rfc3339_is_the_records_spelling() -> None:
     assert rfc3339(datetime(2026, 11, 24, 13, 19, 38, 120512, UTC).timestamp()) == (
         "2026-11-24T13:19:38.120512Z"
     )
+
+
+@pytest.mark.parametrize(
+    ("zone", "day", "hours"),
+    [
+        ("America/New_York", "2026-03-08", (1, 2, 3)),  # spring forward: 02:xx does not exist
+        ("America/New_York", "2026-11-01", (0, 1, 2)),  # fall back: 01:xx happens twice
+        ("Europe/Amsterdam", "1937-06-30", (23,)),  # +00:19:32 to +00:20 at midnight: the clock
+        ("Europe/Amsterdam", "1937-07-01", (0,)),  # skipped 28 s, inside a minute
+    ],
+)
+def test_every_second_of_a_cached_minute_is_datetimes_answer(
+    zone: str, day: str, hours: tuple[int, ...]
+) -> None:
+    """The clock caches where each minute starts and adds the seconds (issue 14): across zone
+    changes, including one 28 s into a minute, every second still reads what datetime says."""
+    source = clock("2026-11-24T13:30:00+00:00", zone)
+    now = at("2026-11-24T13:30:00+00:00")
+    for hour in hours:
+        for minute in range(60):
+            for second in range(60):
+                text = f"{day} {hour:02d}:{minute:02d}:{second:02d}"
+                expected = datetime.fromisoformat(text).replace(tzinfo=ZoneInfo(zone)).timestamp()
+                assert source.parse(f"{text},250 x", now) == expected + 0.25, text
+    # a leap second, or any second past 59, is no time datetime knows: arrival, as before
+    assert source.parse(f"{day} 00:00:60 x", now) is None
+    assert source.parse("Nov 24 13:19:61 web1 x", now) is None
+    assert source.parse("24/Nov/2026:13:19:60 +0000 x", now) is None

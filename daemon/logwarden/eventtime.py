@@ -26,6 +26,7 @@ the fixed formats (several times slower than the regex groups used here).
 
 from __future__ import annotations
 
+import enum
 import math
 import os
 import re
@@ -62,26 +63,32 @@ _RECOGNISED = re.compile(
 _CACHE_SIZE = 4096
 
 
-_SECONDS_CACHE: dict[int, str] = {}
+class _Minute(enum.Enum):
+    IRREGULAR = "a minute whose seconds are not one apart each (see `_minute_start`)"
+
+
+_MINUTES_CACHE: dict[int, str] = {}
 
 
 def rfc3339(moment: float) -> str:
     """Epoch seconds as the records' spelling: `2026-11-24T13:19:38.120000Z`.
 
-    The whole seconds are formatted once and cached (matches come in bursts within a second or
-    a few); the microseconds are appended. Rounded as datetime rounds them."""
+    Each minute is formatted once and cached (matches come in bursts within a minute or a few);
+    the seconds and microseconds are appended. Rounded as datetime rounds them."""
     fraction_s, whole = math.modf(moment)  # as datetime.fromtimestamp splits and rounds it
     fraction, seconds = round(fraction_s * 1e6), int(whole)
     if fraction >= 1_000_000:
         seconds, fraction = seconds + 1, fraction - 1_000_000
     elif fraction < 0:
         seconds, fraction = seconds - 1, fraction + 1_000_000
-    text = _SECONDS_CACHE.get(seconds)
+    minute, second = divmod(seconds, 60)  # UTC has no leap seconds: every minute is 60 s
+    text = _MINUTES_CACHE.get(minute)
     if text is None:
-        if len(_SECONDS_CACHE) > 4096:
-            _SECONDS_CACHE.clear()
-        text = _SECONDS_CACHE[seconds] = datetime.fromtimestamp(seconds, UTC).isoformat()[:19]
-    return f"{text}.{fraction:06d}Z"
+        if len(_MINUTES_CACHE) > 4096:
+            _MINUTES_CACHE.clear()
+        start = datetime.fromtimestamp(minute * 60, UTC)
+        text = _MINUTES_CACHE[minute] = start.isoformat()[:17]
+    return f"{text}{second:02d}.{fraction:06d}Z"
 
 
 class SourceClock:
@@ -102,7 +109,7 @@ class SourceClock:
         self._parse = parse  # the source's `parse`, for `timestamp.field`
         self.out_of_bounds = 0
         self._warned_at: float | None = None
-        self._seconds: dict[tuple[str | int, ...], int | None] = {}  # see `_recognise`
+        self._minutes: dict[tuple[str | int, ...], int | _Minute | None] = {}  # `_recognise`
 
     def read(self, match: Match, origin: Origin) -> tuple[float, str]:
         """(epoch seconds, time_source) of a matched line."""
@@ -163,30 +170,56 @@ class SourceClock:
         return self.parse(text, now)
 
     def _recognise(self, text: str, now: float) -> float | None:
-        """The leftmost recognised time in `text`. The whole second each spelling names is
-        cached (lines come in bursts that share it): the fraction is added to it, so a hit costs
-        one regex search and a few string operations."""
+        """The leftmost recognised time in `text`. The first second of the minute each spelling
+        names is cached (lines come in bursts that share it, more often a minute than a second):
+        the seconds and the fraction are added to it, so a hit costs one regex search and a few
+        string operations. Each spelling has fixed-width minutes and seconds, so slices find them.
+        """
         found = _RECOGNISED.search(text)
         if found is None:
             return None
         fraction = found["if"] or found["sf"] or ""
-        if found["clf"]:
-            key: tuple[str | int, ...] = (found["clf"],)
+        if clf := found["clf"]:  # 24/Nov/2026:13:19:38 +0000
+            key: tuple[str | int, ...] = (clf[:17], clf[20:])
+            second = int(clf[18:20])
         elif found["iso"]:
-            key = (found["iso"], found["it"], found["iz"] or "")
+            clock = found["it"]  # 13:19:38
+            key = (found["iso"], clock[:5], found["iz"] or "")
+            second = int(clock[6:])
         else:  # the nearest year depends on now: an hour's answers are kept
-            key = (found["syslog"], int(now // 3600))
-        whole = self._seconds.get(key)
-        if whole is None:
-            if len(self._seconds) >= _CACHE_SIZE:
-                self._seconds.clear()
-            whole = self._seconds[key] = self._whole_second(found, now)
+            stamp = found["syslog"]  # Nov 24 13:19:38
+            key = (stamp[:-3], int(now // 3600))
+            second = int(stamp[-2:])
+        if second > 59:
+            return None  # as datetime says of a leap second, or of a 61st
+        try:
+            start = self._minutes[key]
+        except KeyError:
+            if len(self._minutes) >= _CACHE_SIZE:
+                self._minutes.clear()
+            start = self._minutes[key] = self._minute_start(found, now)
+        if start is _Minute.IRREGULAR:
+            whole = self._whole_second(found, now, second)
+        else:
+            whole = None if start is None else start + second
         if whole is None:
             return None
         micros = int(fraction[:6].ljust(6, "0")) if fraction else 0
         return (whole * 1_000_000 + micros) / 1_000_000
 
-    def _whole_second(self, found: re.Match[str], now: float) -> int | None:
+    def _minute_start(self, found: re.Match[str], now: float) -> int | _Minute | None:
+        """The epoch second that starts a spelling's minute, None if it names no time, or
+        `IRREGULAR` when the minute's seconds are not one apart each (the zone changed its offset
+        within it, or the nearest syslog year does): then each second is worked out alone."""
+        first = self._whole_second(found, now, 0)
+        if first is None:
+            return None
+        if self._whole_second(found, now, 59) != first + 59:
+            return _Minute.IRREGULAR
+        return first
+
+    def _whole_second(self, found: re.Match[str], now: float, second: int) -> int | None:
+        """The epoch second of a recognised spelling with its seconds field replaced."""
         if found["clf"]:
             month = _MONTHS.get(found["cmon"])
             if month is None:
@@ -196,18 +229,19 @@ class SourceClock:
             zone = timedelta(hours=int(offset[1:3]), minutes=int(offset[3:5])) * sign
             moment = datetime(
                 int(found["cy"]), month, int(found["cd"]),
-                int(found["cH"]), int(found["cM"]), int(found["cS"]),
+                int(found["cH"]), int(found["cM"]), second,
             )  # fmt: skip
             return int((moment - zone).replace(tzinfo=UTC).timestamp())
         if found["iso"]:
             offset_text = (found["iz"] or "").upper()
-            parsed = datetime.fromisoformat(f"{found['iso']}T{found['it']}{offset_text}")
+            clock = f"{found['it'][:6]}{second:02d}"
+            parsed = datetime.fromisoformat(f"{found['iso']}T{clock}{offset_text}")
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=self.zone)
             return int(parsed.timestamp())
-        return self._syslog(found, now)
+        return self._syslog(found, now, second)
 
-    def _syslog(self, found: re.Match[str], now: float) -> int | None:
+    def _syslog(self, found: re.Match[str], now: float, second: int) -> int | None:
         """A syslog time has no year: the candidate year nearest to `now` wins."""
         current = datetime.fromtimestamp(now, self.zone).year
         best: int | None = None
@@ -215,7 +249,7 @@ class SourceClock:
             try:
                 moment = datetime(
                     year, _MONTHS[found["smon"]], int(found["sd"]),
-                    int(found["sH"]), int(found["sM"]), int(found["sS"]),
+                    int(found["sH"]), int(found["sM"]), second,
                     tzinfo=self.zone,
                 ).timestamp()  # fmt: skip
             except ValueError:  # 29 February of a year without one, a day 31 in a short month

@@ -16,8 +16,20 @@ import sys
 from typing import Any, Literal, TextIO
 
 import orjson
-import structlog
-from structlog.typing import EventDict, Processor, WrappedLogger
+
+# structlog's package imports structlog.dev and .tracebacks, which import rich when it is
+# installed: 20-30 ms of every start (scan's included) for pretty tracebacks this project does not
+# use (ConsoleRenderer gets plain_traceback). A None in sys.modules makes that `import rich` fail
+# as if rich were absent, for structlog only: it is taken out again at once (issue 14).
+_hide_rich = "rich" not in sys.modules
+if _hide_rich:
+    sys.modules["rich"] = None  # type: ignore[assignment]
+try:
+    import structlog
+    from structlog.typing import EventDict, Processor, WrappedLogger
+finally:
+    if _hide_rich:
+        del sys.modules["rich"]
 
 LogFormat = Literal["auto", "console", "json", "journal"]
 LEVELS = ("debug", "info", "warning", "error", "critical")

@@ -12,12 +12,11 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from logwarden.config import SourceConfig
-from logwarden.console import Echo
 from logwarden.framing import Block
 from logwarden.log import get_logger
 from logwarden.origin import Origin
@@ -26,6 +25,9 @@ from logwarden.records import RecordBuilder
 from logwarden.reports import ReportWriter
 from logwarden.rules import RuleChanges, RuleSet
 from logwarden.stages import MatchProcessor, Output
+
+if TYPE_CHECKING:
+    from logwarden.console import Echo  # only a foreground daemon imports it (rich)
 
 MAX_PENDING_BYTES = 64 * 1024 * 1024
 

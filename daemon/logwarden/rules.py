@@ -12,9 +12,9 @@ Measured on 50 MB of sshd/nginx/app lines (5 rules, 3.6% of lines matching): abo
 against 420 MB/s for `grep -cE` and 430 MB/s for the prefilter alone; each hit costs ~7 µs of
 confirmation (Set, capturing search, Match), so with rarer matches this runs at grep speed.
 Rejected: a Python loop over lines (87 MB/s there, and its cost follows the line count, not the
-match count); `re2.Set` over the whole block (it says which patterns match, not where);
-Hyperscan as the prefilter (every match end comes back through a Python callback, and its syntax
-would have to be kept equivalent to RE2's; worth measuring if the prefilter becomes the cost).
+match count); `re2.Set` over the whole block (it says which patterns match, not where).
+Hyperscan, when installed, replaces the prefilter for sources whose patterns it reads as RE2
+does (accelerate.py): it names the pattern it found, so the Set is not asked (issue 14).
 
 Two things cost Python per line. Lines that are not valid UTF-8 are confirmed one by one (RE2 in
 UTF-8 mode does not match an invalid byte where the decoded text has U+FFFD); the rest of their
@@ -32,6 +32,7 @@ from typing import Any
 
 import re2
 
+from logwarden.accelerate import HyperscanPrefilter
 from logwarden.config import (
     Config,
     ParseFormat,
@@ -54,6 +55,7 @@ from logwarden.patterns import (
     prefilter_form,
     re2_error_message,
     re2_options,
+    set_search,
     span_search,
 )
 
@@ -64,9 +66,10 @@ log = get_logger(__name__)
 _SET_MAX_LINE = 8192
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Match:
-    """One rule matching one line: what the report record is built from."""
+    """One rule matching one line: what the report record is built from. Not mutated once made;
+    not `frozen` because a frozen dataclass's __init__ costs 1 µs more per match (issue 14)."""
 
     rule: str
     severity: str
@@ -193,6 +196,14 @@ class SourceMatcher:
             middle = first + len(rule.match) if rule.uses_re2 else first
             self._ids.append((tuple(range(first, middle)), tuple(range(middle, len(patterns)))))
             self._owner += [position] * (len(patterns) - first)
+        # Set index → (rule, its capturing search, its groups) when the index is a match pattern
+        # of a rule without excludes: a line the Set finds that one pattern in needs nothing else
+        self._alone: list[tuple[CompiledRule, SpanSearch, tuple[tuple[str, int], ...]] | None] = []
+        for rule in rules:
+            if rule.uses_re2:
+                for search, groups in zip(rule.searches, rule.groups, strict=True):
+                    self._alone.append(None if rule.exclude else (rule, search, groups))
+                self._alone += [None] * len(rule.exclude)
         self._prefilter: SpanSearch | None = None
         self._event_prefilter: SpanSearch | None = None  # `_scan_event`'s, compiled on first use
         self._alternatives = [prefilter_form(p) for r in rules if r.uses_re2 for p in r.match]
@@ -202,6 +213,9 @@ class SourceMatcher:
             # No global (?m): the rewrite already scopes `m` to each anchor it emits.
             combined = re2.compile("|".join(self._alternatives), re2_options(combined=True))
             self._prefilter = span_search(combined)
+        # the optional accelerator, given each match pattern with its Set index to report it by
+        numbered = [(index, patterns[index]) for matches, _ in self._ids for index in matches]
+        self._hyperscan = None if self._every_line else HyperscanPrefilter.build(numbered)
         if len(patterns) > 1:
             self._set = re2.Set.SearchSet(re2_options(combined=True))
             for pattern in patterns:
@@ -341,17 +355,66 @@ class SourceMatcher:
     def _scan_run(
         self, block: Block, lo: int, hi: int, line_no: int | None, out: list[Match]
     ) -> None:
-        """The fast path, over a run of whole lines of valid UTF-8."""
-        data = block.data
+        """The fast path, over a run of whole lines of valid UTF-8.
+
+        The prefilter's candidate lines, and `_confirm` inlined for the common case: a line in
+        which one pattern of a rule without excludes is found goes straight to that pattern's
+        capturing search. RE2's prefilter names no pattern, so the Set is asked which; Hyperscan's
+        names every pattern whose match ends in the line (perhaps one that only started on an
+        earlier line: its search says so). Per match this was most of scan's time (issue 14).
+        """
+        data, base = block.data, block.offset
+        alone, accelerated = self._alone, self._hyperscan
+        in_set = set_search(self._set) if self._set is not None else None
+        confirm, append = self._confirm, out.append
+        candidates: Iterable[tuple[int, int, list[int] | None]] = (
+            accelerated.lines(data, lo, hi)
+            if accelerated is not None
+            else ((start, end, None) for start, end in self._candidates(data, lo, hi))
+        )
         counted = lo
-        for line_start, line_end in self._candidates(data, lo, hi):
+        for line_start, line_end, named in candidates:
             if line_no is not None:
                 line_no += data.count(b"\n", counted, line_start)
                 counted = line_start
             line = data[line_start:line_end]
             if line.endswith(b"\r"):
                 line = line[:-1]
-            self._confirm(line, None, True, out, offset=block.offset + line_start, line_no=line_no)
+            hits = named
+            if hits is None:
+                if in_set is None or len(line) > _SET_MAX_LINE:
+                    confirm(line, None, True, out, offset=base + line_start, line_no=line_no)
+                    continue
+                hits = in_set(line)
+                if not hits:
+                    continue  # a prefilter false positive: the common miss
+            one = alone[hits[0]] if len(hits) == 1 else None
+            if one is None:  # several patterns, or excludes to consult: the full confirmation
+                asked = hits if named is None else None  # only the Set's answer is exact
+                confirm(
+                    line, None, True, out, offset=base + line_start, line_no=line_no, hits=asked
+                )
+                continue
+            rule, capture, groups = one
+            spans = capture(line, 0, len(line))
+            if spans[0][0] < 0:
+                continue  # Hyperscan's guess; never after the Set, which said it matches
+            captures: dict[str, str | None] = {}
+            for name, index in groups:
+                begin, end = spans[index]
+                captures[name] = None if begin < 0 else line[begin:end].decode()
+            append(
+                Match(
+                    rule.name,
+                    rule.severity,
+                    rule.report,
+                    base + line_start,
+                    line_no,
+                    line.decode(),
+                    False,
+                    captures,
+                )
+            )
 
     def _scan_slowly(self, block: Block, out: list[Match], *, truncated: bool) -> None:
         """Line by line, decoded with replacement: for what the prefilter cannot see exactly."""
@@ -386,29 +449,32 @@ class SourceMatcher:
         line_no: int | None,
         truncated: bool = False,
         whole: bool = False,
+        hits: list[int] | None = None,
     ) -> None:
         """Run the rules on one line: `line` is its valid UTF-8, `text` the same decoded if known,
         `candidate` whether RE2 rules may match (False: the prefilter said no); `whole`: a
-        multi-line event, which the Set (`never_nl`) cannot judge.
+        multi-line event, which the Set (`never_nl`) cannot judge; `hits` the Set's answer for
+        the line when the caller asked it already.
 
-        This is the definition of a match: every path, and every rule test, ends here.
+        This is the definition of a match: every path, and every rule test, ends here (`_scan_run`
+        inlines its common case: one Set hit, on a rule without excludes).
         """
-        hits: set[int] | None = None  # the Set's answer; None: search each RE2 rule directly
+        found: set[int] | None = None  # the Set's answer; None: search each RE2 rule directly
         due: Iterable[int]  # positions of the rules worth running, in rule order
         if not candidate:
             due = sorted(self._regex_rules)
         elif self._set is not None and len(line) <= _SET_MAX_LINE and not whole:
-            hits = set(self._set.Match(line) or ())
-            if not hits and not self._every_line:
+            found = set((self._set.Match(line) if hits is None else hits) or ())
+            if not found and not self._every_line:
                 return  # a prefilter false positive: the common miss
             owner = self._owner
-            due = sorted({owner[index] for index in hits} | self._regex_rules)
+            due = sorted({owner[index] for index in found} | self._regex_rules)
         else:
             due = range(len(self._rules))
         for position in due:
             rule = self._rules[position]
             if rule.uses_re2:
-                captures = _confirm_re2(rule, line, hits, *self._ids[position])
+                captures = _confirm_re2(rule, line, found, *self._ids[position])
             else:
                 text = line.decode() if text is None else text
                 captures = self._confirm_regex(rule, text)

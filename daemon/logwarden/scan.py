@@ -2,27 +2,40 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
 import os
+import shutil
+import signal
 import stat
 import sys
+import tempfile
+import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
-from tqdm import tqdm
+import orjson
 
 from logwarden.config import Config, SourceConfig
-from logwarden.framing import Block
+from logwarden.framing import Block, FramerState, LineFramer
 from logwarden.globs import PathMatcher, first_matching
 from logwarden.log import get_logger
-from logwarden.multiline import make_framer
+from logwarden.multiline import EventFramer, make_framer
 from logwarden.origin import SourceRef
 from logwarden.records import RecordBuilder
 from logwarden.rules import RuleSet, SourceMatcher
 from logwarden.stages import MatchProcessor, Output
 
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
 READ_CHUNK = 4 * 1024 * 1024
+# a file at least this large is scanned in two halves at once (`_split_at`): measured on 2 cores
+SPLIT_MIN_BYTES = 64 * 1024 * 1024
+_PR_SET_PDEATHSIG = 1  # prctl(2)
 DEFAULT_MAX_LINE_BYTES = SourceConfig.model_fields["max_line_bytes"].default
 STDIN = "-"
 
@@ -44,6 +57,16 @@ def source_for(path: str, config: Config) -> str | None:
         (name, PathMatcher(source.paths, source.exclude)) for name, source in config.sources.items()
     )
     return first_matching(path, matchers)
+
+
+@dataclass(frozen=True, slots=True)
+class _Input:
+    """One file being scanned: its descriptor, its rules, what its records say it is."""
+
+    fd: int
+    matcher: SourceMatcher
+    ref: SourceRef
+    max_line_bytes: int
 
 
 class Scanner:
@@ -82,18 +105,122 @@ class Scanner:
                 )
                 framer = make_framer(max_line_bytes, settings.multiline if settings else None)
                 size = status.st_size if stat.S_ISREG(status.st_mode) else None
+                file = _Input(stream.fileno(), matcher, ref, max_line_bytes)
+                split = self._split_at(file, size)
                 with _progress(self.progress, path, size) as bar:
-                    while chunk := stream.read(READ_CHUNK):
-                        self.bytes += len(chunk)
-                        self._emit(framer.feed(chunk), matcher, ref)
-                        if bar is not None:
-                            bar.update(len(chunk))
-                    self._emit(framer.flush(), matcher, ref)
+                    if split is not None:
+                        self._scan_halves(file, split, framer, bar)
+                    else:
+                        while chunk := stream.read(READ_CHUNK):
+                            self.bytes += len(chunk)
+                            self._emit(framer.feed(chunk), matcher, ref)
+                            if bar is not None:
+                                bar.update(len(chunk))
+                        self._emit(framer.flush(), matcher, ref)
                 self.lines += (framer.state.line_no or 1) - 1  # the framer counted them
         except OSError as error:
             log.error("cannot read file", path=path, error=error.strerror or str(error))
             return False
         return True
+
+    # -- a large file in two halves, on two cores (issue 14)
+
+    def _split_at(self, file: _Input, size: int | None) -> int | None:
+        """Where a second process should take over a large regular file (the start of the first
+        line past its middle), or None to scan it in one piece: a small file or a single core,
+        where a second process costs more than it saves; rules with a threshold, suppression or
+        carry, whose state must see every match in order in one process; and a `multiline`
+        source, whose events may span the middle."""
+        if size is None or size < SPLIT_MIN_BYTES or len(os.sched_getaffinity(0)) < 2:
+            return None
+        source = self.config.sources.get(file.ref.name) if file.ref.name else None
+        if source is not None and source.multiline is not None:
+            return None
+        configs = [self.rules.rule(name).config for name in file.matcher.rules]
+        if any(rule.threshold or rule.suppress or rule.carry for rule in configs):
+            return None
+        middle = size // 2
+        newline = os.pread(file.fd, READ_CHUNK, middle).find(b"\n")
+        if newline < 0 or middle + newline + 1 >= size:
+            return None
+        return middle + newline + 1
+
+    def _scan_halves(
+        self, file: _Input, split: int, framer: LineFramer | EventFramer, bar: tqdm[Any] | None
+    ) -> None:
+        """This process scans [0, split) into the output while a forked one scans the rest into a
+        temporary file, copied out after: the same records in the same order as in one piece.
+        Each reads with pread (a forked process shares the file's offset)."""
+        with tempfile.TemporaryFile() as spill:
+            reader, writer = os.pipe()
+            self.out.flush()
+            sys.stderr.flush()
+            parent = os.getpid()
+            pid = os.fork()
+            if pid == 0:  # the second half; never returns
+                _die_with(parent)
+                os.close(reader)
+                self._second_half(file, split, spill, writer)
+            os.close(writer)
+            try:
+                self._scan_range(file, 0, split, framer, bar)
+                with os.fdopen(reader, "rb") as report:
+                    summary = report.read()
+                status = os.waitpid(pid, 0)[1]
+                pid = 0
+            finally:
+                if pid:  # interrupted: stop the second half too
+                    os.kill(pid, signal.SIGTERM)
+                    os.waitpid(pid, 0)
+            if os.waitstatus_to_exitcode(status) != 0 or not summary:
+                raise OSError(errno.EIO, "the scan of the file's second half failed")
+            lines, matches, read = orjson.loads(summary)
+            self.lines += lines
+            self.matches += matches
+            self.bytes += read
+            if bar is not None:
+                bar.update(read)
+            spill.seek(0)
+            shutil.copyfileobj(spill, self.out, READ_CHUNK)
+
+    def _second_half(self, file: _Input, split: int, spill: BinaryIO, report: int) -> NoReturn:
+        """In the forked process: the lines from `split` to the end, numbered from where the first
+        half ends; its records to `spill`, its counts as JSON to `report`."""
+        code = 1
+        try:
+            self.out, self.lines, self.matches, self.bytes = spill, 0, 0, 0
+            first_line = 1 + _count_lines(file.fd, split)
+            framer = LineFramer(file.max_line_bytes, FramerState(split, first_line))
+            self._scan_range(file, split, sys.maxsize, framer, None)
+            spill.flush()
+            lines = (framer.state.line_no or first_line) - first_line
+            os.write(report, orjson.dumps([lines, self.matches, self.bytes]))
+            code = 0
+        except (KeyboardInterrupt, SystemExit):  # ^C or a signal: the first half says so
+            pass
+        except BaseException:  # whatever it was, the first half reports the file failed
+            traceback.print_exc()
+        finally:
+            os._exit(code)  # no atexit, no flush of buffers copied from the first half
+
+    def _scan_range(
+        self,
+        file: _Input,
+        start: int,
+        end: int,
+        framer: LineFramer | EventFramer,
+        bar: tqdm[Any] | None,
+    ) -> None:
+        position = start
+        while position < end and (
+            chunk := os.pread(file.fd, min(READ_CHUNK, end - position), position)
+        ):
+            position += len(chunk)
+            self.bytes += len(chunk)
+            self._emit(framer.feed(chunk), file.matcher, file.ref)
+            if bar is not None:
+                bar.update(len(chunk))
+        self._emit(framer.flush(), file.matcher, file.ref)
 
     def _emit(self, blocks: list[Block], matcher: SourceMatcher, ref: SourceRef) -> None:
         for block in blocks:
@@ -105,6 +232,24 @@ class Scanner:
         if outputs:
             self.matches += len(outputs)
             self.out.write(b"".join(output.data for output in outputs))
+
+
+def _die_with(parent: int) -> None:
+    """In a forked process: be sent SIGTERM when `parent` exits, as it does at once of its own
+    SIGTERM (`scan` keeps the default action), so no half-scan runs on for nobody."""
+    # not Linux (no prctl): the second half finishes its work alone
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it exited before the request took effect
+        os._exit(1)
+
+
+def _count_lines(fd: int, end: int) -> int:
+    count = position = 0
+    while position < end and (chunk := os.pread(fd, min(READ_CHUNK, end - position), position)):
+        count += chunk.count(b"\n")
+        position += len(chunk)
+    return count
 
 
 @contextmanager
@@ -132,6 +277,8 @@ def _progress(enabled: bool, path: str, total: int | None) -> Iterator[tqdm[Any]
     if not enabled or (total is not None and total < 64 * 1024 * 1024):
         yield None
         return
+    from tqdm import tqdm  # noqa: PLC0415 - only when a bar is shown, not every start
+
     with tqdm(
         total=total,
         desc=os.path.basename(path),

@@ -26,12 +26,11 @@ from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from logwarden import checkpoint
 from logwarden.atomic import make_dirs
 from logwarden.config import Config, ConfigError
-from logwarden.console import Echo, foreground_echo
 from logwarden.counters import (
     CommitSnapshot,
     DaemonSnapshot,
@@ -66,6 +65,9 @@ from logwarden.rules import RuleSet, load_config
 from logwarden.status import StatusWriter
 from logwarden.tail import FileCheckpoint, TailManager
 from logwarden.watch import Watcher
+
+if TYPE_CHECKING:
+    from logwarden.console import Echo
 
 EX_OK = 0
 EX_FAILURE = 1
@@ -112,7 +114,11 @@ class Daemon:
         self.config = config
         self.rules = rules
         self.foreground = foreground
-        self.echo = foreground_echo(live) if foreground else None
+        self.echo: Echo | None = None
+        if foreground:  # rich, which the console draws with, is 40 ms of every start: only here
+            from logwarden.console import foreground_echo  # noqa: PLC0415
+
+            self.echo = foreground_echo(live)
         self.notifier = Notifier()
         self.builder = RecordBuilder()
         self.writers: dict[str, ReportWriter] = {}

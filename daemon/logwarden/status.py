@@ -15,18 +15,18 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
-from rich.text import Text
 
-from logwarden import checkpoint, status_view
+from logwarden import checkpoint
 from logwarden.atomic import write_atomically
 from logwarden.config import Config
 from logwarden.counters import DaemonSnapshot, ReloadSnapshot
 from logwarden.timestamps import utc_timestamp
+
+if TYPE_CHECKING:  # rich is for `logwarden status` only, not the daemon writing status.json
+    from rich.console import Console, RenderableType
 
 FILE_NAME = "status.json"
 EX_RUNNING = 0
@@ -268,6 +268,10 @@ def show_status(config: Config, as_json: bool, watch: bool = False) -> int:
     """Print the daemon's status once (or, with `watch`, every second until ^C); exit 0 when
     the daemon runs, 3 when it does not, 1 when its state cannot be read. Never a traceback: an
     operator runs this when something is already wrong."""
+    from rich.console import Console  # noqa: PLC0415 - 40 ms the daemon need not pay
+
+    from logwarden import status_view  # noqa: PLC0415 - it draws with rich
+
     console = Console(highlight=False, markup=False)
     if watch:
         return _watch(config, console)
@@ -305,6 +309,8 @@ def _watch(config: Config, console: Console) -> int:
     redrawn in place (rich Live); elsewhere each view is printed after the last, a blank line
     between. Rejected: a full-screen (alternate screen) view, which takes the last figures
     away from the terminal at ^C, when an operator may want to copy them."""
+    from rich.live import Live  # noqa: PLC0415 - see show_status
+
     try:
         if not console.is_terminal:
             while True:
@@ -319,6 +325,11 @@ def _watch(config: Config, console: Console) -> int:
 
 
 def _frame(config: Config) -> RenderableType:
+    from rich.console import Group  # noqa: PLC0415 - see show_status
+    from rich.text import Text  # noqa: PLC0415
+
+    from logwarden import status_view  # noqa: PLC0415
+
     reading = read_status(config)
     footer = Text(
         f"every {WATCH_INTERVAL:g}s, ^C to quit · {time.strftime('%H:%M:%S')}", style="dim"
@@ -334,6 +345,8 @@ def _frame(config: Config) -> RenderableType:
 
 
 def _frame_text(config: Config) -> str:
+    from logwarden import status_view  # noqa: PLC0415 - see show_status
+
     reading = read_status(config)
     stamp = time.strftime("%H:%M:%S")
     if reading.document is None:
