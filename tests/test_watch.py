@@ -16,8 +16,9 @@ import pytest
 from watchdog.observers.inotify_c import InotifyConstants, InotifyEvent, InotifyFD, WatchDescriptor
 
 from logcapture import RecordingLog
-from logwarden.config import SourceConfig
+from logwarden.config import Config, SourceConfig, load
 from logwarden.discovery import PathIndex
+from logwarden.service import BATCH_READ_HOLD_S, LATENCY_READ_HOLD_S, read_hold
 from logwarden.watch import Changes as Delivered
 from logwarden.watch import Watcher, WatchKind
 
@@ -215,6 +216,59 @@ def test_many_appends_coalesce(tmp_path: Path) -> None:
             assert ch.paths == {str(hot), str(marker)}
 
     run(body())
+
+
+def test_a_longer_hold_reads_a_steady_writer_less_often(tmp_path: Path) -> None:
+    """A line every millisecond for half a second: with the 25 ms hold a daemon whose reports
+    wait for rotation uses (`service.read_hold`), at most one delivery per hold, plus the first."""
+    hot = tmp_path / "hot.log"
+    hot.write_text("")
+
+    def write_steadily() -> None:
+        fd = os.open(hot, os.O_WRONLY | os.O_APPEND)
+        try:
+            deadline = time.monotonic() + 0.5
+            while time.monotonic() < deadline:
+                os.write(fd, b"x\n")
+                time.sleep(0.001)
+        finally:
+            os.close(fd)
+
+    async def body() -> None:
+        async with watching(index_of(source("app", tmp_path / "*.log")), "inotify") as (w, ch):
+            w.set_min_interval(0.025)
+            await asyncio.to_thread(write_steadily)
+            await ch.seen(hot)
+            await ch.quiet(0.1)
+            assert 1 <= len(ch.calls) <= 0.6 / 0.025 + 2, len(ch.calls)
+
+    run(body())
+
+
+def test_read_hold_is_short_only_where_a_report_publishes_every_record(tmp_path: Path) -> None:
+    def config(report: str) -> Config:
+        path = tmp_path / "logwarden.toml"
+        path.write_text(
+            f'''
+[daemon]
+state_dir = "{tmp_path}/state"
+[sources.app]
+paths = ["{tmp_path}/*.log"]
+[reports.a]
+dir = "{tmp_path}/a"
+[reports.b]
+dir = "{tmp_path}/b"
+{report}
+[rules.r]
+match = ['x']
+report = "a"
+'''
+        )
+        return load(path)[0]
+
+    assert read_hold(config("")) == BATCH_READ_HOLD_S == 0.025
+    assert read_hold(config("rotate_max_records = 100")) == BATCH_READ_HOLD_S
+    assert read_hold(config("rotate_max_records = 1")) == LATENCY_READ_HOLD_S == 0.002
 
 
 def test_a_flood_of_events_costs_few_wake_ups(tmp_path: Path) -> None:
