@@ -122,7 +122,10 @@ def test_hyperscan_takes_only_the_subset_where_it_agrees_with_re2(
     assert form(r"port [0-9]+ ssh") == r"(?:port [0-9]+ ssh)"
     assert form(r"(a|b)+") == r"(?:(?:a|b)+)"
     # where the two engines read a line differently: left to RE2
-    for pattern in (r"(?i)root", r"(?s-i:x)", r"a\S+b", r"\pL", r"caf\x{e9}", "café"):
+    for pattern in (
+        r"(?i)root", r"(?s-i:x)", r"a\S+b", r"a[^\s]b", r"a[^\v]b", r"a\sb", r"\pL",
+        r"caf\x{e9}", "café",
+    ):  # fmt: skip
         assert form(pattern) is None, pattern
     # one such pattern, or one Hyperscan cannot compile (it matches the empty string), and the
     # whole source keeps RE2's prefilter
@@ -135,3 +138,27 @@ def test_hyperscan_takes_only_the_subset_where_it_agrees_with_re2(
         )
         assert rules.for_source("auth")._hyperscan is None
         assert [m.rule for m in rules.for_source("auth").scan(Block(b"foo\n", 0, 1))] == matched
+
+
+@pytest.mark.parametrize("on", [True, False], ids=["hyperscan", "re2"])
+def test_vertical_space_reads_as_re2_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on: bool
+) -> None:
+    """RE2's `\\s` leaves out the vertical tab and its `\\v` is the vertical tab alone; Hyperscan
+    reads both wider, so `[^\\s]` and `[^\\v]` would miss lines under it (found in review: a VT in
+    a `[^\\s]+` field slipped past the rule)."""
+    rules = compiled(
+        tmp_path,
+        monkeypatch,
+        on,
+        PLAIN_RULES
+        + "[rules.nonspace]\nreport = \"ops\"\nmatch = ['a[^\\s]b']\n"
+        + "[rules.nonvt]\nreport = \"ops\"\nmatch = ['c[^\\v]d']\n",
+    )
+    block = Block(b"xx a\x0bb yy\nc\rd\nc\x0cd\n", 0, 1)
+    found = [(m.rule, m.line_no) for m in rules.for_source("auth").scan(block)]
+    assert found == [("nonspace", 1), ("nonvt", 2), ("nonvt", 3)]
+    # and `%{user}` (no vertical tab, spelt `\x0b`) stays in Hyperscan's subset
+    assert rules.for_source("auth")._hyperscan is None  # `[^\\s]`, `[^\\v]`: the source keeps RE2
+    plain = compiled(tmp_path, monkeypatch, on, PLAIN_RULES)
+    assert (plain.for_source("auth")._hyperscan is not None) is on

@@ -196,3 +196,31 @@ def test_carry_and_multiline_are_scanned_in_one_piece(
         assert any(
             r["line"] == "99 ERROR E99\n  continued\n  continued\n  continued" for r in whole
         )
+
+
+@pytest.mark.integration
+def test_standard_input_is_never_split(tmp_path: Path) -> None:
+    """`scan -` from a redirected file reads from where its offset stands, which the halves'
+    preads from 0 would not: stdin is scanned in one piece, whatever its size."""
+    config = tmp_path / "logwarden.toml"
+    config.write_text(textwrap.dedent(SMALL_LINES))
+    log = tmp_path / "app.log"
+    lines = [f"{n} ERROR E{n}\n" for n in range(20)]
+    log.write_text("".join(lines))
+    tenth = len("".join(lines[:10]))
+    code = (
+        "import os, sys\n"
+        "from logwarden import scan\n"
+        "from logwarden.cli import main\n"
+        "scan.SPLIT_MIN_BYTES = 0\n"
+        "os.lseek(0, int(sys.argv[1]), os.SEEK_SET)\n"
+        "sys.argv = ['logwarden', 'scan', '-c', sys.argv[2], '-']\n"
+        "raise SystemExit(main())\n"
+    )
+    with log.open("rb") as stdin:
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(tenth), str(config)],
+            stdin=stdin, capture_output=True, timeout=60, check=True,
+        )  # fmt: skip
+    codes = [orjson.loads(line)["captures"]["code"] for line in done.stdout.splitlines()]
+    assert codes == [f"E{n}" for n in range(10, 20)], done.stderr

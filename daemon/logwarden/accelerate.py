@@ -12,8 +12,10 @@ may name more lines than match (a match that runs over a newline ends on the nex
 is confirmed and dropped), never fewer. That holds where the two engines agree on what a pattern
 matches, so a source gets Hyperscan only if *every* one of its match patterns is in the plain
 subset where they do (ASCII, no `(?i)`: RE2 folds case with Unicode's tables and Hyperscan without
-`HS_FLAG_UCP` with ASCII's; no `\\S`, which is one character narrower in Hyperscan; no `\\p`,
-`\\C`, `\\x` or octal escapes) and compiles; anything else keeps the RE2 prefilter for the whole
+`HS_FLAG_UCP` with ASCII's; no `\\s` or `\\v`: Hyperscan's `\\s` takes the vertical tab, RE2's
+does not, and its `\\v` is every vertical space, RE2's the vertical tab alone, so `\\S`,
+`[^\\s]` and `[^\\v]` are narrower in Hyperscan and it would miss lines; no `\\p`, `\\C`,
+octal escapes or `\\x` beyond ASCII) and compiles; anything else keeps the RE2 prefilter for the whole
 source (bench.toml's `%{ip}` does: Hyperscan refuses its IPv6 repeats). Hyperscan is given only
 runs of valid UTF-8 (rules.py's fast path), as HS_FLAG_UTF8 requires.
 
@@ -37,7 +39,7 @@ log = get_logger(__name__)
 
 ENV = "LOGWARDEN_HYPERSCAN"
 # syntax on which RE2 and Hyperscan (UTF-8, no UCP) may disagree about a line: not accelerated
-_UNSAFE = re.compile(r"\\[SpPCx0-7]|\(\?[-a-zA-Z]*i|[^\x00-\x7f]")
+_UNSAFE = re.compile(r"\\[SsvpPC0-7]|\\x(?![0-7][0-9a-fA-F])|\(\?[-a-zA-Z]*i|[^\x00-\x7f]")
 _QUANTIFIERS = frozenset("*+?}")
 
 hyperscan: Any

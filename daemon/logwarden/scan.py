@@ -128,10 +128,13 @@ class Scanner:
     def _split_at(self, file: _Input, size: int | None) -> int | None:
         """Where a second process should take over a large regular file (the start of the first
         line past its middle), or None to scan it in one piece: a small file or a single core,
-        where a second process costs more than it saves; rules with a threshold, suppression or
+        where a second process costs more than it saves; standard input, whose offset need not be
+        0 (the halves read with pread from 0); rules with a threshold, suppression or
         carry, whose state must see every match in order in one process; and a `multiline`
         source, whose events may span the middle."""
         if size is None or size < SPLIT_MIN_BYTES or len(os.sched_getaffinity(0)) < 2:
+            return None
+        if file.ref.path == STDIN:  # a redirected file may be read from where its offset stands
             return None
         source = self.config.sources.get(file.ref.name) if file.ref.name else None
         if source is not None and source.multiline is not None:
