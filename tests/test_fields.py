@@ -5,6 +5,7 @@ through the daemon."""
 from __future__ import annotations
 
 import io
+import math
 import subprocess
 import sys
 import textwrap
@@ -272,6 +273,76 @@ def test_capture_fields_can_key_thresholds(write_config: WriteConfig, tmp_path: 
     out = run_scan(loaded, rules, tmp_path, "app.log", lines)
     alerts = [r for r in out if r.get("kind") == "alert"]
     assert [a["key"] for a in alerts] == [{"client.ip": "192.0.2.0"}, {"client.ip": "192.0.2.1"}]
+
+
+def test_hostile_values_never_stop_a_file(write_config: WriteConfig, tmp_path: Path) -> None:
+    """A number past `int()`'s 4,300 digits, past a double's range, an object nested past what
+    orjson writes, a list where a number is wanted: each line gets a verdict, the next line too."""
+    loaded, rules = load(
+        write_config,
+        """
+        [rules.server-error]
+        sources = ["app", "kv"]
+        where = { status = { gte = 500 } }
+        capture_fields = ["deep"]
+        [rules.exact]
+        sources = ["app", "kv"]
+        where = { status = { eq = 503 }, code = { lt = 10 } }
+        """,
+    )
+    huge = "9" * 5000
+    deep = "[" * 600 + "]" * 600  # orjson reads 1,024 levels, writes 255
+    kv = [f"level=error status={huge}", f"level=error status=1e999 code=-{huge}", "status=503"]
+    assert [
+        (r["rule"], r["source"]["line_no"]) for r in run_scan(loaded, rules, tmp_path, "kv.log", kv)
+    ] == [
+        ("server-error", 1),
+        ("server-error", 2),
+        ("server-error", 3),
+    ]
+    app = [
+        f'{{"status":"{huge}","deep":{deep}}}',
+        '{"status":[503],"code":1}',
+        f'{{"status":"{"1" * 400}","deep":{{"a":1}}}}',
+        '{"status":503,"code":1}',
+    ]
+    out = run_scan(loaded, rules, tmp_path, "app.log", app)
+    assert [(r["rule"], r["source"]["line_no"], r["captures"]) for r in out] == [
+        ("server-error", 1, {"deep": None}),
+        ("server-error", 3, {"deep": '{"a":1}'}),
+        ("server-error", 4, {"deep": None}),
+        ("exact", 4, {}),
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    value=st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(-(2**63), 2**64 - 1)
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(alphabet="-0123456789.eE+ ", max_size=400)
+        | st.text(max_size=5),
+        lambda children: (
+            st.lists(children, max_size=2)
+            | st.dictionaries(st.text(max_size=2), children, max_size=2)
+        ),
+        max_leaves=8,
+    ),
+    repeat=st.integers(1, 5000),
+)
+def test_reading_a_value_never_raises(value: Any, repeat: int) -> None:
+    """Every reading of a field (text, number, capture, condition, explain) takes any value."""
+    if isinstance(value, str):
+        value = value * (repeat // max(len(value), 1) + 1)
+    spec = config.FieldCondition.model_validate({"eq": 5, "gt": 1, "match": "5"})
+    fields.Condition.compile("v", spec).why_not({"v": value})
+    fields.text_of(value)
+    fields.capture_text(value)
+    fields.shown(value)
+    number = fields.number_of(value)
+    assert number is None or not math.isnan(number)
 
 
 # ---------------------------------------------------------------- the prefilter

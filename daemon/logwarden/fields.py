@@ -131,31 +131,48 @@ def text_of(value: Any) -> str | None:
 
 def capture_text(value: Any) -> str | None:
     """A value as a capture holds it: its text, an object or array as compact JSON; None if
-    missing."""
+    missing, or nested deeper than orjson writes (255 levels; it reads 1,024)."""
     if value is MISSING:
         return None
     text = text_of(value)
-    return orjson.dumps(value).decode() if text is None else text
+    if text is not None:
+        return text
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        return None
 
 
 _DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+# integers up to this many digits read exactly; longer ones as a float (infinite past ~1e308):
+# `int()` refuses more than 4,300 digits, and a huge int does not divide into a float (epoch time)
+_EXACT_DIGITS = 300
 
 
 def number_of(value: Any) -> int | float | None:
-    """A value as a number: a JSON number, or a string spelling a decimal number; else None."""
+    """A value as a number: a JSON number, or a string spelling a decimal number; else None.
+    A string may spell a number too big for a double: it reads as infinity (`5e999 > 500`)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
         return value
     if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
         text = value.strip()
-        return int(text) if text.lstrip("-").isdigit() else float(text)
+        if len(text) <= _EXACT_DIGITS and text.lstrip("-").isdigit():
+            return int(text)
+        return float(text)
     return None
 
 
 def shown(value: Any) -> str:
     """A value for a person (explain): JSON, cut at 60 characters."""
-    text = "missing" if value is MISSING else orjson.dumps(value, default=str).decode()
+    if value is MISSING:
+        text = "missing"
+    else:
+        try:
+            text = orjson.dumps(value, default=str).decode()
+        except orjson.JSONEncodeError:  # nested deeper than orjson writes
+            text = "a value nested too deeply to show"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
