@@ -560,3 +560,33 @@ dir = "{tmp_path}/reports"
     ]
     assert records[1]["line"] == '{\n  "level": "error",\n  "msg": "pretty"\n}'
     assert records[2]["line"] == '{"level":"error","msg":"not alone"}\n  continued'
+
+
+def test_a_logfmt_event_is_parsed_from_its_first_line(tmp_path: Path) -> None:
+    """`parse = "logfmt"` with `multiline`: the fields are its first line's (the stack trace after
+    it neither ends a value nor adds bare keys); the record's line is the whole event."""
+    conf = tmp_path / "logwarden.toml"
+    conf.write_text(
+        f"""
+[daemon]
+state_dir = "{tmp_path}/state"
+[sources.app]
+paths = ["{tmp_path}/app.log"]
+parse = "logfmt"
+multiline = {{ start = '^level=' }}
+[rules.err]
+where = {{ level = "error" }}
+capture_fields = ["user", "at"]
+[rules.bare]
+where = {{ at = true }}
+[reports.r]
+dir = "{tmp_path}/reports"
+"""
+    )
+    log = tmp_path / "app.log"
+    log.write_bytes(b'level=error msg="db timeout" user=bob\n  at com.x.Y\nlevel=info\n')
+    config, rules = load_config(conf)
+    records = scan(config, rules, log)
+    assert [(r["rule"], r["line"], r["captures"]) for r in records] == [
+        ("err", 'level=error msg="db timeout" user=bob\n  at com.x.Y', {"user": "bob", "at": None})
+    ]

@@ -67,7 +67,14 @@ def parse_logfmt(text: str) -> Fields | None:
     `\\u00e9`). A line is logfmt when every token parses and at least one is `key=value`: so
     `Failed password for root` (bare words only) stays plain text. Written here because the
     logfmt parsers on PyPI are unmaintained (`logfmt`, last release 2018) or brand new.
+
+    A multi-line event (`multiline`) is parsed from its first line: logfmt is one line a record,
+    and what follows it (a stack trace) would otherwise end its last value and add its words as
+    bare keys (`user=bob\n  at com.x.Y` read `user` as `"bob\n"`, `at` as a key).
     """
+    newline = text.find("\n")
+    if newline >= 0:
+        text = text[:newline]
     fields: dict[str, Any] = {}
     pairs, position, end = 0, 0, len(text)
     while position < end:
