@@ -455,6 +455,49 @@ def test_the_field_prefilter_never_skips_a_line_that_matches(
         assert bool(scan(property_rules, f"s{i}", line)) == expected, (line, text, pattern)
 
 
+_LOGFMT_PATTERNS = [*_PATTERNS, "true", "ru", "^t", "e$", "x"]
+_LOGFMT_VALUES = st.one_of(
+    st.just("v"),  # a bare key: reads true
+    st.text(alphabet="abtrue05./-\\é", max_size=6).map(lambda t: f"v={t}"),
+    _TEXTS.map(lambda t: "v=" + orjson.dumps(t).decode()),
+)
+
+
+@pytest.fixture(scope="module")
+def logfmt_rules(tmp_path_factory: pytest.TempPathFactory) -> RuleSet:
+    """Per pattern, two logfmt sources of one rule each: `field = "v"` and `where` on v."""
+    body = "".join(
+        f'[sources.f{i}]\npaths = ["f{i}.log"]\nparse = "logfmt"\n'
+        f'[rules.f{i}]\nsources = ["f{i}"]\nfield = "v"\nmatch = [\'{p}\']\n'
+        f'[sources.w{i}]\npaths = ["w{i}.log"]\nparse = "logfmt"\n'
+        f"[rules.w{i}]\nsources = [\"w{i}\"]\nwhere = {{ v = {{ match = '{p}' }} }}\n"
+        for i, p in enumerate(_LOGFMT_PATTERNS)
+    )
+    path = tmp_path_factory.mktemp("fields") / "logwarden.toml"
+    path.write_text(textwrap.dedent(HEADER) + body)
+    loaded, sink = config.load(path, defer=True)
+    return RuleSet.compile(loaded, sink)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_LOGFMT_VALUES, before=st.booleans())
+@example(value="v", before=True)
+@example(value="v", before=False)
+def test_the_logfmt_prefilter_never_skips_a_line_that_matches(
+    logfmt_rules: RuleSet, value: str, before: bool
+) -> None:
+    """Bare keys (`debug` reads true), bare and quoted values: the scan agrees with parsing
+    every line and searching each pattern in v's text, for `field` and for `where.match`."""
+    line = f"level=info {value} msg=hello" if before else f"{value} level=info"
+    parsed = parse_logfmt(line)
+    text = None if parsed is None else fields.text_of(lookup(parsed, "v"))
+    for i, pattern in enumerate(_LOGFMT_PATTERNS):
+        expected = text is not None and re2.search(pattern, text) is not None
+        for kind in "fw":
+            found = scan(logfmt_rules, f"{kind}{i}", line)
+            assert bool(found) == expected, (line, text, pattern, kind)
+
+
 # ---------------------------------------------------------------- event time from a field
 
 NOW = datetime.now(UTC).replace(microsecond=0)

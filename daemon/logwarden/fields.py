@@ -303,9 +303,13 @@ class Requirement:
     #                respelt number (then it is a candidate anyway)
 
 
-def requirement(spec: FieldSpec, match: tuple[str, ...], uses_re2: bool) -> Requirement | None:
+def requirement(
+    spec: FieldSpec, match: tuple[str, ...], uses_re2: bool, *, bare_keys: bool = False
+) -> Requirement | None:
     """A necessary condition on the raw line for a rule with `where`/`field`, or None when none
-    can be derived (then every line of its sources is parsed).
+    can be derived (then every line of its sources is parsed). `bare_keys`: the source is
+    logfmt, where a bare key reads `true` without the word in the line, so a pattern on a field
+    that finds something in `true` requires nothing of the line.
 
     Sound because a string field's text is a substring of an escape-free raw line (JSON and
     logfmt alike), with a non-word character or the line's end on either side, so an unanchored
@@ -315,16 +319,24 @@ def requirement(spec: FieldSpec, match: tuple[str, ...], uses_re2: bool) -> Requ
     """
     if match and uses_re2 and spec.field is None:  # patterns on the whole line: the plain rule's
         return Requirement(tuple(prefilter_form(p) for p in match), on_text=False)
-    if match and uses_re2 and not any(_anchored(p) for p in match):
+    if match and uses_re2 and not any(_anchored(p) or _reads_true(p, bare_keys) for p in match):
         return Requirement(tuple(prefilter_form(p) for p in match), on_text=True)
     for condition in spec.where:
         eq, pattern = condition.spec.eq, condition.spec.match
         # not `true`: a bare logfmt key reads true without the word in the line
         if isinstance(eq, str) and eq and eq != "true":
             return Requirement((re2.escape(eq),), on_text=True)
-        if pattern is not None and not _anchored(expand(pattern)):
-            return Requirement((prefilter_form(expand(pattern)),), on_text=True)
+        if pattern is None:
+            continue
+        expanded = expand(pattern)
+        if not _anchored(expanded) and not _reads_true(expanded, bare_keys):
+            return Requirement((prefilter_form(expanded),), on_text=True)
     return None
+
+
+def _reads_true(expanded: str, bare_keys: bool) -> bool:
+    """Whether a pattern on a field finds something in a bare logfmt key's text, `true`."""
+    return bare_keys and re2.search(expanded, "true", re2_options()) is not None
 
 
 def _anchored(expanded: str) -> bool:
