@@ -179,6 +179,18 @@ def test_lines_before_the_first_start_line_are_an_event_of_their_own() -> None:
     ]
 
 
+def test_start_expands_placeholders_as_match_does() -> None:
+    """`start = '^%{iso8601}'` starts events at dated lines, not at the literal text."""
+    framer = EventFramer(4096, multiline("^%{iso8601}"))
+    data = b"2026-11-24T13:19:38Z boom\n  at x\n2026-11-24T13:19:39Z next\n"
+    assert events(framer.feed(data) + framer.flush()) == [
+        (0, 1, "2026-11-24T13:19:38Z boom\n  at x", False),
+        (33, 3, "2026-11-24T13:19:39Z next", False),
+    ]
+    with pytest.raises(ValueError, match="nosuch"):
+        multiline("^%{nosuch}")
+
+
 def test_timeout_ends_a_quiet_event_and_late_lines_make_their_own() -> None:
     now = [100.0]
     framer = EventFramer(4096, multiline(), clock=lambda: now[0])

@@ -315,7 +315,8 @@ class TimestampConfig(_Table):
 class MultilineConfig(_Table):
     """How a file source's lines group into multi-line events (`multiline.py`)."""
 
-    start: str  # RE2: a line it matches starts an event; any other line continues the open one
+    start: str  # RE2 (placeholders work): a line it matches starts an event; any other line
+    #             continues the open one
     max_lines: int = Field(default=500, strict=True, ge=1, le=100_000)
     max_bytes: Size = 256 * 1024
     timeout: Seconds = 2.0  # no new line for this long: the open event ends
@@ -324,16 +325,12 @@ class MultilineConfig(_Table):
     @classmethod
     def _start_compiles(cls, value: str) -> str:
         # only when a source has multiline: commands that never compile a pattern skip these
-        from re2 import compile as re2_compile  # noqa: PLC0415 - see above
+        from logwarden.patterns import PatternError, compile_pattern, expand  # noqa: PLC0415
 
-        from logwarden.patterns import re2_error_message, re2_options  # noqa: PLC0415
-
-        try:
-            re2_compile(value, re2_options())
-        except Exception as error:  # re2.error
-            raise ValueError(
-                f"RE2 cannot compile this pattern: {re2_error_message(error)}"
-            ) from None
+        try:  # as `match` is (`%{iso8601}` expands); `multiline.py` expands it again
+            compile_pattern(expand(value), "re2", value)
+        except PatternError as error:
+            raise ValueError("; ".join(error.problems)) from None
         return value
 
     @field_validator("max_bytes")

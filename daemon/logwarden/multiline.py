@@ -38,7 +38,7 @@ import re2
 
 from logwarden.config import MultilineConfig
 from logwarden.framing import Block, FramerState, LineFramer, _cut
-from logwarden.patterns import SpanSearch, re2_options, span_search
+from logwarden.patterns import SpanSearch, expand, re2_options, span_search
 
 NEWLINE = b"\n"
 
@@ -77,7 +77,8 @@ def reframe(
 
 @functools.lru_cache(maxsize=64)
 def _start_search(pattern: str) -> SpanSearch:
-    return span_search(re2.compile(pattern, re2_options()))
+    """`start` as written, placeholders expanded (checked at load: `MultilineConfig`)."""
+    return span_search(re2.compile(expand(pattern), re2_options()))
 
 
 class EventFramer:
