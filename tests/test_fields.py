@@ -635,6 +635,11 @@ def test_source_errors_for_parse_and_timestamp_field(write_config: WriteConfig) 
     match = ['x']
     [sources.plain]
     paths = ["logs/plain.log"]
+    [rules.copies]
+    sources = ["plain"]
+    match = ['denied']
+    capture_fields = ["user"]
+    threshold = { key = "user", count = 2, within = "1m" }
     """
     found = problems(write_config, "", header)
     assert found == [
@@ -648,7 +653,30 @@ def test_source_errors_for_parse_and_timestamp_field(write_config: WriteConfig) 
         " without `match` has only those captures)",
         "logwarden.toml:23: rules.unparsed.field: reads fields, but none of its sources parses"
         ' its lines: give one parse = "json" or "logfmt"',
+        "logwarden.toml:30: rules.copies.capture_fields: reads fields, but none of its sources"
+        ' parses its lines: give one parse = "json" or "logfmt"',
     ]
+
+
+def test_capture_fields_of_every_source_need_one_parsed_source(write_config: WriteConfig) -> None:
+    """A rule without `sources` applies to every source: it is an error only when none parses
+    (on a config of mixed sources its fields are read where there are some)."""
+    plain = """
+    [daemon]
+    state_dir = "state"
+    [sources.plain]
+    paths = ["logs/plain.log"]
+    [reports.out]
+    dir = "reports"
+    """
+    rule = '[rules.any]\nmatch = ["denied"]\ncapture_fields = ["user"]\n'
+    assert problems(write_config, rule, plain) == [
+        "logwarden.toml:9: rules.any.capture_fields: reads fields, but none of its sources"
+        ' parses its lines: give one parse = "json" or "logfmt"',
+    ]
+    mixed = plain + '[sources.kv]\npaths = ["logs/kv.log"]\nparse = "logfmt"\n'
+    loaded, _ = load(write_config, rule, mixed)
+    assert loaded.rules["any"].capture_fields == ("user",)
 
 
 def test_rule_tests_run_parsed_and_say_which_condition_failed(write_config: WriteConfig) -> None:

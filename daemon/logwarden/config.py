@@ -1043,9 +1043,12 @@ def _check_parsed_sources(
     sources: Mapping[str, SourceConfig | None],
     sink: ProblemSink,
 ) -> None:
-    """A rule with `where` or `field` needs a source that parses lines, or it never matches."""
+    """A rule with `where` or `field` needs a source that parses lines, or it never matches;
+    one with `capture_fields` too, or its captures are always null (a threshold keyed by them
+    never fires). A rule of every source needs one source of the config to parse: a config of
+    mixed sources may give all of them such a rule (its fields read on the parsed ones)."""
     for name, rule in rules.items():
-        if rule is None or (rule.where is None and rule.field is None):
+        if rule is None or not rule.reads_fields:
             continue
         scope = rule.sources if rule.sources is not None else tuple(sources)
         chosen = [sources.get(source) for source in scope]
@@ -1053,10 +1056,16 @@ def _check_parsed_sources(
             continue  # a source with problems of its own: reported already
         if not any(source is not None and source.parse != "none" for source in chosen):
             sink.add(
-                ("rules", name, "where" if rule.where is not None else "field"),
+                ("rules", name, _first_field_key(rule)),
                 "reads fields, but none of its sources parses its lines:"
                 ' give one parse = "json" or "logfmt"',
             )
+
+
+def _first_field_key(rule: RuleConfig) -> str:
+    if rule.where is not None:
+        return "where"
+    return "field" if rule.field is not None else "capture_fields"
 
 
 def _check_sealing(report: ReportConfig | None, sink: ProblemSink) -> ReportConfig | None:
