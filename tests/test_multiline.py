@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -534,6 +535,51 @@ def test_rotation_ends_the_old_files_event_before_the_new_file(
     ]
     assert records[0]["line"] == (TRACE_HEAD + TRACE_REST).decode().removesuffix("\n")
     assert records[2]["line"].endswith("request failed again")
+
+
+@pytest.mark.integration
+def test_lines_written_to_a_rotated_file_stay_in_its_event(workdir: Path, daemon: Daemon) -> None:
+    """logrotate's `create`: the writer keeps its old descriptor until postrotate, so the rest of
+    a trace lands in the rotated file after the daemon drained it. The event stays whole (as
+    `scan` of the rotated file sees it) and still goes out before the new file's lines."""
+    configure(workdir, "30s")
+    log = workdir / "logs" / "app.log"
+    started = b"2026-11-24 13:19:38,120 INFO app.server: started\n"
+    head = (len(started), len(started) + len(TRACE_HEAD))
+    with open(log, "ab", buffering=0) as writer:
+        writer.write(started + TRACE_HEAD)
+        daemon.start()
+        wait_until(
+            lambda: committed(workdir, "app.log") == head,
+            10,
+            message="the head read, the event open",
+        )
+        os.rename(log, workdir / "logs" / "app.log.1")
+        log.write_bytes(
+            b"2026-11-24 13:20:00,000 ERROR app.handlers: request failed again\n"
+            b"2026-11-24 13:20:01,000 INFO next\n"
+        )
+        wait_until(
+            lambda: daemon.logged("file left its path; draining it"),
+            10,
+            message="the rotation seen",
+        )
+        time.sleep(1.0)  # its drain is a read away: the rest comes well after it
+        writer.write(TRACE_REST)  # through the old descriptor
+    wait_until(lambda: len(records_of(workdir)) >= 3, 15, message="both files' events")
+    assert daemon.stop() == 0
+    records = records_of(workdir)
+    assert [(r["rule"], r["source"]["path"][-9:], r["source"]["offset"]) for r in records] == [
+        ("failed", "app.log.1", len(started)),
+        ("exception", "app.log.1", len(started)),
+        ("failed", "s/app.log", 0),
+    ]
+    assert records[0]["line"] == (TRACE_HEAD + TRACE_REST).decode().removesuffix("\n")
+    config, rules = load_config(workdir / "logwarden.toml")
+    scanned = scan(config, rules, workdir / "logs" / "app.log.1", "app")
+    assert [(r["rule"], r["line"]) for r in scanned] == [
+        (r["rule"], r["line"]) for r in records[:2]
+    ]
 
 
 def test_a_parsed_source_parses_a_multi_line_event_whole(tmp_path: Path) -> None:
