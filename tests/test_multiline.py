@@ -361,6 +361,8 @@ def test_explain_sees_a_pasted_trace_as_one_event(ruleset: tuple[Config, RuleSet
     assert verdict.trace.line == trace
     assert set(verdict.matched) == {"exception", "whole", "spanning"}
     assert any("multi-line event of 14 lines" in note for note in verdict.notes)
+    prefilter = {s.detail for v in verdict.rules for s in v.steps if s.name == "prefilter"}
+    assert prefilter == {"a multi-line event: its own search, not traced per rule"}
     lines = list(Explainer(config, rules, "plain").explain([trace]))
     assert len(lines) == 14  # a source without multiline: line by line, as before
 
