@@ -6,6 +6,9 @@ from __future__ import annotations
 import io
 import os
 import re
+import select
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -582,6 +585,35 @@ def test_lines_written_to_a_rotated_file_stay_in_its_event(workdir: Path, daemon
     assert [(r["rule"], r["line"]) for r in scanned] == [
         (r["rule"], r["line"]) for r in records[:2]
     ]
+
+
+@pytest.mark.integration
+def test_scan_of_a_pipe_ends_the_open_event_at_its_timeout(workdir: Path) -> None:
+    """`tail -f x | logwarden scan --source app -`: the input never ends, so the last event ends
+    at its timeout, as in the daemon, and its records are written then."""
+    configure(workdir, "300ms")
+    command = ["scan", "-c", str(workdir / "logwarden.toml"), "--source", "app", "-"]
+    piped = subprocess.Popen(
+        [sys.executable, "-m", "logwarden", *command],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert piped.stdin is not None and piped.stdout is not None
+    try:
+        piped.stdin.write(TRACE_HEAD + TRACE_REST)
+        piped.stdin.flush()
+        ready, _, _ = select.select([piped.stdout], [], [], 20)
+        assert ready, "no record while the input stays open"
+        first = orjson.loads(piped.stdout.readline())
+        assert (first["rule"], first["line"]) == (
+            "failed",
+            (TRACE_HEAD + TRACE_REST).decode().removesuffix("\n"),
+        )
+    finally:
+        piped.stdin.close()
+        piped.wait(20)
+        piped.stdout.close()
+    assert piped.returncode == 0
 
 
 def test_a_parsed_source_parses_a_multi_line_event_whole(tmp_path: Path) -> None:

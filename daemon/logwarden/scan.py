@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import select
 import stat
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,10 +15,10 @@ from typing import Any, BinaryIO
 from tqdm import tqdm
 
 from logwarden.config import Config, SourceConfig
-from logwarden.framing import Block
+from logwarden.framing import Block, LineFramer
 from logwarden.globs import PathMatcher, first_matching
 from logwarden.log import get_logger
-from logwarden.multiline import make_framer
+from logwarden.multiline import EventFramer, make_framer
 from logwarden.origin import SourceRef
 from logwarden.records import RecordBuilder
 from logwarden.rules import RuleSet, SourceMatcher
@@ -83,7 +85,7 @@ class Scanner:
                 framer = make_framer(max_line_bytes, settings.multiline if settings else None)
                 size = status.st_size if stat.S_ISREG(status.st_mode) else None
                 with _progress(self.progress, path, size) as bar:
-                    while chunk := stream.read(READ_CHUNK):
+                    while chunk := self._read(stream, framer, size is None, matcher, ref):
                         self.bytes += len(chunk)
                         self._emit(framer.feed(chunk), matcher, ref)
                         if bar is not None:
@@ -94,6 +96,27 @@ class Scanner:
             log.error("cannot read file", path=path, error=error.strerror or str(error))
             return False
         return True
+
+    def _read(
+        self,
+        stream: BinaryIO,
+        framer: LineFramer | EventFramer,
+        live: bool,
+        matcher: SourceMatcher,
+        ref: SourceRef,
+    ) -> bytes:
+        """The next chunk (empty at the end). On a pipe (`tail -f x | logwarden scan -`) the open
+        multi-line event also ends at its `timeout`, as in the daemon: the input may never end.
+        A regular file's end comes soon: its events end there (and at start lines) only."""
+        if live:  # what matched so far goes out before waiting for more (stdout may be a pipe)
+            self.out.flush()
+        while live and (deadline := framer.deadline) is not None:
+            wait = max(deadline - time.monotonic(), 0.0)
+            if select.select([stream], [], [], wait)[0]:
+                break
+            self._emit(framer.expire(time.monotonic()), matcher, ref)
+            self.out.flush()
+        return stream.read(READ_CHUNK)
 
     def _emit(self, blocks: list[Block], matcher: SourceMatcher, ref: SourceRef) -> None:
         for block in blocks:
