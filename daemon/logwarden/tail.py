@@ -376,7 +376,6 @@ class TailManager:
         tailer.last_read = time.time()
         self._lines += lines
         self.source_lines[tailer.source] += lines
-        self.source_bytes[tailer.source] += sum(len(block.data) for block in blocks)
 
     async def wait_for_room(self) -> None:
         await self.sink.wait_for_room()
@@ -385,9 +384,17 @@ class TailManager:
         return self.sink.has_room()
 
     def count(
-        self, *, read: int = 0, lost: int = 0, unmeasured: int = 0, read_errors: int = 0
+        self,
+        *,
+        read: int = 0,
+        lost: int = 0,
+        unmeasured: int = 0,
+        read_errors: int = 0,
+        source: str | None = None,
     ) -> None:
         self._bytes += read
+        if source is not None:  # as read: an event's newlines and CRs too (its block has none)
+            self.source_bytes[source] += read
         self._lost += lost
         self._unmeasured += unmeasured
         self.read_errors += read_errors

@@ -99,10 +99,16 @@ class TailerHost(Protocol):
         """Whether `wait_for_room` would return at once."""
 
     def count(
-        self, *, read: int = 0, lost: int = 0, unmeasured: int = 0, read_errors: int = 0
+        self,
+        *,
+        read: int = 0,
+        lost: int = 0,
+        unmeasured: int = 0,
+        read_errors: int = 0,
+        source: str | None = None,
     ) -> None:
-        """Bytes read, bytes known lost to a truncation, truncations whose loss is unknown, and
-        the file becoming unreadable."""
+        """Bytes read (of `source`), bytes known lost to a truncation, truncations whose loss is
+        unknown, and the file becoming unreadable."""
 
     def lineages_for(self, path: str, dev: int) -> tuple[list[Lineage], list[Lineage]]:
         """What `path` may be a copy of: files recently truncated, and live files."""
@@ -639,7 +645,7 @@ class Tailer:
                 self.head, self.sample = before[1], b""
                 self.close_fd()
                 raise
-        self.host.count(read=len(fresh))
+        self.host.count(read=len(fresh), source=self.source)
         self._arm_timeout()
 
     # -- the open multi-line event (`multiline.py`)
