@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+import orjson
 import pytest
 
+from logcapture import RecordingLog
 from logwarden.config import TimestampConfig
 from logwarden.eventtime import SourceClock, rfc3339
+from logwarden.fields import parse_logfmt
 from logwarden.journal_entries import Entry, EntryBatch
 from logwarden.origin import SourceRef
 from logwarden.rules import Match
@@ -121,6 +124,30 @@ def test_far_future_and_past_times_are_counted_and_warned_once_an_hour(
     near = Match("r", "w", "d", 0, 1, "2026-11-25T10:00:00Z x", False, {})
     assert source.read(near, FILE)[1] == "log"
     assert source._warned_at == at("2026-11-24T13:30:00+00:00")  # one warning for the three
+
+
+def test_infinite_nan_and_absurd_times_fall_back_to_arrival(capture_logs: None) -> None:
+    """`ts=1e999` (infinity), `ts=1e300`, an epoch capture `nan`, 400 digits of epoch time: the
+    arrival time, counted out of bounds, and a warning the JSON log renderer can write."""
+    now = "2026-11-24T13:30:00+00:00"
+    spec = TimestampConfig.model_validate({"field": "ts"})
+    source = SourceClock("app", spec, ZoneInfo("UTC"), lambda: at(now), parse_logfmt)
+    epoch = clock(now, capture="when", format="epoch")
+    for times, line in (
+        (source, "ts=1e999 m=x"),
+        (source, "ts=1e300 m=x"),
+        (source, f"ts={'9' * 400} m=x"),
+        (source, f"ts=-{'9' * 5000} m=x"),
+        (epoch, "nan x"),
+        (epoch, "-inf x"),
+    ):
+        match = Match("r", "w", "d", 0, 1, line, False, {"when": line.split(" ", 1)[0]})
+        times._warned_at = None  # a warning for each
+        assert times.read(match, FILE) == (at(now), "arrival"), line
+    assert (source.out_of_bounds, epoch.out_of_bounds) == (4, 2)
+    warned = [fields for _, event, fields in RecordingLog().events if "out of bounds" in event]
+    assert [w["ahead_s"] for w in warned] == [None] * 6
+    assert all(orjson.dumps(w) for w in warned)
 
 
 def test_a_journal_entrys_realtime_is_its_event_time() -> None:

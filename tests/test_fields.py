@@ -5,6 +5,7 @@ through the daemon."""
 from __future__ import annotations
 
 import io
+import math
 import subprocess
 import sys
 import textwrap
@@ -274,6 +275,76 @@ def test_capture_fields_can_key_thresholds(write_config: WriteConfig, tmp_path: 
     assert [a["key"] for a in alerts] == [{"client.ip": "192.0.2.0"}, {"client.ip": "192.0.2.1"}]
 
 
+def test_hostile_values_never_stop_a_file(write_config: WriteConfig, tmp_path: Path) -> None:
+    """A number past `int()`'s 4,300 digits, past a double's range, an object nested past what
+    orjson writes, a list where a number is wanted: each line gets a verdict, the next line too."""
+    loaded, rules = load(
+        write_config,
+        """
+        [rules.server-error]
+        sources = ["app", "kv"]
+        where = { status = { gte = 500 } }
+        capture_fields = ["deep"]
+        [rules.exact]
+        sources = ["app", "kv"]
+        where = { status = { eq = 503 }, code = { lt = 10 } }
+        """,
+    )
+    huge = "9" * 5000
+    deep = "[" * 600 + "]" * 600  # orjson reads 1,024 levels, writes 255
+    kv = [f"level=error status={huge}", f"level=error status=1e999 code=-{huge}", "status=503"]
+    assert [
+        (r["rule"], r["source"]["line_no"]) for r in run_scan(loaded, rules, tmp_path, "kv.log", kv)
+    ] == [
+        ("server-error", 1),
+        ("server-error", 2),
+        ("server-error", 3),
+    ]
+    app = [
+        f'{{"status":"{huge}","deep":{deep}}}',
+        '{"status":[503],"code":1}',
+        f'{{"status":"{"1" * 400}","deep":{{"a":1}}}}',
+        '{"status":503,"code":1}',
+    ]
+    out = run_scan(loaded, rules, tmp_path, "app.log", app)
+    assert [(r["rule"], r["source"]["line_no"], r["captures"]) for r in out] == [
+        ("server-error", 1, {"deep": None}),
+        ("server-error", 3, {"deep": '{"a":1}'}),
+        ("server-error", 4, {"deep": None}),
+        ("exact", 4, {}),
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    value=st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(-(2**63), 2**64 - 1)
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(alphabet="-0123456789.eE+ ", max_size=400)
+        | st.text(max_size=5),
+        lambda children: (
+            st.lists(children, max_size=2)
+            | st.dictionaries(st.text(max_size=2), children, max_size=2)
+        ),
+        max_leaves=8,
+    ),
+    repeat=st.integers(1, 5000),
+)
+def test_reading_a_value_never_raises(value: Any, repeat: int) -> None:
+    """Every reading of a field (text, number, capture, condition, explain) takes any value."""
+    if isinstance(value, str):
+        value = value * (repeat // max(len(value), 1) + 1)
+    spec = config.FieldCondition.model_validate({"eq": 5, "gt": 1, "match": "5"})
+    fields.Condition.compile("v", spec).why_not({"v": value})
+    fields.text_of(value)
+    fields.capture_text(value)
+    fields.shown(value)
+    number = fields.number_of(value)
+    assert number is None or not math.isnan(number)
+
+
 # ---------------------------------------------------------------- the prefilter
 
 
@@ -382,6 +453,49 @@ def test_the_field_prefilter_never_skips_a_line_that_matches(
     for i, pattern in enumerate(_PATTERNS):
         expected = text is not None and re2.search(pattern, text) is not None
         assert bool(scan(property_rules, f"s{i}", line)) == expected, (line, text, pattern)
+
+
+_LOGFMT_PATTERNS = [*_PATTERNS, "true", "ru", "^t", "e$", "x"]
+_LOGFMT_VALUES = st.one_of(
+    st.just("v"),  # a bare key: reads true
+    st.text(alphabet="abtrue05./-\\é", max_size=6).map(lambda t: f"v={t}"),
+    _TEXTS.map(lambda t: "v=" + orjson.dumps(t).decode()),
+)
+
+
+@pytest.fixture(scope="module")
+def logfmt_rules(tmp_path_factory: pytest.TempPathFactory) -> RuleSet:
+    """Per pattern, two logfmt sources of one rule each: `field = "v"` and `where` on v."""
+    body = "".join(
+        f'[sources.f{i}]\npaths = ["f{i}.log"]\nparse = "logfmt"\n'
+        f'[rules.f{i}]\nsources = ["f{i}"]\nfield = "v"\nmatch = [\'{p}\']\n'
+        f'[sources.w{i}]\npaths = ["w{i}.log"]\nparse = "logfmt"\n'
+        f"[rules.w{i}]\nsources = [\"w{i}\"]\nwhere = {{ v = {{ match = '{p}' }} }}\n"
+        for i, p in enumerate(_LOGFMT_PATTERNS)
+    )
+    path = tmp_path_factory.mktemp("fields") / "logwarden.toml"
+    path.write_text(textwrap.dedent(HEADER) + body)
+    loaded, sink = config.load(path, defer=True)
+    return RuleSet.compile(loaded, sink)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_LOGFMT_VALUES, before=st.booleans())
+@example(value="v", before=True)
+@example(value="v", before=False)
+def test_the_logfmt_prefilter_never_skips_a_line_that_matches(
+    logfmt_rules: RuleSet, value: str, before: bool
+) -> None:
+    """Bare keys (`debug` reads true), bare and quoted values: the scan agrees with parsing
+    every line and searching each pattern in v's text, for `field` and for `where.match`."""
+    line = f"level=info {value} msg=hello" if before else f"{value} level=info"
+    parsed = parse_logfmt(line)
+    text = None if parsed is None else fields.text_of(lookup(parsed, "v"))
+    for i, pattern in enumerate(_LOGFMT_PATTERNS):
+        expected = text is not None and re2.search(pattern, text) is not None
+        for kind in "fw":
+            found = scan(logfmt_rules, f"{kind}{i}", line)
+            assert bool(found) == expected, (line, text, pattern, kind)
 
 
 # ---------------------------------------------------------------- event time from a field
@@ -521,6 +635,11 @@ def test_source_errors_for_parse_and_timestamp_field(write_config: WriteConfig) 
     match = ['x']
     [sources.plain]
     paths = ["logs/plain.log"]
+    [rules.copies]
+    sources = ["plain"]
+    match = ['denied']
+    capture_fields = ["user"]
+    threshold = { key = "user", count = 2, within = "1m" }
     """
     found = problems(write_config, "", header)
     assert found == [
@@ -534,7 +653,30 @@ def test_source_errors_for_parse_and_timestamp_field(write_config: WriteConfig) 
         " without `match` has only those captures)",
         "logwarden.toml:23: rules.unparsed.field: reads fields, but none of its sources parses"
         ' its lines: give one parse = "json" or "logfmt"',
+        "logwarden.toml:30: rules.copies.capture_fields: reads fields, but none of its sources"
+        ' parses its lines: give one parse = "json" or "logfmt"',
     ]
+
+
+def test_capture_fields_of_every_source_need_one_parsed_source(write_config: WriteConfig) -> None:
+    """A rule without `sources` applies to every source: it is an error only when none parses
+    (on a config of mixed sources its fields are read where there are some)."""
+    plain = """
+    [daemon]
+    state_dir = "state"
+    [sources.plain]
+    paths = ["logs/plain.log"]
+    [reports.out]
+    dir = "reports"
+    """
+    rule = '[rules.any]\nmatch = ["denied"]\ncapture_fields = ["user"]\n'
+    assert problems(write_config, rule, plain) == [
+        "logwarden.toml:9: rules.any.capture_fields: reads fields, but none of its sources"
+        ' parses its lines: give one parse = "json" or "logfmt"',
+    ]
+    mixed = plain + '[sources.kv]\npaths = ["logs/kv.log"]\nparse = "logfmt"\n'
+    loaded, _ = load(write_config, rule, mixed)
+    assert loaded.rules["any"].capture_fields == ("user",)
 
 
 def test_rule_tests_run_parsed_and_say_which_condition_failed(write_config: WriteConfig) -> None:

@@ -42,6 +42,11 @@ start_at = "beginning"
 paths = ["logs/auth.log"]
 start_at = "beginning"
 
+[sources.trace]
+paths = ["logs/trace.log"]
+start_at = "beginning"
+multiline = { start = '^S', timeout = "200ms" }
+
 [rules.hit]
 sources = ["app"]
 match = ['seq=%{int:seq} FAIL']
@@ -107,6 +112,8 @@ def test_scrape_and_textfile_count_the_work_done(workdir: Path, daemon: Daemon) 
         b"".join(b"seq=%d %s\n" % (n, b"FAIL" if n % 3 == 0 else b"ok") for n in range(30))
     )
     auth.write_bytes(b"denied user=root\nok\ndenied user=root\ndenied user=root\ndenied user=bob\n")
+    trace = workdir / "logs" / "trace.log"
+    trace.write_bytes(b"S1 first\r\n  c1\r\n  c2\r\nS2 alone\r\n")  # two events, CRLF
     daemon.start()
     port = serving_port(daemon)
     # every rule and source has its series from the start
@@ -118,12 +125,14 @@ def test_scrape_and_textfile_count_the_work_done(workdir: Path, daemon: Daemon) 
         return (
             value(samples, "logwarden_lines_total", source="app") == 30
             and value(samples, "logwarden_lines_total", source="auth") == 5
+            and value(samples, "logwarden_lines_total", source="trace") == 4
         )
 
     wait_until(caught_up, message="every line counted")
     samples = scrape(port)
     assert value(samples, "logwarden_bytes_total", source="app") == app.stat().st_size
     assert value(samples, "logwarden_bytes_total", source="auth") == auth.stat().st_size
+    assert value(samples, "logwarden_bytes_total", source="trace") == trace.stat().st_size
     assert value(samples, "logwarden_matches_total", rule="hit") == 10
     assert value(samples, "logwarden_matches_total", rule="denied") == 4
     assert value(samples, "logwarden_alerts_total", rule="denied") == 1  # root, 3 times

@@ -6,6 +6,10 @@ from __future__ import annotations
 import io
 import os
 import re
+import select
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +183,18 @@ def test_lines_before_the_first_start_line_are_an_event_of_their_own() -> None:
     ]
 
 
+def test_start_expands_placeholders_as_match_does() -> None:
+    """`start = '^%{iso8601}'` starts events at dated lines, not at the literal text."""
+    framer = EventFramer(4096, multiline("^%{iso8601}"))
+    data = b"2026-11-24T13:19:38Z boom\n  at x\n2026-11-24T13:19:39Z next\n"
+    assert events(framer.feed(data) + framer.flush()) == [
+        (0, 1, "2026-11-24T13:19:38Z boom\n  at x", False),
+        (33, 3, "2026-11-24T13:19:39Z next", False),
+    ]
+    with pytest.raises(ValueError, match="nosuch"):
+        multiline("^%{nosuch}")
+
+
 def test_timeout_ends_a_quiet_event_and_late_lines_make_their_own() -> None:
     now = [100.0]
     framer = EventFramer(4096, multiline(), clock=lambda: now[0])
@@ -348,6 +364,8 @@ def test_explain_sees_a_pasted_trace_as_one_event(ruleset: tuple[Config, RuleSet
     assert verdict.trace.line == trace
     assert set(verdict.matched) == {"exception", "whole", "spanning"}
     assert any("multi-line event of 14 lines" in note for note in verdict.notes)
+    prefilter = {s.detail for v in verdict.rules for s in v.steps if s.name == "prefilter"}
+    assert prefilter == {"a multi-line event: its own search, not traced per rule"}
     lines = list(Explainer(config, rules, "plain").explain([trace]))
     assert len(lines) == 14  # a source without multiline: line by line, as before
 
@@ -524,6 +542,80 @@ def test_rotation_ends_the_old_files_event_before_the_new_file(
     assert records[2]["line"].endswith("request failed again")
 
 
+@pytest.mark.integration
+def test_lines_written_to_a_rotated_file_stay_in_its_event(workdir: Path, daemon: Daemon) -> None:
+    """logrotate's `create`: the writer keeps its old descriptor until postrotate, so the rest of
+    a trace lands in the rotated file after the daemon drained it. The event stays whole (as
+    `scan` of the rotated file sees it) and still goes out before the new file's lines."""
+    configure(workdir, "30s")
+    log = workdir / "logs" / "app.log"
+    started = b"2026-11-24 13:19:38,120 INFO app.server: started\n"
+    head = (len(started), len(started) + len(TRACE_HEAD))
+    with open(log, "ab", buffering=0) as writer:
+        writer.write(started + TRACE_HEAD)
+        daemon.start()
+        wait_until(
+            lambda: committed(workdir, "app.log") == head,
+            10,
+            message="the head read, the event open",
+        )
+        os.rename(log, workdir / "logs" / "app.log.1")
+        log.write_bytes(
+            b"2026-11-24 13:20:00,000 ERROR app.handlers: request failed again\n"
+            b"2026-11-24 13:20:01,000 INFO next\n"
+        )
+        wait_until(
+            lambda: daemon.logged("file left its path; draining it"),
+            10,
+            message="the rotation seen",
+        )
+        time.sleep(1.0)  # its drain is a read away: the rest comes well after it
+        writer.write(TRACE_REST)  # through the old descriptor
+    wait_until(lambda: len(records_of(workdir)) >= 3, 15, message="both files' events")
+    assert daemon.stop() == 0
+    records = records_of(workdir)
+    assert [(r["rule"], r["source"]["path"][-9:], r["source"]["offset"]) for r in records] == [
+        ("failed", "app.log.1", len(started)),
+        ("exception", "app.log.1", len(started)),
+        ("failed", "s/app.log", 0),
+    ]
+    assert records[0]["line"] == (TRACE_HEAD + TRACE_REST).decode().removesuffix("\n")
+    config, rules = load_config(workdir / "logwarden.toml")
+    scanned = scan(config, rules, workdir / "logs" / "app.log.1", "app")
+    assert [(r["rule"], r["line"]) for r in scanned] == [
+        (r["rule"], r["line"]) for r in records[:2]
+    ]
+
+
+@pytest.mark.integration
+def test_scan_of_a_pipe_ends_the_open_event_at_its_timeout(workdir: Path) -> None:
+    """`tail -f x | logwarden scan --source app -`: the input never ends, so the last event ends
+    at its timeout, as in the daemon, and its records are written then."""
+    configure(workdir, "300ms")
+    command = ["scan", "-c", str(workdir / "logwarden.toml"), "--source", "app", "-"]
+    piped = subprocess.Popen(
+        [sys.executable, "-m", "logwarden", *command],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert piped.stdin is not None and piped.stdout is not None
+    try:
+        piped.stdin.write(TRACE_HEAD + TRACE_REST)
+        piped.stdin.flush()
+        ready, _, _ = select.select([piped.stdout], [], [], 20)
+        assert ready, "no record while the input stays open"
+        first = orjson.loads(piped.stdout.readline())
+        assert (first["rule"], first["line"]) == (
+            "failed",
+            (TRACE_HEAD + TRACE_REST).decode().removesuffix("\n"),
+        )
+    finally:
+        piped.stdin.close()
+        piped.wait(20)
+        piped.stdout.close()
+    assert piped.returncode == 0
+
+
 def test_a_parsed_source_parses_a_multi_line_event_whole(tmp_path: Path) -> None:
     """`parse` with `multiline`: a pretty-printed JSON object is one event and parses; an event
     that is no JSON (a line and its continuation) stays plain text, kept whole."""
@@ -560,3 +652,33 @@ dir = "{tmp_path}/reports"
     ]
     assert records[1]["line"] == '{\n  "level": "error",\n  "msg": "pretty"\n}'
     assert records[2]["line"] == '{"level":"error","msg":"not alone"}\n  continued'
+
+
+def test_a_logfmt_event_is_parsed_from_its_first_line(tmp_path: Path) -> None:
+    """`parse = "logfmt"` with `multiline`: the fields are its first line's (the stack trace after
+    it neither ends a value nor adds bare keys); the record's line is the whole event."""
+    conf = tmp_path / "logwarden.toml"
+    conf.write_text(
+        f"""
+[daemon]
+state_dir = "{tmp_path}/state"
+[sources.app]
+paths = ["{tmp_path}/app.log"]
+parse = "logfmt"
+multiline = {{ start = '^level=' }}
+[rules.err]
+where = {{ level = "error" }}
+capture_fields = ["user", "at"]
+[rules.bare]
+where = {{ at = true }}
+[reports.r]
+dir = "{tmp_path}/reports"
+"""
+    )
+    log = tmp_path / "app.log"
+    log.write_bytes(b'level=error msg="db timeout" user=bob\n  at com.x.Y\nlevel=info\n')
+    config, rules = load_config(conf)
+    records = scan(config, rules, log)
+    assert [(r["rule"], r["line"], r["captures"]) for r in records] == [
+        ("err", 'level=error msg="db timeout" user=bob\n  at com.x.Y', {"user": "bob", "at": None})
+    ]

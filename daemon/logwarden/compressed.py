@@ -244,7 +244,7 @@ class CompressedTailer(Tailer):
                 )
                 self.close_fd()  # reopened and skipped to `before` on the next round
                 raise
-        self.host.count(read=len(data))
+        self.host.count(read=len(data), source=self.source)
 
     def close_fd(self) -> None:
         stream, self._stream = self._stream, None

@@ -315,7 +315,8 @@ class TimestampConfig(_Table):
 class MultilineConfig(_Table):
     """How a file source's lines group into multi-line events (`multiline.py`)."""
 
-    start: str  # RE2: a line it matches starts an event; any other line continues the open one
+    start: str  # RE2 (placeholders work): a line it matches starts an event; any other line
+    #             continues the open one
     max_lines: int = Field(default=500, strict=True, ge=1, le=100_000)
     max_bytes: Size = 256 * 1024
     timeout: Seconds = 2.0  # no new line for this long: the open event ends
@@ -324,16 +325,12 @@ class MultilineConfig(_Table):
     @classmethod
     def _start_compiles(cls, value: str) -> str:
         # only when a source has multiline: commands that never compile a pattern skip these
-        from re2 import compile as re2_compile  # noqa: PLC0415 - see above
+        from logwarden.patterns import PatternError, compile_pattern, expand  # noqa: PLC0415
 
-        from logwarden.patterns import re2_error_message, re2_options  # noqa: PLC0415
-
-        try:
-            re2_compile(value, re2_options())
-        except Exception as error:  # re2.error
-            raise ValueError(
-                f"RE2 cannot compile this pattern: {re2_error_message(error)}"
-            ) from None
+        try:  # as `match` is (`%{iso8601}` expands); `multiline.py` expands it again
+            compile_pattern(expand(value), "re2", value)
+        except PatternError as error:
+            raise ValueError("; ".join(error.problems)) from None
         return value
 
     @field_validator("max_bytes")
@@ -1046,9 +1043,12 @@ def _check_parsed_sources(
     sources: Mapping[str, SourceConfig | None],
     sink: ProblemSink,
 ) -> None:
-    """A rule with `where` or `field` needs a source that parses lines, or it never matches."""
+    """A rule with `where` or `field` needs a source that parses lines, or it never matches;
+    one with `capture_fields` too, or its captures are always null (a threshold keyed by them
+    never fires). A rule of every source needs one source of the config to parse: a config of
+    mixed sources may give all of them such a rule (its fields read on the parsed ones)."""
     for name, rule in rules.items():
-        if rule is None or (rule.where is None and rule.field is None):
+        if rule is None or not rule.reads_fields:
             continue
         scope = rule.sources if rule.sources is not None else tuple(sources)
         chosen = [sources.get(source) for source in scope]
@@ -1056,10 +1056,16 @@ def _check_parsed_sources(
             continue  # a source with problems of its own: reported already
         if not any(source is not None and source.parse != "none" for source in chosen):
             sink.add(
-                ("rules", name, "where" if rule.where is not None else "field"),
+                ("rules", name, _first_field_key(rule)),
                 "reads fields, but none of its sources parses its lines:"
                 ' give one parse = "json" or "logfmt"',
             )
+
+
+def _first_field_key(rule: RuleConfig) -> str:
+    if rule.where is not None:
+        return "where"
+    return "field" if rule.field is not None else "capture_fields"
 
 
 def _check_sealing(report: ReportConfig | None, sink: ProblemSink) -> ReportConfig | None:

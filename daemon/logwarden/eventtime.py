@@ -126,6 +126,7 @@ class SourceClock:
             found = self.parse(text, arrival)
         if found is None:
             return arrival, "arrival"
+        # (false for NaN and infinity too: `ts=1e999`, an epoch capture `nan`)
         if not arrival - self.spec.max_behind <= found <= arrival + self.spec.max_ahead:
             self._out_of_bounds(found, arrival)
             return arrival, "arrival"
@@ -262,11 +263,14 @@ class SourceClock:
         self.out_of_bounds += 1
         if self._warned_at is None or arrival - self._warned_at >= WARN_EVERY_S:
             self._warned_at = arrival
+            ahead = found - arrival
             log.warning(
                 "event time out of bounds; using the arrival time",
                 source=self.name,
                 event_time=rfc3339(found) if abs(found) < 1e11 else str(found),
-                ahead_s=round(found - arrival),
+                # null past 2**53 s: `round()` fails on infinity and NaN, and an int past 64 bits
+                # fails the JSON log renderer (`ts=1e300`)
+                ahead_s=round(ahead) if abs(ahead) < 2**53 else None,
                 out_of_bounds=self.out_of_bounds,
                 next_warning_in="1h",
             )

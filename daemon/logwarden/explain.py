@@ -186,8 +186,9 @@ class Explainer:
         for name in self.rules.rules:
             rule = self.rules.rule(name)
             verdict = self._verdict(
-                rule, traces.get(name), event_time, name in alerts, carried.get(name)
-            )
+                rule, traces.get(name), event_time, name in alerts, carried.get(name),
+                event=block.event,
+            )  # fmt: skip
             other = elsewhere.get(name)
             if verdict.trace is None and other is not None and other.captures is not None:
                 verdict = _matches_elsewhere(verdict)
@@ -209,8 +210,10 @@ class Explainer:
         now: float,
         alerted_now: bool,
         carry: tuple[Match, Carried | None] | None,
+        *,
+        event: bool,
     ) -> RuleVerdict:
-        steps = list(_steps(rule, trace, self.source))
+        steps = list(_steps(rule, trace, self.source, event))
         window = None
         verdict = _classify(trace)
         if trace is not None and trace.captures is not None:
@@ -320,7 +323,9 @@ def _one_line_each(block: Block) -> Iterator[Block]:
         start = stop
 
 
-def _steps(rule: CompiledRule, trace: RuleTrace | None, source: str | None) -> Iterator[Step]:
+def _steps(
+    rule: CompiledRule, trace: RuleTrace | None, source: str | None, event: bool
+) -> Iterator[Step]:
     """The checks before the threshold, in the daemon's order; each says what it saw."""
     config = rule.config
     if trace is None:
@@ -336,6 +341,8 @@ def _steps(rule: CompiledRule, trace: RuleTrace | None, source: str | None) -> I
         yield Step("prefilter", None, "nothing to look for in the raw line: every line is parsed")
     elif not rule.uses_re2:
         yield Step("prefilter", None, 'engine = "regex": not in the prefilter, runs on every line')
+    elif trace.prefilter is None and event:
+        yield Step("prefilter", None, "a multi-line event: its own search, not traced per rule")
     elif trace.prefilter is None:
         yield Step("prefilter", None, "not asked on this line (it is cut or not valid UTF-8)")
     elif trace.prefilter:

@@ -67,7 +67,14 @@ def parse_logfmt(text: str) -> Fields | None:
     `\\u00e9`). A line is logfmt when every token parses and at least one is `key=value`: so
     `Failed password for root` (bare words only) stays plain text. Written here because the
     logfmt parsers on PyPI are unmaintained (`logfmt`, last release 2018) or brand new.
+
+    A multi-line event (`multiline`) is parsed from its first line: logfmt is one line a record,
+    and what follows it (a stack trace) would otherwise end its last value and add its words as
+    bare keys (`user=bob\n  at com.x.Y` read `user` as `"bob\n"`, `at` as a key).
     """
+    newline = text.find("\n")
+    if newline >= 0:
+        text = text[:newline]
     fields: dict[str, Any] = {}
     pairs, position, end = 0, 0, len(text)
     while position < end:
@@ -131,31 +138,48 @@ def text_of(value: Any) -> str | None:
 
 def capture_text(value: Any) -> str | None:
     """A value as a capture holds it: its text, an object or array as compact JSON; None if
-    missing."""
+    missing, or nested deeper than orjson writes (255 levels; it reads 1,024)."""
     if value is MISSING:
         return None
     text = text_of(value)
-    return orjson.dumps(value).decode() if text is None else text
+    if text is not None:
+        return text
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        return None
 
 
 _DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+# integers up to this many digits read exactly; longer ones as a float (infinite past ~1e308):
+# `int()` refuses more than 4,300 digits, and a huge int does not divide into a float (epoch time)
+_EXACT_DIGITS = 300
 
 
 def number_of(value: Any) -> int | float | None:
-    """A value as a number: a JSON number, or a string spelling a decimal number; else None."""
+    """A value as a number: a JSON number, or a string spelling a decimal number; else None.
+    A string may spell a number too big for a double: it reads as infinity (`5e999 > 500`)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
         return value
     if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
         text = value.strip()
-        return int(text) if text.lstrip("-").isdigit() else float(text)
+        if len(text) <= _EXACT_DIGITS and text.lstrip("-").isdigit():
+            return int(text)
+        return float(text)
     return None
 
 
 def shown(value: Any) -> str:
     """A value for a person (explain): JSON, cut at 60 characters."""
-    text = "missing" if value is MISSING else orjson.dumps(value, default=str).decode()
+    if value is MISSING:
+        text = "missing"
+    else:
+        try:
+            text = orjson.dumps(value, default=str).decode()
+        except orjson.JSONEncodeError:  # nested deeper than orjson writes
+            text = "a value nested too deeply to show"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -279,9 +303,13 @@ class Requirement:
     #                respelt number (then it is a candidate anyway)
 
 
-def requirement(spec: FieldSpec, match: tuple[str, ...], uses_re2: bool) -> Requirement | None:
+def requirement(
+    spec: FieldSpec, match: tuple[str, ...], uses_re2: bool, *, bare_keys: bool = False
+) -> Requirement | None:
     """A necessary condition on the raw line for a rule with `where`/`field`, or None when none
-    can be derived (then every line of its sources is parsed).
+    can be derived (then every line of its sources is parsed). `bare_keys`: the source is
+    logfmt, where a bare key reads `true` without the word in the line, so a pattern on a field
+    that finds something in `true` requires nothing of the line.
 
     Sound because a string field's text is a substring of an escape-free raw line (JSON and
     logfmt alike), with a non-word character or the line's end on either side, so an unanchored
@@ -291,16 +319,24 @@ def requirement(spec: FieldSpec, match: tuple[str, ...], uses_re2: bool) -> Requ
     """
     if match and uses_re2 and spec.field is None:  # patterns on the whole line: the plain rule's
         return Requirement(tuple(prefilter_form(p) for p in match), on_text=False)
-    if match and uses_re2 and not any(_anchored(p) for p in match):
+    if match and uses_re2 and not any(_anchored(p) or _reads_true(p, bare_keys) for p in match):
         return Requirement(tuple(prefilter_form(p) for p in match), on_text=True)
     for condition in spec.where:
         eq, pattern = condition.spec.eq, condition.spec.match
         # not `true`: a bare logfmt key reads true without the word in the line
         if isinstance(eq, str) and eq and eq != "true":
             return Requirement((re2.escape(eq),), on_text=True)
-        if pattern is not None and not _anchored(expand(pattern)):
-            return Requirement((prefilter_form(expand(pattern)),), on_text=True)
+        if pattern is None:
+            continue
+        expanded = expand(pattern)
+        if not _anchored(expanded) and not _reads_true(expanded, bare_keys):
+            return Requirement((prefilter_form(expanded),), on_text=True)
     return None
+
+
+def _reads_true(expanded: str, bare_keys: bool) -> bool:
+    """Whether a pattern on a field finds something in a bare logfmt key's text, `true`."""
+    return bare_keys and re2.search(expanded, "true", re2_options()) is not None
 
 
 def _anchored(expanded: str) -> bool:

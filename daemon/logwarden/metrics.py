@@ -62,7 +62,7 @@ def _families(snapshot: DaemonSnapshot) -> list[Metric]:
         "logwarden_lines", "Lines read and handed to the rules, per source.", labels=["source"]
     )
     bytes_read = CounterMetricFamily(
-        "logwarden_bytes", "Bytes of the lines read, per source.", labels=["source"]
+        "logwarden_bytes", "Bytes read from the files, per source.", labels=["source"]
     )
     # every configured source and rule has its series from the start (at 0), so that rate() and
     # increase() see the first lines; one removed by a reload keeps its figures

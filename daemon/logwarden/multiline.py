@@ -12,8 +12,8 @@ line continues the open event. Lines before a file's first start line form an ev
 own, and so does the first line read after a resume point, a timeout or a cut event: whatever
 opens an event is the first line seen with no event open. The open event ends at the next start
 line, when no line arrived for `timeout` (`expire`, driven by the tailer's timer), when the file
-ends (`flush`: rotated away, deleted, `scan`'s end of file), or on request (`close_event`: a
-rotation drained, a stop). The partial last line stays with the line framer meanwhile.
+ends (`flush`: rotated away and finished, deleted, `scan`'s end of file), or on request
+(`close_event`: a stop, a truncation). The partial last line stays with the line framer meanwhile.
 
 Limits. An event that would pass `max_lines` or `max_bytes` is emitted there, `truncated`, and
 the lines that follow (up to the next start line) form a continuation event of their own, with
@@ -38,7 +38,7 @@ import re2
 
 from logwarden.config import MultilineConfig
 from logwarden.framing import Block, FramerState, LineFramer, _cut
-from logwarden.patterns import SpanSearch, re2_options, span_search
+from logwarden.patterns import SpanSearch, expand, re2_options, span_search
 
 NEWLINE = b"\n"
 
@@ -77,7 +77,8 @@ def reframe(
 
 @functools.lru_cache(maxsize=64)
 def _start_search(pattern: str) -> SpanSearch:
-    return span_search(re2.compile(pattern, re2_options()))
+    """`start` as written, placeholders expanded (checked at load: `MultilineConfig`)."""
+    return span_search(re2.compile(expand(pattern), re2_options()))
 
 
 class EventFramer:

@@ -6,11 +6,13 @@ import contextlib
 import ctypes
 import errno
 import os
+import select
 import shutil
 import signal
 import stat
 import sys
 import tempfile
+import time
 import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -111,7 +113,7 @@ class Scanner:
                     if split is not None:
                         self._scan_halves(file, split, framer, bar)
                     else:
-                        while chunk := stream.read(READ_CHUNK):
+                        while chunk := self._read(stream, framer, size is None, matcher, ref):
                             self.bytes += len(chunk)
                             self._emit(framer.feed(chunk), matcher, ref)
                             if bar is not None:
@@ -224,6 +226,27 @@ class Scanner:
             if bar is not None:
                 bar.update(len(chunk))
         self._emit(framer.flush(), file.matcher, file.ref)
+
+    def _read(
+        self,
+        stream: BinaryIO,
+        framer: LineFramer | EventFramer,
+        live: bool,
+        matcher: SourceMatcher,
+        ref: SourceRef,
+    ) -> bytes:
+        """The next chunk (empty at the end). On a pipe (`tail -f x | logwarden scan -`) the open
+        multi-line event also ends at its `timeout`, as in the daemon: the input may never end.
+        A regular file's end comes soon: its events end there (and at start lines) only."""
+        if live:  # what matched so far goes out before waiting for more (stdout may be a pipe)
+            self.out.flush()
+        while live and (deadline := framer.deadline) is not None:
+            wait = max(deadline - time.monotonic(), 0.0)
+            if select.select([stream], [], [], wait)[0]:
+                break
+            self._emit(framer.expire(time.monotonic()), matcher, ref)
+            self.out.flush()
+        return stream.read(READ_CHUNK)
 
     def _emit(self, blocks: list[Block], matcher: SourceMatcher, ref: SourceRef) -> None:
         for block in blocks:

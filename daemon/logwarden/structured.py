@@ -134,7 +134,8 @@ class StructuredMatcher(SourceMatcher):
     # ------------------------------------------------------------------ the field pass
 
     def _requirement(self, rule: CompiledRule) -> Requirement | None:
-        return requirement(self._specs[rule.name], rule.match, rule.uses_re2)
+        spec = self._specs[rule.name]
+        return requirement(spec, rule.match, rule.uses_re2, bare_keys=self._kind == "logfmt")
 
     def _compile(self, requirements: list[Requirement | None]) -> SpanSearch | None:
         """One search for the rules' requirements, and what makes a line a candidate anyway."""

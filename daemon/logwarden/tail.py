@@ -120,6 +120,9 @@ class TailManager:
         self._searched = False  # the start's search for rotated files is done
         self._rotated_paths: set[str] = set()  # uncovered paths with events: rotations of ours?
         self._rotated_bases: set[str] = set()  # covered paths whose file left: look beside them
+        # path → the file that left it (gone before the next file appeared there): the next one
+        # waits for it as for a file it replaced (`Tailer.after`)
+        self._departed: dict[str, Tailer] = {}
         self._stopping: set[asyncio.Task[None]] = set()
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         self.descriptors = Descriptors(
@@ -373,7 +376,6 @@ class TailManager:
         tailer.last_read = time.time()
         self._lines += lines
         self.source_lines[tailer.source] += lines
-        self.source_bytes[tailer.source] += sum(len(block.data) for block in blocks)
 
     async def wait_for_room(self) -> None:
         await self.sink.wait_for_room()
@@ -382,9 +384,17 @@ class TailManager:
         return self.sink.has_room()
 
     def count(
-        self, *, read: int = 0, lost: int = 0, unmeasured: int = 0, read_errors: int = 0
+        self,
+        *,
+        read: int = 0,
+        lost: int = 0,
+        unmeasured: int = 0,
+        read_errors: int = 0,
+        source: str | None = None,
     ) -> None:
         self._bytes += read
+        if source is not None:  # as read: an event's newlines and CRs too (its block has none)
+            self.source_bytes[source] += read
         self._lost += lost
         self._unmeasured += unmeasured
         self.read_errors += read_errors
@@ -399,6 +409,7 @@ class TailManager:
             del self._tailers[tailer.identity]
         if self._paths.get(tailer.path) is tailer:
             del self._paths[tailer.path]
+        self._departed = {p: t for p, t in self._departed.items() if t is not tailer}
         self._memory.remember(tailer.checkpoint())
 
     def truncated(self, tailer: Tailer, before: Lineage) -> None:
@@ -503,6 +514,7 @@ class TailManager:
         old_path = tailer.path
         if self._paths.get(old_path) is tailer:
             del self._paths[old_path]
+            self._departed[old_path] = tailer
         tailer.attached = False
         new_path = tailer.current_path()
         if new_path is not None and new_path != old_path:
@@ -780,6 +792,9 @@ class TailManager:
             return
         if current is not None:
             self._detach(current, "rotated: a new file is at its path")
+        before = self._departed.pop(path, None)  # `current`, or the file that left the path
+        if before is not None and before.done:
+            before = None
         seed, copy = None, False
         if resumable is not None and resumable.identity == status.identity:
             self._memory.forget(resumable.identity)
@@ -794,7 +809,7 @@ class TailManager:
             copy = any(self.lineages_for(path, status.dev))
         tailer = self._add(
             source, path, status.identity, state, attached=True, size=status.size,
-            seed=seed, after=current, copy=copy, how=how,
+            seed=seed, after=before, copy=copy, how=how,
         )  # fmt: skip
         self._spawn(tailer)
 

@@ -99,10 +99,16 @@ class TailerHost(Protocol):
         """Whether `wait_for_room` would return at once."""
 
     def count(
-        self, *, read: int = 0, lost: int = 0, unmeasured: int = 0, read_errors: int = 0
+        self,
+        *,
+        read: int = 0,
+        lost: int = 0,
+        unmeasured: int = 0,
+        read_errors: int = 0,
+        source: str | None = None,
     ) -> None:
-        """Bytes read, bytes known lost to a truncation, truncations whose loss is unknown, and
-        the file becoming unreadable."""
+        """Bytes read (of `source`), bytes known lost to a truncation, truncations whose loss is
+        unknown, and the file becoming unreadable."""
 
     def lineages_for(self, path: str, dev: int) -> tuple[list[Lineage], list[Lineage]]:
         """What `path` may be a copy of: files recently truncated, and live files."""
@@ -512,13 +518,11 @@ class Tailer:
         self.mtime_ns = status.st_mtime_ns
         self._sighted(status)
         self.size = max(status.st_size, self.framer.position)
-        if not self.attached:  # rotated away: its open event ends before its successor is read
-            self.end_event()
         if self.state == "error":
             self.log.info("file is readable again")
             self.state, self.error = ("following" if self.attached else "draining"), None
             self.host.state_changed(self)
-        self.settled.set()
+        self._settle()
         now = time.monotonic()
         if grew:
             self.last_active = self.last_growth = now
@@ -641,13 +645,13 @@ class Tailer:
                 self.head, self.sample = before[1], b""
                 self.close_fd()
                 raise
-        self.host.count(read=len(fresh))
+        self.host.count(read=len(fresh), source=self.source)
         self._arm_timeout()
 
     # -- the open multi-line event (`multiline.py`)
 
     def end_event(self) -> None:
-        """End the framer's open event now and hand it on (a rotation drained, a stop)."""
+        """End the framer's open event now and hand it on (a stop, a truncation)."""
         blocks = self.framer.close_event()
         if blocks:
             self._checkpoint = None
@@ -661,7 +665,18 @@ class Tailer:
         if blocks:
             self._checkpoint = None
             self.host.deliver(self, blocks)
+            self._settle()
         self._arm_timeout()
+
+    def _settle(self) -> None:
+        """Read to its end: the file at its path may be read now. Not while a file rotated away
+        holds an open event: the writer may still add to it through its old descriptor (logrotate's
+        `create` until postrotate), so the event ends at its timeout or when the file finishes
+        (quiet for the grace period, deleted), and its successor's lines come after it.
+        Rejected: ending the event at every drained read, which cut such an event in two where
+        `scan` of the rotated file sees one."""
+        if self.attached or self.framer.deadline is None:
+            self.settled.set()
 
     def _arm_timeout(self) -> None:
         """One timer per file with an open event, set once per timeout rather than per read
