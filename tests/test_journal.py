@@ -141,7 +141,16 @@ def journalctl_children(pid: int) -> list[int]:
             children += [int(c) for c in (task / "children").read_text().split()]
         except OSError:
             continue
-    return [c for c in children if b"journalctl" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    return [c for c in children if b"journalctl" in _cmdline(c)]
+
+
+def _cmdline(pid: int) -> bytes:
+    """A process's command line; empty once it has exited (a child listed a moment ago may be
+    gone by now: a reload stops journalctl children)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 # ---------------------------------------------------------------- entries, lines, records
