@@ -15,7 +15,8 @@ import pytest
 from logwarden.config import ConfigError
 from logwarden.correlate import Correlator
 from logwarden.framing import Block
-from logwarden.origin import SourceRef
+from logwarden.journal_entries import Entry, EntryBatch
+from logwarden.origin import Origin, SourceRef
 from logwarden.records import RecordBuilder
 from logwarden.rules import Match, load_config
 from logwarden.stages import MatchProcessor
@@ -70,13 +71,15 @@ class Run:
         self.ref = SourceRef("auth", str(tmp_path / "auth.log"), 1, 2)
         self.offset = 0
 
-    def feed(self, *lines: str) -> list[dict[str, Any]]:
-        """One block of `lines`; the records that come out."""
+    def feed(self, *lines: str, origin: Origin | None = None) -> list[dict[str, Any]]:
+        """One block of `lines` (of the file `self.ref`, unless another `origin` is given); the
+        records that come out."""
         data = "".join(lines).encode()
         block = Block(data, self.offset, None)
         self.offset += len(data)
         matches = self.rules.for_source("auth").scan(block)
-        return [orjson.loads(out.data) for out in self.processor.process(matches, self.ref)]
+        outputs = self.processor.process(matches, origin or self.ref)
+        return [orjson.loads(out.data) for out in outputs]
 
 
 def test_the_address_comes_from_the_connection_line_of_the_same_pid(tmp_path: Path) -> None:
@@ -104,6 +107,48 @@ def test_another_pid_or_an_expired_window_carries_nothing(tmp_path: Path) -> Non
     run.feed(connection(200, 100, "192.0.2.11"))
     [in_time] = run.feed(too_many(320, 100))
     assert in_time["captures"]["ip"] == "192.0.2.11"
+
+
+def test_another_file_or_journal_host_of_the_source_is_another_process(tmp_path: Path) -> None:
+    """`paths = ["/var/log/remote/*/auth.log"]`: pid 500 on h2 is not pid 500 on h1; a rotated
+    file's lines read after the rename continue its stream; a journal's hosts (and boots) are
+    apart too."""
+    run = Run(tmp_path, RULES)
+    h1 = SourceRef("auth", "/var/log/remote/h1/auth.log", 1, 10)
+    h2 = SourceRef("auth", "/var/log/remote/h2/auth.log", 1, 20)
+    run.feed(connection(0, 500, "192.0.2.1"), origin=h1)
+    [other_host] = run.feed(too_many(1, 500), origin=h2)
+    assert "ip" not in other_host["captures"] and "carried" not in other_host
+    [same_host] = run.feed(too_many(2, 500), origin=h1)
+    assert same_host["captures"]["ip"] == "192.0.2.1"
+    # h1's file rotated: the rest of the old file (now auth.log.1) lends to the new auth.log
+    rotated = SourceRef("auth", "/var/log/remote/h1/auth.log.1", 1, 10, h1.path)
+    run.feed(connection(10, 501, "192.0.2.2"), origin=rotated)
+    [continued] = run.feed(too_many(11, 501), origin=SourceRef("auth", h1.path, 1, 11))
+    assert continued["captures"]["ip"] == "192.0.2.2"
+
+    def entry(host: str, boot: str, text: str) -> Entry:
+        at = int(datetime.fromisoformat(text.split(maxsplit=1)[0]).timestamp() * 1e6)
+        message = text.split(": ", 1)[1].rstrip("\n")
+        fields = {"MESSAGE": message}
+        return Entry(f"c-{host}-{at}", at, "sshd", 600, None, boot, host, fields)
+
+    def journal(*entries: Entry) -> list[dict[str, Any]]:
+        lines: list[str] = []
+        starts: list[int] = []
+        for item in entries:
+            starts.append(run.offset + sum(len(line) for line in lines))
+            lines.append(item.line + "\n")
+        return run.feed(*lines, origin=EntryBatch("auth", entries, starts))
+
+    [elsewhere, again, rebooted] = journal(
+        entry("h1", "b1", connection(20, 600, "192.0.2.3")),
+        entry("h2", "b2", too_many(21, 600)),
+        entry("h1", "b1", too_many(22, 600)),
+        entry("h1", "b3", too_many(23, 600)),
+    )
+    assert "ip" not in elsewhere["captures"] and "ip" not in rebooted["captures"]
+    assert again["captures"]["ip"] == "192.0.2.3"
 
 
 def test_a_line_with_its_own_address_keeps_it(tmp_path: Path) -> None:
@@ -164,18 +209,27 @@ def test_the_memory_is_bounded_and_counts_evictions(tmp_path: Path) -> None:
     config, _ = load_config(_write(tmp_path, RULES))
     correlator = Correlator(config.rules.values(), max_keys=3)
     for pid in range(5):
-        correlator.apply(_match("ssh-connection", pid=str(pid), ip=f"192.0.2.{pid}"), "auth", 0)
+        correlator.apply(
+            _match("ssh-connection", pid=str(pid), ip=f"192.0.2.{pid}"), "auth", "a", 0
+        )
     assert correlator.entries("ssh-too-many") == 3
     assert correlator.evictions() == {"ssh-too-many": 2}
-    evicted, carried = correlator.apply(_match("ssh-too-many", pid="0"), "auth", 1)
+    evicted, carried = correlator.apply(_match("ssh-too-many", pid="0"), "auth", "a", 1)
     assert carried is None and "ip" not in evicted.captures
-    kept, carried = correlator.apply(_match("ssh-too-many", pid="4"), "auth", 1)
+    kept, carried = correlator.apply(_match("ssh-too-many", pid="4"), "auth", "a", 1)
     assert kept.captures["ip"] == "192.0.2.4" and carried is not None
-    # another source's pid 4 is another process
-    _, elsewhere = correlator.apply(_match("ssh-too-many", pid="4"), "other", 1)
+    # another source's pid 4 is another process, and so is another file's of the same source
+    _, elsewhere = correlator.apply(_match("ssh-too-many", pid="4"), "other", "a", 1)
     assert elsewhere is None
+    _, elsewhere = correlator.apply(_match("ssh-too-many", pid="4"), "auth", "b", 1)
+    assert elsewhere is None
+    # a memory of version 1 (slots without their file) is dropped, not guessed at
+    old = {"v": 1, "rules": {"ssh-too-many": [["auth", ["4"], 1, "ssh-connection", {"ip": "x"}]]}}
+    fresh = Correlator(config.rules.values())
+    fresh.restore(old)
+    assert fresh.entries("ssh-too-many") == 0
     # entries older than the window go as time moves on
-    correlator.apply(_match("ssh-connection", pid="9", ip="192.0.2.9"), "auth", 1000)
+    correlator.apply(_match("ssh-connection", pid="9", ip="192.0.2.9"), "auth", "a", 1000)
     assert correlator.entries("ssh-too-many") == 1
 
 

@@ -2,7 +2,10 @@
 
 `carry = { key = "pid", from = ["ssh-connection"], within = "2m", captures = ["ip"] }` on a rule:
 when one of its matches has no `ip`, the most recent match of the `from` rules with the same
-`pid` (in the same source, at most `within` apart by event time) lends its `ip`. sshd names the
+`pid` (in the same stream of the same source, at most `within` apart by event time) lends its
+`ip`. A stream is one file (its lines after a rotation included) or one host's boot in a journal:
+the same pid on another host, or in another file of a source whose glob reads many hosts' logs,
+is another process. sshd names the
 client once, on "Connection from ADDR port N" (at LogLevel VERBOSE) or on its first failure, and
 then logs lines such as "Disconnecting: Too many authentication failures for root" or
 "kex_exchange_identification: ..." under the same `sshd[PID]` without it. fail2ban ties these by
@@ -13,7 +16,7 @@ The record says what was lent: `"carried": {"captures": ["ip"], "rule": "ssh-con
 "event_time": "..."}`. A carried capture is a capture like any other for the stages after this one:
 an `ignore` list drops an allow-listed carried address, a threshold keyed on `ip` counts the line.
 
-Each carrying rule remembers, per (source, key), the latest `from` match that had at least one of
+Each carrying rule remembers, per (source, stream, key), the latest `from` match that had at least one of
 the wanted captures: a fill is one dict lookup. The memory is bounded like the threshold windows:
 an entry older than `within` (by the event time of the newest match seen) is forgotten, and at
 most `max_keys` entries are kept, the least recently updated evicted first (counted). It is part
@@ -43,10 +46,13 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 DEFAULT_MAX_KEYS = 4000
-SNAPSHOT_VERSION = 1
+# 2: a slot names its stream. A version 1 memory is not migrated but dropped: its entries could
+# not say which file lent them, and guessing would lend one host's address to another's pid; what
+# is lost is at most `within` of memory, once
+SNAPSHOT_VERSION = 2
 
 Key = tuple[str, ...]
-Slot = tuple[str | None, Key]  # (source name, key values)
+Slot = tuple[str | None, str, Key]  # (source name, stream, key values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,27 +117,29 @@ class Correlator:
         self.rules = frozenset(self._memories) | frozenset(self._feeds)
 
     def apply(
-        self, match: Match, source: str | None, event_time: float
+        self, match: Match, source: str | None, stream: str, event_time: float
     ) -> tuple[Match, Carried | None]:
         """The match with what it lacks filled in (a new Match only when something was), and
         what was carried; then remembered for the rules that carry from its rule."""
         carried = None
         memory = self._memories.get(match.rule)
         if memory is not None:
-            match, carried = self._fill(memory, match, source, event_time)
+            match, carried = self._fill(memory, match, (source, stream), event_time)
         for carrier in self._feeds.get(match.rule, ()):
-            self._remember(self._memories[carrier], match, source, event_time)
+            self._remember(self._memories[carrier], match, (source, stream), event_time)
         return match, carried
 
     def preview(
-        self, match: Match, source: str | None, event_time: float
+        self, match: Match, source: str | None, stream: str, event_time: float
     ) -> tuple[Match, Carried | None]:
         """What `apply` would fill in, remembering nothing (for `logwarden explain`)."""
         memory = self._memories.get(match.rule)
-        return (match, None) if memory is None else self._fill(memory, match, source, event_time)
+        if memory is None:
+            return match, None
+        return self._fill(memory, match, (source, stream), event_time)
 
     def _fill(
-        self, memory: _Memory, match: Match, source: str | None, now: float
+        self, memory: _Memory, match: Match, place: tuple[str | None, str], now: float
     ) -> tuple[Match, Carried | None]:
         memory.forget_old(now)
         captures = match.captures
@@ -139,7 +147,7 @@ class Correlator:
         if not missing:
             return match, None
         key = memory.keymaker.key(captures)
-        entry = None if key is None else memory.entries.get((source, key))
+        entry = None if key is None else memory.entries.get((*place, key))
         # a `from` line stamped a little after this one (clock skew between processes) counts too
         if entry is None or abs(now - entry.moment) > memory.config.within:
             return match, None
@@ -152,7 +160,7 @@ class Correlator:
         return filled, Carried(tuple(lent), entry.rule, entry.moment)
 
     @staticmethod
-    def _remember(memory: _Memory, match: Match, source: str | None, now: float) -> None:
+    def _remember(memory: _Memory, match: Match, place: tuple[str | None, str], now: float) -> None:
         key = memory.keymaker.key(match.captures)
         if key is None:
             return
@@ -163,7 +171,7 @@ class Correlator:
         }
         if values:  # a `from` match naming none of them must not hide an earlier one that did
             memory.forget_old(now)
-            memory.remember((source, key), _Entry(now, match.rule, values))
+            memory.remember((*place, key), _Entry(now, match.rule, values))
 
     # ------------------------------------------------------------------ reload and restart
 
@@ -188,8 +196,8 @@ class Correlator:
             "v": SNAPSHOT_VERSION,
             "rules": {
                 name: [
-                    [source, list(key), entry.moment, entry.rule, entry.values]
-                    for (source, key), entry in memory.entries.items()
+                    [source, stream, list(key), entry.moment, entry.rule, entry.values]
+                    for (source, stream, key), entry in memory.entries.items()
                 ]
                 for name, memory in self._memories.items()
                 if memory.entries
@@ -206,8 +214,12 @@ class Correlator:
             if memory is None:
                 continue
             memory.entries.clear()
-            for source, key, moment, rule, values in entries[-self.max_keys :]:
-                slot = (None if source is None else str(source), tuple(str(k) for k in key))
+            for source, stream, key, moment, rule, values in entries[-self.max_keys :]:
+                slot = (
+                    None if source is None else str(source),
+                    str(stream),
+                    tuple(str(k) for k in key),
+                )
                 kept = {str(k): str(v) for k, v in values.items()}
                 memory.entries[slot] = _Entry(float(moment), str(rule), kept)
 

@@ -176,7 +176,9 @@ class Explainer:
         event_time, time_source = clock.read(probe, self.origin)
         correlator = self.processor.correlator
         carried = {  # what `carry` lends each match, seen before `process` remembers this line
-            match.rule: correlator.preview(match, self.origin.name, event_time)
+            match.rule: correlator.preview(
+                match, self.origin.name, self.origin.stream(match), event_time
+            )
             for match in trace.matches
             if match.rule in correlator.rules
         }

@@ -139,7 +139,9 @@ class MatchProcessor:
                     moment, source = clock.read(found, origin)
                     read_at = (found.offset, moment, source, rfc3339(moment))
                 self._state = None
-                match, carried = self.correlator.apply(found, origin.name, read_at[1])
+                match, carried = self.correlator.apply(
+                    found, origin.name, origin.stream(found), read_at[1]
+                )
             if ignores:
                 ignore = ignores.get(rule)
                 if ignore is not None and ignore.covers(match.captures) is not None:
