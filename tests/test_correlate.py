@@ -7,11 +7,13 @@ import textwrap
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import pytest
 
+from logwarden import correlate
 from logwarden.config import ConfigError
 from logwarden.correlate import Correlator
 from logwarden.framing import Block
@@ -192,7 +194,9 @@ def test_the_memory_rides_in_the_snapshot_and_survives_an_unchanged_reload(
     [record] = restarted.feed(too_many(5, 1))
     assert record["captures"]["ip"] == "192.0.2.1"
 
-    # a reload: unchanged, the memory is kept; a changed `carry` starts empty
+    # a reload: unchanged, the memory is kept, and so it is with another `within` (each fill
+    # checks its own); another key or other captures start empty, after a reload as after a
+    # restart (the memory is the `from` rule's by that key and those captures)
     config, rules = load_config(tmp_path / "logwarden.toml")
     restarted.processor, _, _ = restarted.processor.reconfigure(rules, config.sources)
     [kept] = restarted.feed(too_many(6, 2))
@@ -201,8 +205,18 @@ def test_the_memory_rides_in_the_snapshot_and_survives_an_unchanged_reload(
     config, rules = load_config(tmp_path / "logwarden.toml")
     restarted.processor, changes, _ = restarted.processor.reconfigure(rules, config.sources)
     assert changes.changed == ("ssh-too-many",)
-    [fresh] = restarted.feed(too_many(7, 2))
-    assert "ip" not in fresh["captures"]
+    [longer] = restarted.feed(too_many(7, 2))
+    assert longer["captures"]["ip"] == "192.0.2.2"
+    other = RULES.replace('captures = ["ip"]', 'captures = ["ip", "port"]')
+    (tmp_path / "logwarden.toml").write_text(HEAD + other)
+    config, rules = load_config(tmp_path / "logwarden.toml")
+    reloaded, _, _ = restarted.processor.reconfigure(rules, config.sources)
+    after_restart = MatchProcessor(rules, config.sources, RecordBuilder("web1"))
+    after_restart.restore(state)
+    for processor in (reloaded, after_restart):
+        restarted.processor = processor
+        [fresh] = restarted.feed(too_many(8, 2))
+        assert "ip" not in fresh["captures"]
 
 
 def test_the_memory_is_bounded_and_counts_evictions(tmp_path: Path) -> None:
@@ -212,8 +226,8 @@ def test_the_memory_is_bounded_and_counts_evictions(tmp_path: Path) -> None:
         correlator.apply(
             _match("ssh-connection", pid=str(pid), ip=f"192.0.2.{pid}"), "auth", "a", 0
         )
-    assert correlator.entries("ssh-too-many") == 3
-    assert correlator.evictions() == {"ssh-too-many": 2}
+    assert correlator.entries("ssh-connection") == 3
+    assert correlator.evictions() == {"ssh-connection": 2}  # counted for the remembered rule
     evicted, carried = correlator.apply(_match("ssh-too-many", pid="0"), "auth", "a", 1)
     assert carried is None and "ip" not in evicted.captures
     kept, carried = correlator.apply(_match("ssh-too-many", pid="4"), "auth", "a", 1)
@@ -227,18 +241,64 @@ def test_the_memory_is_bounded_and_counts_evictions(tmp_path: Path) -> None:
     old = {"v": 1, "rules": {"ssh-too-many": [["auth", ["4"], 1, "ssh-connection", {"ip": "x"}]]}}
     fresh = Correlator(config.rules.values())
     fresh.restore(old)
-    assert fresh.entries("ssh-too-many") == 0
+    assert fresh.entries("ssh-connection") == 0
     # entries older than the window go as time moves on
     correlator.apply(_match("ssh-connection", pid="9", ip="192.0.2.9"), "auth", "a", 1000)
-    assert correlator.entries("ssh-too-many") == 1
+    assert correlator.entries("ssh-connection") == 1
+
+
+def test_rules_carrying_from_one_rule_share_its_memory_and_a_snapshot_redoes_what_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two rules carry from ssh-connection: one memory, one copy in the state; after a match of
+    one `from` rule the next snapshot serialises that rule's memory again, not the others."""
+    rules = RULES + textwrap.dedent("""\
+        [rules.ssh-invalid]
+        match = ['sshd\\[%{int:pid}\\]: Invalid user %{user} from %{ip}']
+
+        [rules.ssh-kex]
+        match = ['sshd\\[%{int:pid}\\]: kex_exchange_identification: (?P<reason>.+)']
+        carry = { key = "pid", from = ["ssh-connection", "ssh-invalid"], within = "2m", captures = ["ip"] }
+        """)
+    run = Run(tmp_path, rules)
+    run.feed(*(connection(n, 100 + n, f"192.0.2.{n}") for n in range(10)))
+    run.feed(f"{stamp(20)} h sshd[300]: Invalid user bob from 198.51.100.1 port 1\n")
+    state = orjson.loads(orjson.dumps(run.processor.snapshot()))
+    memories = {m["rule"]: len(m["entries"]) for m in state["carry"]["memories"]}
+    assert memories == {"ssh-connection": 10, "ssh-invalid": 1}
+    [kex] = run.feed(
+        f"{stamp(21)} h sshd[105]: kex_exchange_identification: banner line too long\n"
+    )
+    [too] = run.feed(too_many(22, 106))
+    assert (kex["captures"]["ip"], too["captures"]["ip"]) == ("192.0.2.5", "192.0.2.6")
+
+    dumped: list[bytes] = []
+
+    def counting(value: Any, *args: Any) -> bytes:
+        data = orjson.dumps(value, *args)
+        dumped.append(data)
+        return data
+
+    monkeypatch.setattr(
+        correlate, "orjson", SimpleNamespace(dumps=counting, Fragment=orjson.Fragment)
+    )
+    run.processor.snapshot()
+    assert dumped == []  # fills change no memory: both reuse their JSON
+    run.feed(f"{stamp(23)} h sshd[301]: Invalid user eve from 198.51.100.2 port 1\n")
+    state = orjson.loads(orjson.dumps(run.processor.snapshot()))
+    assert [orjson.loads(data)["rule"] for data in dumped] == ["ssh-invalid"]
+    assert {m["rule"]: len(m["entries"]) for m in state["carry"]["memories"]} == {
+        "ssh-connection": 10,
+        "ssh-invalid": 2,
+    }
 
 
 def test_the_processor_reports_carry_evictions_with_the_other_rule_state(tmp_path: Path) -> None:
-    """Past 4,000 remembered pids the oldest goes, counted where status and metrics read it."""
+    """Past 1,000 remembered pids the oldest goes, counted where status and metrics read it."""
     run = Run(tmp_path, RULES)
-    assert run.feed(*(connection(n / 100, 10_000 + n, "192.0.2.1") for n in range(4001))) == []
-    assert run.processor.evictions() == {"ssh-too-many": 1}
-    assert run.processor.correlator.entries("ssh-too-many") == 4000
+    assert run.feed(*(connection(n / 100, 10_000 + n, "192.0.2.1") for n in range(1001))) == []
+    assert run.processor.evictions() == {"ssh-connection": 1}
+    assert run.processor.correlator.entries("ssh-connection") == 1000
 
 
 def test_scan_of_one_rule_still_takes_what_its_from_rules_give(tmp_path: Path) -> None:
