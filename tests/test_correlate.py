@@ -66,8 +66,8 @@ def too_many(seconds: float, pid: int) -> str:
 class Run:
     """A config's rules and stages, fed lines as the daemon's pipeline feeds blocks."""
 
-    def __init__(self, tmp_path: Path, rules: str) -> None:
-        (tmp_path / "logwarden.toml").write_text(HEAD + textwrap.dedent(rules))
+    def __init__(self, tmp_path: Path, rules: str, head: str = HEAD) -> None:
+        (tmp_path / "logwarden.toml").write_text(head + textwrap.dedent(rules))
         self.config, self.rules = load_config(tmp_path / "logwarden.toml")
         self.processor = MatchProcessor(self.rules, self.config.sources, RecordBuilder("web1"))
         self.ref = SourceRef("auth", str(tmp_path / "auth.log"), 1, 2)
@@ -353,6 +353,34 @@ def test_scan_of_one_rule_still_takes_what_its_from_rules_give(tmp_path: Path) -
             "records = false writes nothing, and nothing uses this rule's matches",
         ),
         (
+            RULES.replace('from = ["ssh-connection"]', 'from = ["ssh-too-many"]'),
+            "rules.ssh-too-many.carry.from[0]",
+            "a rule cannot carry from itself",
+        ),
+        (
+            '[sources.other]\npaths = ["other.log"]\n\n'
+            + RULES.replace("records = false", 'sources = ["other"]\nrecords = false').replace(
+                "carry = {", 'sources = ["auth"]\ncarry = {'
+            ),
+            "rules.ssh-too-many.carry.from[0]",
+            "'ssh-connection' reads none of this rule's sources (other against auth)",
+        ),
+        (
+            RULES.replace(
+                "records = false", 'records = false\nsuppress = { key = "ip", within = "1m" }'
+            ),
+            "rules.ssh-connection.suppress",
+            "records = false writes no records, so there are none to fold",
+        ),
+        (
+            RULES.replace(
+                "records = false",
+                'records = false\nthreshold = { key = "ip", count = 5, within = "1m", alert_only = true }',
+            ),
+            "rules.ssh-connection.threshold.alert_only",
+            "records = false already keeps the matches out of the report",
+        ),
+        (
             RULES.replace("records = false", 'records = "no"'),
             "rules.ssh-connection.records",
             "Input should be a valid boolean",
@@ -366,9 +394,39 @@ def test_carry_problems_name_file_line_and_key(
     with pytest.raises(ConfigError) as raised:
         load_config(path)
     problems = [str(problem) for problem in raised.value.problems]
-    key = "records =" if at.endswith("records") else "carry = {"
+    last = at.rsplit(".", 1)[-1]
+    key = {"records": "records =", "suppress": "suppress =", "alert_only": "threshold ="}.get(
+        last, "carry = {"
+    )
     line = next(n for n, text in enumerate(_lines(path), start=1) if text.startswith(key))
     assert any(p.startswith(f"{path}:{line}: {at}: {message}") for p in problems), problems
+
+
+def test_a_carry_by_fields_of_parsed_lines_is_accepted_and_lends(tmp_path: Path) -> None:
+    """The key and the captures may come from `capture_fields` (JSON lines), not only from
+    the patterns' groups."""
+    head = HEAD.replace('paths = ["auth.log"]', 'paths = ["auth.log"]\nparse = "json"')
+    run = Run(
+        tmp_path,
+        """\
+        [rules.login]
+        where = { event = "connect" }
+        capture_fields = ["session", "client.ip"]
+        records = false
+
+        [rules.failure]
+        where = { event = "fail" }
+        capture_fields = ["session"]
+        carry = { key = "session", from = ["login"], within = "2m", captures = ["client.ip"] }
+        """,
+        head,
+    )
+    connect = {"ts": stamp(0), "event": "connect", "session": "s1", "client": {"ip": "192.0.2.7"}}
+    fail = {"ts": stamp(1), "event": "fail", "session": "s1"}
+    lines = [orjson.dumps(item).decode() + "\n" for item in (connect, fail)]
+    [record] = run.feed(*lines)
+    assert record["captures"] == {"session": "s1", "client.ip": "192.0.2.7"}
+    assert record["carried"]["rule"] == "login"
 
 
 def _lines(path: Path) -> Iterator[str]:

@@ -328,18 +328,15 @@ class Correlator:
 
 def check_carries(rules: Sequence[CompiledRule], sink: ProblemSink) -> None:
     """What a `carry` names must exist: its key is a capture of every pattern of the rule and of
-    each `from` rule, its captures are captures of each `from` rule. A rule with `records = false`
-    must feed something (a threshold, or another rule's carry), or its matches would vanish."""
+    each `from` rule, its captures are captures of each `from` rule (a regex group or one of its
+    `capture_fields`); a `from` rule must be another rule, reading some of the same sources. A
+    rule with `records = false` must feed something (a threshold, or another rule's carry), or
+    its matches would vanish, and takes no `suppress` or `alert_only`, which act on records."""
     by_name = {rule.name: rule for rule in rules}
     fed = {source for rule in rules if rule.config.carry for source in rule.config.carry.from_}
     for rule in rules:
         where = ("rules", rule.name)
-        if not rule.config.records and rule.config.threshold is None and rule.name not in fed:
-            sink.add(
-                (*where, "records"),
-                "records = false writes nothing, and nothing uses this rule's matches: no"
-                " threshold, and no rule's `carry` names it in `from`",
-            )
+        _check_records(rule, fed, sink)
         carry = rule.config.carry
         if carry is None:
             continue
@@ -356,6 +353,16 @@ def check_carries(rules: Sequence[CompiledRule], sink: ProblemSink) -> None:
             if source is None:
                 continue  # an unknown rule is reported by config.py; a broken one, by itself
             place = (*where, "carry", "from", index)
+            if source is rule:
+                sink.add(place, "a rule cannot carry from itself: name the rules whose lines lend")
+                continue
+            mine, theirs = rule.config.sources, source.config.sources
+            if mine is not None and theirs is not None and not set(mine) & set(theirs):
+                sink.add(
+                    place,
+                    f"{name!r} reads none of this rule's sources ({', '.join(theirs)} against"
+                    f" {', '.join(mine)}): carry lends only within a source, so it never would",
+                )
             for position, names in enumerate(_pattern_captures(source)):
                 if missing := [part for part in key if part not in names]:
                     sink.add(
@@ -373,5 +380,33 @@ def check_carries(rules: Sequence[CompiledRule], sink: ProblemSink) -> None:
                 )
 
 
+def _check_records(rule: CompiledRule, fed: set[str], sink: ProblemSink) -> None:
+    config = rule.config
+    if config.records:
+        return
+    where = ("rules", rule.name)
+    if config.threshold is None and rule.name not in fed:
+        sink.add(
+            (*where, "records"),
+            "records = false writes nothing, and nothing uses this rule's matches: no"
+            " threshold, and no rule's `carry` names it in `from`",
+        )
+    if config.suppress is not None:
+        sink.add(
+            (*where, "suppress"),
+            "records = false writes no records, so there are none to fold: drop `suppress`",
+        )
+    if config.threshold is not None and config.threshold.alert_only:
+        sink.add(
+            (*where, "threshold", "alert_only"),
+            "records = false already keeps the matches out of the report: drop `alert_only`",
+        )
+
+
 def _pattern_captures(rule: CompiledRule) -> list[tuple[str, ...]]:
-    return [tuple(name for name, _ in groups) for groups in rule.groups]
+    """Each pattern's captures, with the rule's `capture_fields` (which every match of a line
+    that parses has); a rule on fields without patterns, those alone."""
+    fields = rule.config.capture_fields
+    if not rule.groups:
+        return [fields]
+    return [(*(name for name, _ in groups), *fields) for groups in rule.groups]
