@@ -7,15 +7,18 @@ import textwrap
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import pytest
 
+from logwarden import correlate
 from logwarden.config import ConfigError
 from logwarden.correlate import Correlator
 from logwarden.framing import Block
-from logwarden.origin import SourceRef
+from logwarden.journal_entries import Entry, EntryBatch
+from logwarden.origin import Origin, SourceRef
 from logwarden.records import RecordBuilder
 from logwarden.rules import Match, load_config
 from logwarden.stages import MatchProcessor
@@ -63,20 +66,22 @@ def too_many(seconds: float, pid: int) -> str:
 class Run:
     """A config's rules and stages, fed lines as the daemon's pipeline feeds blocks."""
 
-    def __init__(self, tmp_path: Path, rules: str) -> None:
-        (tmp_path / "logwarden.toml").write_text(HEAD + textwrap.dedent(rules))
+    def __init__(self, tmp_path: Path, rules: str, head: str = HEAD) -> None:
+        (tmp_path / "logwarden.toml").write_text(head + textwrap.dedent(rules))
         self.config, self.rules = load_config(tmp_path / "logwarden.toml")
         self.processor = MatchProcessor(self.rules, self.config.sources, RecordBuilder("web1"))
         self.ref = SourceRef("auth", str(tmp_path / "auth.log"), 1, 2)
         self.offset = 0
 
-    def feed(self, *lines: str) -> list[dict[str, Any]]:
-        """One block of `lines`; the records that come out."""
+    def feed(self, *lines: str, origin: Origin | None = None) -> list[dict[str, Any]]:
+        """One block of `lines` (of the file `self.ref`, unless another `origin` is given); the
+        records that come out."""
         data = "".join(lines).encode()
         block = Block(data, self.offset, None)
         self.offset += len(data)
         matches = self.rules.for_source("auth").scan(block)
-        return [orjson.loads(out.data) for out in self.processor.process(matches, self.ref)]
+        outputs = self.processor.process(matches, origin or self.ref)
+        return [orjson.loads(out.data) for out in outputs]
 
 
 def test_the_address_comes_from_the_connection_line_of_the_same_pid(tmp_path: Path) -> None:
@@ -104,6 +109,48 @@ def test_another_pid_or_an_expired_window_carries_nothing(tmp_path: Path) -> Non
     run.feed(connection(200, 100, "192.0.2.11"))
     [in_time] = run.feed(too_many(320, 100))
     assert in_time["captures"]["ip"] == "192.0.2.11"
+
+
+def test_another_file_or_journal_host_of_the_source_is_another_process(tmp_path: Path) -> None:
+    """`paths = ["/var/log/remote/*/auth.log"]`: pid 500 on h2 is not pid 500 on h1; a rotated
+    file's lines read after the rename continue its stream; a journal's hosts (and boots) are
+    apart too."""
+    run = Run(tmp_path, RULES)
+    h1 = SourceRef("auth", "/var/log/remote/h1/auth.log", 1, 10)
+    h2 = SourceRef("auth", "/var/log/remote/h2/auth.log", 1, 20)
+    run.feed(connection(0, 500, "192.0.2.1"), origin=h1)
+    [other_host] = run.feed(too_many(1, 500), origin=h2)
+    assert "ip" not in other_host["captures"] and "carried" not in other_host
+    [same_host] = run.feed(too_many(2, 500), origin=h1)
+    assert same_host["captures"]["ip"] == "192.0.2.1"
+    # h1's file rotated: the rest of the old file (now auth.log.1) lends to the new auth.log
+    rotated = SourceRef("auth", "/var/log/remote/h1/auth.log.1", 1, 10, h1.path)
+    run.feed(connection(10, 501, "192.0.2.2"), origin=rotated)
+    [continued] = run.feed(too_many(11, 501), origin=SourceRef("auth", h1.path, 1, 11))
+    assert continued["captures"]["ip"] == "192.0.2.2"
+
+    def entry(host: str, boot: str, text: str) -> Entry:
+        at = int(datetime.fromisoformat(text.split(maxsplit=1)[0]).timestamp() * 1e6)
+        message = text.split(": ", 1)[1].rstrip("\n")
+        fields = {"MESSAGE": message}
+        return Entry(f"c-{host}-{at}", at, "sshd", 600, None, boot, host, fields)
+
+    def journal(*entries: Entry) -> list[dict[str, Any]]:
+        lines: list[str] = []
+        starts: list[int] = []
+        for item in entries:
+            starts.append(run.offset + sum(len(line) for line in lines))
+            lines.append(item.line + "\n")
+        return run.feed(*lines, origin=EntryBatch("auth", entries, starts))
+
+    [elsewhere, again, rebooted] = journal(
+        entry("h1", "b1", connection(20, 600, "192.0.2.3")),
+        entry("h2", "b2", too_many(21, 600)),
+        entry("h1", "b1", too_many(22, 600)),
+        entry("h1", "b3", too_many(23, 600)),
+    )
+    assert "ip" not in elsewhere["captures"] and "ip" not in rebooted["captures"]
+    assert again["captures"]["ip"] == "192.0.2.3"
 
 
 def test_a_line_with_its_own_address_keeps_it(tmp_path: Path) -> None:
@@ -147,7 +194,9 @@ def test_the_memory_rides_in_the_snapshot_and_survives_an_unchanged_reload(
     [record] = restarted.feed(too_many(5, 1))
     assert record["captures"]["ip"] == "192.0.2.1"
 
-    # a reload: unchanged, the memory is kept; a changed `carry` starts empty
+    # a reload: unchanged, the memory is kept, and so it is with another `within` (each fill
+    # checks its own); another key or other captures start empty, after a reload as after a
+    # restart (the memory is the `from` rule's by that key and those captures)
     config, rules = load_config(tmp_path / "logwarden.toml")
     restarted.processor, _, _ = restarted.processor.reconfigure(rules, config.sources)
     [kept] = restarted.feed(too_many(6, 2))
@@ -156,35 +205,100 @@ def test_the_memory_rides_in_the_snapshot_and_survives_an_unchanged_reload(
     config, rules = load_config(tmp_path / "logwarden.toml")
     restarted.processor, changes, _ = restarted.processor.reconfigure(rules, config.sources)
     assert changes.changed == ("ssh-too-many",)
-    [fresh] = restarted.feed(too_many(7, 2))
-    assert "ip" not in fresh["captures"]
+    [longer] = restarted.feed(too_many(7, 2))
+    assert longer["captures"]["ip"] == "192.0.2.2"
+    other = RULES.replace('captures = ["ip"]', 'captures = ["ip", "port"]')
+    (tmp_path / "logwarden.toml").write_text(HEAD + other)
+    config, rules = load_config(tmp_path / "logwarden.toml")
+    reloaded, _, _ = restarted.processor.reconfigure(rules, config.sources)
+    after_restart = MatchProcessor(rules, config.sources, RecordBuilder("web1"))
+    after_restart.restore(state)
+    for processor in (reloaded, after_restart):
+        restarted.processor = processor
+        [fresh] = restarted.feed(too_many(8, 2))
+        assert "ip" not in fresh["captures"]
 
 
 def test_the_memory_is_bounded_and_counts_evictions(tmp_path: Path) -> None:
     config, _ = load_config(_write(tmp_path, RULES))
     correlator = Correlator(config.rules.values(), max_keys=3)
     for pid in range(5):
-        correlator.apply(_match("ssh-connection", pid=str(pid), ip=f"192.0.2.{pid}"), "auth", 0)
-    assert correlator.entries("ssh-too-many") == 3
-    assert correlator.evictions() == {"ssh-too-many": 2}
-    evicted, carried = correlator.apply(_match("ssh-too-many", pid="0"), "auth", 1)
+        correlator.apply(
+            _match("ssh-connection", pid=str(pid), ip=f"192.0.2.{pid}"), "auth", "a", 0
+        )
+    assert correlator.entries("ssh-connection") == 3
+    assert correlator.evictions() == {"ssh-connection": 2}  # counted for the remembered rule
+    evicted, carried = correlator.apply(_match("ssh-too-many", pid="0"), "auth", "a", 1)
     assert carried is None and "ip" not in evicted.captures
-    kept, carried = correlator.apply(_match("ssh-too-many", pid="4"), "auth", 1)
+    kept, carried = correlator.apply(_match("ssh-too-many", pid="4"), "auth", "a", 1)
     assert kept.captures["ip"] == "192.0.2.4" and carried is not None
-    # another source's pid 4 is another process
-    _, elsewhere = correlator.apply(_match("ssh-too-many", pid="4"), "other", 1)
+    # another source's pid 4 is another process, and so is another file's of the same source
+    _, elsewhere = correlator.apply(_match("ssh-too-many", pid="4"), "other", "a", 1)
     assert elsewhere is None
+    _, elsewhere = correlator.apply(_match("ssh-too-many", pid="4"), "auth", "b", 1)
+    assert elsewhere is None
+    # a memory of version 1 (slots without their file) is dropped, not guessed at
+    old = {"v": 1, "rules": {"ssh-too-many": [["auth", ["4"], 1, "ssh-connection", {"ip": "x"}]]}}
+    fresh = Correlator(config.rules.values())
+    fresh.restore(old)
+    assert fresh.entries("ssh-connection") == 0
     # entries older than the window go as time moves on
-    correlator.apply(_match("ssh-connection", pid="9", ip="192.0.2.9"), "auth", 1000)
-    assert correlator.entries("ssh-too-many") == 1
+    correlator.apply(_match("ssh-connection", pid="9", ip="192.0.2.9"), "auth", "a", 1000)
+    assert correlator.entries("ssh-connection") == 1
+
+
+def test_rules_carrying_from_one_rule_share_its_memory_and_a_snapshot_redoes_what_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two rules carry from ssh-connection: one memory, one copy in the state; after a match of
+    one `from` rule the next snapshot serialises that rule's memory again, not the others."""
+    rules = RULES + textwrap.dedent("""\
+        [rules.ssh-invalid]
+        match = ['sshd\\[%{int:pid}\\]: Invalid user %{user} from %{ip}']
+
+        [rules.ssh-kex]
+        match = ['sshd\\[%{int:pid}\\]: kex_exchange_identification: (?P<reason>.+)']
+        carry = { key = "pid", from = ["ssh-connection", "ssh-invalid"], within = "2m", captures = ["ip"] }
+        """)
+    run = Run(tmp_path, rules)
+    run.feed(*(connection(n, 100 + n, f"192.0.2.{n}") for n in range(10)))
+    run.feed(f"{stamp(20)} h sshd[300]: Invalid user bob from 198.51.100.1 port 1\n")
+    state = orjson.loads(orjson.dumps(run.processor.snapshot()))
+    memories = {m["rule"]: len(m["entries"]) for m in state["carry"]["memories"]}
+    assert memories == {"ssh-connection": 10, "ssh-invalid": 1}
+    [kex] = run.feed(
+        f"{stamp(21)} h sshd[105]: kex_exchange_identification: banner line too long\n"
+    )
+    [too] = run.feed(too_many(22, 106))
+    assert (kex["captures"]["ip"], too["captures"]["ip"]) == ("192.0.2.5", "192.0.2.6")
+
+    dumped: list[bytes] = []
+
+    def counting(value: Any, *args: Any) -> bytes:
+        data = orjson.dumps(value, *args)
+        dumped.append(data)
+        return data
+
+    monkeypatch.setattr(
+        correlate, "orjson", SimpleNamespace(dumps=counting, Fragment=orjson.Fragment)
+    )
+    run.processor.snapshot()
+    assert dumped == []  # fills change no memory: both reuse their JSON
+    run.feed(f"{stamp(23)} h sshd[301]: Invalid user eve from 198.51.100.2 port 1\n")
+    state = orjson.loads(orjson.dumps(run.processor.snapshot()))
+    assert [orjson.loads(data)["rule"] for data in dumped] == ["ssh-invalid"]
+    assert {m["rule"]: len(m["entries"]) for m in state["carry"]["memories"]} == {
+        "ssh-connection": 10,
+        "ssh-invalid": 2,
+    }
 
 
 def test_the_processor_reports_carry_evictions_with_the_other_rule_state(tmp_path: Path) -> None:
-    """Past 4,000 remembered pids the oldest goes, counted where status and metrics read it."""
+    """Past 1,000 remembered pids the oldest goes, counted where status and metrics read it."""
     run = Run(tmp_path, RULES)
-    assert run.feed(*(connection(n / 100, 10_000 + n, "192.0.2.1") for n in range(4001))) == []
-    assert run.processor.evictions() == {"ssh-too-many": 1}
-    assert run.processor.correlator.entries("ssh-too-many") == 4000
+    assert run.feed(*(connection(n / 100, 10_000 + n, "192.0.2.1") for n in range(1001))) == []
+    assert run.processor.evictions() == {"ssh-connection": 1}
+    assert run.processor.correlator.entries("ssh-connection") == 1000
 
 
 def test_scan_of_one_rule_still_takes_what_its_from_rules_give(tmp_path: Path) -> None:
@@ -239,6 +353,34 @@ def test_scan_of_one_rule_still_takes_what_its_from_rules_give(tmp_path: Path) -
             "records = false writes nothing, and nothing uses this rule's matches",
         ),
         (
+            RULES.replace('from = ["ssh-connection"]', 'from = ["ssh-too-many"]'),
+            "rules.ssh-too-many.carry.from[0]",
+            "a rule cannot carry from itself",
+        ),
+        (
+            '[sources.other]\npaths = ["other.log"]\n\n'
+            + RULES.replace("records = false", 'sources = ["other"]\nrecords = false').replace(
+                "carry = {", 'sources = ["auth"]\ncarry = {'
+            ),
+            "rules.ssh-too-many.carry.from[0]",
+            "'ssh-connection' reads none of this rule's sources (other against auth)",
+        ),
+        (
+            RULES.replace(
+                "records = false", 'records = false\nsuppress = { key = "ip", within = "1m" }'
+            ),
+            "rules.ssh-connection.suppress",
+            "records = false writes no records, so there are none to fold",
+        ),
+        (
+            RULES.replace(
+                "records = false",
+                'records = false\nthreshold = { key = "ip", count = 5, within = "1m", alert_only = true }',
+            ),
+            "rules.ssh-connection.threshold.alert_only",
+            "records = false already keeps the matches out of the report",
+        ),
+        (
             RULES.replace("records = false", 'records = "no"'),
             "rules.ssh-connection.records",
             "Input should be a valid boolean",
@@ -252,9 +394,39 @@ def test_carry_problems_name_file_line_and_key(
     with pytest.raises(ConfigError) as raised:
         load_config(path)
     problems = [str(problem) for problem in raised.value.problems]
-    key = "records =" if at.endswith("records") else "carry = {"
+    last = at.rsplit(".", 1)[-1]
+    key = {"records": "records =", "suppress": "suppress =", "alert_only": "threshold ="}.get(
+        last, "carry = {"
+    )
     line = next(n for n, text in enumerate(_lines(path), start=1) if text.startswith(key))
     assert any(p.startswith(f"{path}:{line}: {at}: {message}") for p in problems), problems
+
+
+def test_a_carry_by_fields_of_parsed_lines_is_accepted_and_lends(tmp_path: Path) -> None:
+    """The key and the captures may come from `capture_fields` (JSON lines), not only from
+    the patterns' groups."""
+    head = HEAD.replace('paths = ["auth.log"]', 'paths = ["auth.log"]\nparse = "json"')
+    run = Run(
+        tmp_path,
+        """\
+        [rules.login]
+        where = { event = "connect" }
+        capture_fields = ["session", "client.ip"]
+        records = false
+
+        [rules.failure]
+        where = { event = "fail" }
+        capture_fields = ["session"]
+        carry = { key = "session", from = ["login"], within = "2m", captures = ["client.ip"] }
+        """,
+        head,
+    )
+    connect = {"ts": stamp(0), "event": "connect", "session": "s1", "client": {"ip": "192.0.2.7"}}
+    fail = {"ts": stamp(1), "event": "fail", "session": "s1"}
+    lines = [orjson.dumps(item).decode() + "\n" for item in (connect, fail)]
+    [record] = run.feed(*lines)
+    assert record["captures"] == {"session": "s1", "client.ip": "192.0.2.7"}
+    assert record["carried"]["rule"] == "login"
 
 
 def _lines(path: Path) -> Iterator[str]:

@@ -156,6 +156,7 @@ def test_verdicts_field_by_field(config: Path) -> None:
         "verdict": "matched",
         "applies": True,
         "would_match": False,
+        "records": True,
         "prefilter": True,
         "patterns": [0],
         "excludes": [],
@@ -355,6 +356,11 @@ def test_carry_shows_what_an_earlier_line_of_the_pid_lent() -> None:
         too_many.replace("PID", "26714"),
     )
     lent, other = (by_rule(line)["ssh-max-auth-attempts"]["steps"][-1] for line in lines[1:])
+    feeder = by_rule(lines[0])["ssh-connection"]
+    assert (feeder["verdict"], feeder["records"]) == ("matched", False)
+    assert by_rule(lines[1])["ssh-max-auth-attempts"]["records"] is True
+    text = explain("-c", SHIPPED, connection).stdout.decode()
+    assert "ssh-connection [info] matched (feeds carry only; no record)" in text
     assert lent == {
         "step": "carry",
         "ok": True,

@@ -68,6 +68,7 @@ class RuleVerdict:
     trace: RuleTrace | None  # None: the rule does not apply to the source
     threshold: dict[str, Any] | None  # the key's window after this line, for a rule with one
     would_match: bool = False  # not for this source, but it matches the line where it applies
+    feeds: str | None = None  # records = false: what its matches feed instead of a record
 
     @property
     def near(self) -> bool:
@@ -82,6 +83,7 @@ class RuleVerdict:
             "verdict": self.verdict,
             "applies": trace is not None,
             "would_match": self.would_match,
+            "records": self.feeds is None,
             "prefilter": trace.prefilter if trace else None,
             "patterns": list(trace.patterns) if trace else [],
             "excludes": list(trace.excludes) if trace else [],
@@ -143,6 +145,13 @@ class Explainer:
         self.processor = MatchProcessor(rules, config.sources, RecordBuilder(host="explain"))
         self.origin = SourceRef(source, "<explain>", 0, 0)
         self.count = 0
+        # rules some `carry` names in `from`: a `records = false` rule's matches go there
+        self.fed = {
+            name
+            for rule_name in rules.rules
+            if (carry := rules.rule(rule_name).config.carry) is not None
+            for name in carry.from_
+        }
 
     def explain(self, inputs: Iterable[str]) -> Iterator[LineVerdict]:
         """Each LINE argument is one line of a file; `-` is standard input, read as a file."""
@@ -176,7 +185,9 @@ class Explainer:
         event_time, time_source = clock.read(probe, self.origin)
         correlator = self.processor.correlator
         carried = {  # what `carry` lends each match, seen before `process` remembers this line
-            match.rule: correlator.preview(match, self.origin.name, event_time)
+            match.rule: correlator.preview(
+                match, self.origin.name, self.origin.stream(match), event_time
+            )
             for match in trace.matches
             if match.rule in correlator.rules
         }
@@ -229,7 +240,16 @@ class Explainer:
             if rule.config.threshold and verdict == "matched":
                 window, step = self._threshold(rule, captures, now, alerted_now)
                 steps.append(step)
-        return RuleVerdict(rule.name, rule.severity, verdict, tuple(steps), trace, window)
+        feeds = None
+        if not rule.config.records:
+            uses = [
+                *(["carry"] if rule.name in self.fed else []),
+                *(["its threshold"] if rule.config.threshold else []),
+            ]
+            feeds = f"feeds {' and '.join(uses)} only; no record"
+        return RuleVerdict(
+            rule.name, rule.severity, verdict, tuple(steps), trace, window, feeds=feeds
+        )
 
     def _ignore(self, rule: CompiledRule, captures: dict[str, str | None]) -> Step | None:
         """The rule's allow list on this match: a veto, or why not."""
@@ -497,6 +517,8 @@ def _rule_text(rule: RuleVerdict) -> Text:
     text = Text(f"  {mark} ", style=style)
     text.append(rule.rule, style=style if rule.verdict != "matched" else "bold")
     text.append(f" [{rule.severity}] {rule.verdict}", style="dim")
+    if rule.feeds is not None and rule.verdict == "matched":
+        text.append(f" ({rule.feeds})", style="dim")
     for step in rule.steps:
         if step.ok is True and (step.name == "source" or rule.verdict == "no-match"):
             continue  # a miss shows where it stopped, not what it passed on the way

@@ -217,6 +217,11 @@ class EntryBatch:
     def sample(self, match: Match) -> dict[str, Any]:
         return {"cursor": self.entry_of(match).cursor}
 
+    def stream(self, match: Match) -> str:
+        # one journal may hold several hosts (journal-remote); a pid names one process per boot
+        entry = self.entry_of(match)
+        return f"{entry.hostname or ''} {entry.boot_id or ''}"
+
 
 def frame_entries(entries: Sequence[Entry], max_line_bytes: int) -> tuple[list[Block], list[int]]:
     """Blocks of one line per entry (an entry's line cut to `max_line_bytes` is a block of its

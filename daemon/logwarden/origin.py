@@ -33,15 +33,23 @@ class Origin(Protocol):
         """Where a match is, in an alert's `samples`: `{"path", "offset"}` or `{"cursor"}`."""
         ...
 
+    def stream(self, match: Match) -> str:
+        """Which run of lines within the source the match's line belongs to, where the same pid
+        names the same process (for `carry`): a file (by the name it was first read under, so
+        its lines are one stream across a rotation), or a journal entry's host and boot."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class SourceRef:
-    """Which file a line came from: the source's name, the path and the file's identity."""
+    """Which file a line came from: the source's name, the path and the file's identity; `home`
+    is the name it was first read under when it has been renamed since (rotated)."""
 
     name: str | None
     path: str
     dev: int
     inode: int
+    home: str | None = None
 
     def record_source(self, match: Match) -> dict[str, Any]:
         return {
@@ -61,3 +69,6 @@ class SourceRef:
 
     def sample(self, match: Match) -> dict[str, Any]:
         return {"path": self.path, "offset": match.offset}
+
+    def stream(self, match: Match) -> str:
+        return self.home or self.path

@@ -118,7 +118,9 @@ class MatchProcessor:
         self.matches: Counter[str] = Counter()
         self.alerts_per_rule: Counter[str] = Counter()
         self.suppressed: Counter[str] = Counter()  # dropped by `ignore`
-        self._state: bytes | None = None  # the cached snapshot; None: changed since
+        # the cached JSON of the windows and held records; None: changed since. The carry
+        # memories cache their own, so a feeder match does not serialise these again
+        self._state: tuple[bytes, bytes] | None = None
 
     # ------------------------------------------------------------------ the stages
 
@@ -138,8 +140,9 @@ class MatchProcessor:
                 if read_at is None or read_at[0] != found.offset:
                     moment, source = clock.read(found, origin)
                     read_at = (found.offset, moment, source, rfc3339(moment))
-                self._state = None
-                match, carried = self.correlator.apply(found, origin.name, read_at[1])
+                match, carried = self.correlator.apply(
+                    found, origin.name, origin.stream(found), read_at[1]
+                )
             if ignores:
                 ignore = ignores.get(rule)
                 if ignore is not None and ignore.covers(match.captures) is not None:
@@ -211,7 +214,7 @@ class MatchProcessor:
         changes = rules.changes_since(self.rules)
         fresh = MatchProcessor(rules, sources, self.builder, self.now)
         fresh.thresholds.keep_windows(self.thresholds, changes.unchanged)
-        fresh.correlator.keep_memories(self.correlator, changes.unchanged)
+        fresh.correlator.keep_memories(self.correlator)
         released = fresh.suppressor.keep_holds(self.suppressor, changes.unchanged)
         for name in ("matches", "alerts_per_rule", "suppressed"):
             setattr(fresh, name, getattr(self, name))
@@ -219,18 +222,25 @@ class MatchProcessor:
 
     def snapshot(self) -> orjson.Fragment:
         """Threshold windows, held records and carry memories as one JSON value, for the
-        checkpoint; serialised again only after a change (commits without matches of stateful
-        rules reuse it)."""
+        checkpoint. Each part is serialised again only after it changed (commits without
+        matches of stateful rules reuse the windows', a carry memory the lines of a commit did
+        not touch reuses its own); the rest is copied as it is."""
         if self._state is None:
-            self._state = orjson.dumps(
+            self._state = (
+                orjson.dumps(self.thresholds.snapshot()),
+                orjson.dumps(self.suppressor.snapshot()),
+            )
+        thresholds, suppress = self._state
+        return orjson.Fragment(
+            orjson.dumps(
                 {
                     "v": STATE_VERSION,
-                    "thresholds": self.thresholds.snapshot(),
-                    "suppress": self.suppressor.snapshot(),
+                    "thresholds": orjson.Fragment(thresholds),
+                    "suppress": orjson.Fragment(suppress),
                     "carry": self.correlator.snapshot(),
                 }
             )
-        return orjson.Fragment(self._state)
+        )
 
     def restore(self, state: Mapping[str, Any] | None) -> list[Output]:
         """Load a checkpoint's `snapshot()`; held records of rules that no longer suppress come
@@ -244,7 +254,8 @@ class MatchProcessor:
         return self._published(orphans)
 
     def evictions(self) -> dict[str, int]:
-        """Keys each rule's windows, held records and carry memory dropped to stay bounded."""
+        """Keys each rule's windows, held records and carry memory (under the `from` rule's name)
+        dropped to stay bounded; a rule with more than one of them, their sum."""
         counts = self.thresholds.evictions()
         counts.update(self.suppressor.evictions)
         counts.update(self.correlator.evictions())

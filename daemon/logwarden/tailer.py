@@ -324,7 +324,8 @@ class Tailer:
         if path != self.path:
             self.names = (*self.names[-(MAX_NAMES - 1) :], path)
         self.source, self.path = source, path
-        self.ref = SourceRef(source, path, self.dev, self.inode)
+        # `home`: the lines read after a rotation continue the same stream for `carry`
+        self.ref = SourceRef(source, path, self.dev, self.inode, self.home)
         self.log = log.bind(source=source, path=path)
         self._checkpoint = None
 
