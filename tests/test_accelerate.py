@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from logwarden import accelerate, config
 from logwarden.framing import Block, LineFramer
 from logwarden.rules import RuleSet
-from test_rules import FRAGMENTS, HEADER, reference
+from test_rules import ANCHOR_RULES, FRAGMENTS, HEADER, reference
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "bench"))
@@ -24,18 +24,9 @@ import corpus as bench_corpus  # noqa: E402 (the bench's generator: mixed sshd, 
 # with and without it. `span` matches across a newline in Hyperscan (`[^a]` takes one), which the
 # confirmation must drop; `error` ends in `+`, which Hyperscan's form trims; `empty` is a match
 # of no bytes, whose line Hyperscan's end offset alone does not tell.
-PLAIN_RULES = r"""
-[rules.end]
-report = "ops"
-match = ['foo$', 'bar\z']
-[rules.start]
-report = "ops"
-match = ['^bar(?P<rest>.?)', '\Afoo']
-exclude = ['^barb']
-[rules.dot]
-report = "ops"
-match = ['o.b', 'b[^a]r']
-[rules.span]
+PLAIN_RULES = (
+    ANCHOR_RULES
+    + r"""[rules.span]
 report = "ops"
 match = ['x[^a]+o']
 [rules.error]
@@ -49,6 +40,7 @@ exclude = ['user=root\r']
 report = "ops"
 match = ['^$']
 """
+)
 
 
 def compiled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on: bool, rules: str) -> RuleSet:

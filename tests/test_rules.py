@@ -541,7 +541,8 @@ FRAGMENTS = [
     b"\xe2\x82\xac",
 ]
 
-PROPERTY_RULES = r"""
+# anchors, `.` and a negated class: the start of the property rules, and of test_accelerate's
+ANCHOR_RULES = r"""
 [rules.end]
 report = "ops"
 match = ['foo$', 'bar\z']
@@ -552,7 +553,10 @@ exclude = ['^barb']
 [rules.dot]
 report = "ops"
 match = ['o.b', 'b[^a]r']
-[rules.error]
+"""
+PROPERTY_RULES = (
+    ANCHOR_RULES
+    + r"""[rules.error]
 report = "security"
 match = ['ERROR (?P<code>E[0-9]+)?']
 [rules.user]
@@ -568,6 +572,7 @@ engine = "regex"
 sources = ["web"]
 match = ['(?<=foo)bar', '(o)\1(?P<after>.)']
 """
+)
 
 
 @pytest.fixture(scope="module")
