@@ -13,7 +13,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from logwarden import config
-from logwarden.config import ConfigError, Problem
+from logwarden.problems import ConfigError, Problem, key_path
 
 WriteConfig = Callable[..., Path]
 Found = tuple[int | None, str, str]  # (line, key path, message) of one problem
@@ -1018,12 +1018,10 @@ def test_sink_places_later_problems(write_config: WriteConfig) -> None:
 
 
 def test_key_path_rendering() -> None:
-    assert config.key_path(()) == ""
-    assert config.key_path(("daemon",)) == "daemon"
-    assert config.key_path(("rules", "ssh", "match", 0)) == "rules.ssh.match[0]"
-    assert (
-        config.key_path(("rules", "x", "tests", 2, "expect", "ip")) == "rules.x.tests[2].expect.ip"
-    )
+    assert key_path(()) == ""
+    assert key_path(("daemon",)) == "daemon"
+    assert key_path(("rules", "ssh", "match", 0)) == "rules.ssh.match[0]"
+    assert key_path(("rules", "x", "tests", 2, "expect", "ip")) == "rules.x.tests[2].expect.ip"
 
 
 # ---------------------------------------------------------------- sizes and durations

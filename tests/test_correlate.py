@@ -14,11 +14,11 @@ import orjson
 import pytest
 
 from logwarden import correlate
-from logwarden.config import ConfigError
 from logwarden.correlate import Correlator
 from logwarden.framing import Block
 from logwarden.journal_entries import Entry, EntryBatch
 from logwarden.origin import Origin, SourceRef
+from logwarden.problems import ConfigError
 from logwarden.records import RecordBuilder
 from logwarden.rules import Match, load_config
 from logwarden.stages import MatchProcessor

@@ -22,10 +22,11 @@ from hypothesis import strategies as st
 
 from harness import Daemon, published_records, wait_until, write_config
 from logwarden import config, fields
-from logwarden.config import Config, ConfigError
+from logwarden.config import Config
 from logwarden.explain import Explainer
 from logwarden.fields import lookup, parse_json, parse_logfmt
 from logwarden.framing import Block
+from logwarden.problems import ConfigError
 from logwarden.rules import Match, RuleSet
 from logwarden.scan import Scanner
 

@@ -20,10 +20,11 @@ from hypothesis import strategies as st
 
 from harness import Daemon, published_records, wait_until
 from logwarden import checkpoint
-from logwarden.config import Config, ConfigError, MultilineConfig, load
+from logwarden.config import Config, MultilineConfig, load
 from logwarden.explain import Explainer
 from logwarden.framing import Block, FramerState, split_lines
 from logwarden.multiline import EventFramer, make_framer, reframe
+from logwarden.problems import ConfigError
 from logwarden.rules import RuleSet, load_config
 from logwarden.scan import Scanner
 

@@ -18,7 +18,8 @@ import orjson
 import pytest
 
 from harness import LOGWARDEN, Daemon, published_records, wait_until, write_config
-from logwarden.config import ConfigError, load
+from logwarden.config import load
+from logwarden.problems import ConfigError
 from logwarden.report_index import INDEX_NAME, ReportIndex
 from logwarden.sealing import MAGIC, ReportKey, ReportOpenError, load_key, open_report
 from test_daemon import expected_seqs, seqs, start_writer

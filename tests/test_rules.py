@@ -14,9 +14,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from logwarden import config
-from logwarden.config import ConfigError
 from logwarden.framing import Block
 from logwarden.patterns import expand
+from logwarden.problems import ConfigError
 from logwarden.rules import Match, RuleSet
 
 WriteConfig = Callable[..., Path]

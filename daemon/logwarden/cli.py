@@ -17,17 +17,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from logwarden.config import (
-    EX_CONFIG,
-    Config,
-    ConfigError,
-    DaemonConfig,
-    KeyLocator,
-    default_config_path,
-    key_path,
-    load,
-)
+from logwarden.config import EX_CONFIG, Config, DaemonConfig, default_config_path, load
 from logwarden.log import LEVELS, configure, get_logger
+from logwarden.problems import ConfigError, KeyLocator, key_path
 from logwarden.rules import load_config
 
 EX_OK = 0

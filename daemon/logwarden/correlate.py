@@ -43,9 +43,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from logwarden.config import CarryConfig, ProblemSink, RuleConfig, key_captures
+from logwarden.config import CarryConfig, RuleConfig, key_captures
 from logwarden.keys import KeyMaker
 from logwarden.log import get_logger
+from logwarden.problems import ProblemSink
 
 if TYPE_CHECKING:
     from logwarden.rules import CompiledRule, Match

@@ -36,7 +36,6 @@ from logwarden.accelerate import HyperscanPrefilter
 from logwarden.config import (
     Config,
     ParseFormat,
-    ProblemSink,
     RuleConfig,
     RuleTest,
     default_config_path,
@@ -58,6 +57,7 @@ from logwarden.patterns import (
     set_search,
     span_search,
 )
+from logwarden.problems import ProblemSink
 
 log = get_logger(__name__)
 

@@ -30,7 +30,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from logwarden import checkpoint
 from logwarden.atomic import make_dirs
-from logwarden.config import Config, ConfigError
+from logwarden.config import Config
 from logwarden.counters import (
     CommitSnapshot,
     DaemonSnapshot,
@@ -46,6 +46,7 @@ from logwarden.log import get_logger
 from logwarden.metrics import MetricsListenError, MetricsOutput
 from logwarden.notify import Notifier
 from logwarden.pipeline import Pipeline
+from logwarden.problems import ConfigError
 from logwarden.records import RecordBuilder
 from logwarden.reports import (
     CommitBatch,
