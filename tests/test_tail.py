@@ -1452,3 +1452,68 @@ def test_a_compressed_copy_judged_while_its_original_reads_on_sends_nothing_twic
         await manager.close()
 
     run(main)
+
+
+def test_the_file_at_a_path_waits_for_an_open_event_of_its_predecessor_only_so_long(
+    tmp_path: Path,
+) -> None:
+    """A writer that keeps adding to the rotated file through its old descriptor keeps its event
+    open for good; the file that took the path waits for it at most the grace period (2 s here),
+    not until that writer stops (found in review: the new file's lines starved)."""
+    rig = Rig.on(tmp_path)
+    rig.config = make_config(
+        rig.directory, "*.log", multiline=MultilineConfig(start="^2026", timeout=3600)
+    )
+    path = rig.write("app.log", "2026 a\n")
+
+    async def main() -> None:
+        manager = await rig.start()
+        [tailer] = manager._tailers.values()
+        await until(lambda: tailer.framer.position == os.path.getsize(path), "the event read")
+        os.rename(path, rig.path("app.log.1"))
+        rig.write("app.log", "2026 new\n2026 next\n")
+        await rig.nudge(manager)
+        deadline = asyncio.get_running_loop().time() + 4.0
+        number = 0
+        while asyncio.get_running_loop().time() < deadline and "2026 new" not in rig.sink.texts():
+            rig.write("app.log.1", f"2026 old-{number}\n")  # each a start line: always one open
+            number += 1
+            await rig.nudge(manager)
+            await asyncio.sleep(0.2)
+        assert "2026 new" in rig.sink.texts(), "the new file still waits for the old one"
+        assert number < 18, number  # within the grace period and a few reads
+        await manager.close()
+
+    run(main)
+
+
+def test_a_file_renamed_while_stopped_keeps_its_stream(tmp_path: Path) -> None:
+    """`carry` keys its memory by the stream a line comes from: for a file, the path it was read
+    under. A file rotated while the daemon was stopped is still that stream after the restart
+    (found in review: it became `app.log.1`, so the address a connection line lent before the
+    stop was not found after it)."""
+    homes: list[str] = []
+    rig = Rig.on(tmp_path)
+    accept = rig.sink.accept
+
+    def recording(source: SourceRef, blocks: list[Block]) -> None:
+        homes.extend(source.home or source.path for block in blocks for _ in split_lines(block))
+        accept(source, blocks)
+
+    rig.sink.accept = recording  # type: ignore[method-assign]
+    path = rig.write("app.log", "one\n")
+
+    async def main() -> None:
+        manager = await rig.start()
+        await until(lambda: rig.sink.texts() == ["one"])
+        snapshot, after = manager.snapshot(), manager.rotated_after()
+        await manager.close()
+        rig.write("app.log", "two\n")
+        os.rename(path, rig.path("app.log.1"))
+        rig.write("app.log", "three\n")
+        manager = await rig.start(snapshot, rig.config.sources, after)
+        await settle(rig, manager, lambda: {"two", "three"} <= set(rig.sink.texts()))
+        assert homes == [path, path, path]
+        await manager.close()
+
+    run(main)

@@ -185,7 +185,7 @@ class TailManager:
             if not resume.intact:
                 self._truncated_while_stopped(tailer, checkpoint, plan.copies.values())
             if resume.path != checkpoint.path:
-                tailer.names = (checkpoint.path, resume.path)
+                tailer.set_names((checkpoint.path, resume.path))
                 moved_from[checkpoint.path] = tailer
                 if covered is None:
                     tailer.log.info("file was renamed while stopped", old_path=checkpoint.path)
@@ -523,7 +523,7 @@ class TailManager:
             tailer.state = "draining"
         if not tailer.done:
             tailer.settled.clear()
-        tailer.last_growth = time.monotonic()
+        tailer.last_growth = tailer.left_path_at = time.monotonic()
         tailer.wake.set()
         tailer.log.info("file left its path; draining it", why=why, old_path=old_path)
         self._rotated_bases.add(old_path)  # what else left it unseen? (see `siblings.py`)

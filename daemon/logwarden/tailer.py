@@ -181,6 +181,7 @@ class Tailer:
         now = time.monotonic()
         self.last_active = now  # last read that found data (idle close)
         self.last_growth = now  # same, for the grace period of a file rotated away
+        self.left_path_at = now  # when it was last rotated away (`_settle` bounds the wait by it)
         self.wake = asyncio.Event()
         self.settled = asyncio.Event()  # read to its end since it was last rotated away
         self.ended = asyncio.Event()  # finished or stopped: it will read nothing more
@@ -305,6 +306,7 @@ class Tailer:
         if blocks:
             self._checkpoint = None
             self.host.deliver(self, blocks)
+            self._settle()
 
     def current_path(self) -> str | None:
         """Where the open file is now, from `/proc/self/fd`: after a rename rotation, logs and
@@ -319,6 +321,13 @@ class Tailer:
         if not target.startswith("/") or target.endswith(" (deleted)"):
             return None
         return target
+
+    def set_names(self, names: tuple[str, ...]) -> None:
+        """The paths it had, as a restart found it (renamed while stopped): `home`, and with it
+        the stream `carry` keys by, stays the one it had before the stop."""
+        self.names = names
+        self.ref = SourceRef(self.source, self.path, self.dev, self.inode, self.home)
+        self._checkpoint = None
 
     def rename(self, source: str, path: str) -> None:
         if path != self.path:
@@ -510,7 +519,7 @@ class Tailer:
             self._fail(error)
             return
         if status is None:  # closed or finished while waiting for room: the next round reads
-            self.settled.set()
+            self._settle()
             return
         self._read_done(grew, status, ending)
 
@@ -676,8 +685,17 @@ class Tailer:
         (quiet for the grace period, deleted), and its successor's lines come after it.
         Rejected: ending the event at every drained read, which cut such an event in two where
         `scan` of the rotated file sees one."""
-        if self.attached or self.framer.deadline is None:
+        if self.attached or self.framer.deadline is None or self._waited_long_enough():
             self.settled.set()
+
+    def _waited_long_enough(self) -> bool:
+        """Whether the file at its path has waited for this one's open event as long as an event
+        may last unread (its `timeout`, at most the grace period): a writer that keeps adding to
+        the rotated file through its old descriptor keeps the event open for good, and the new
+        file's lines must not wait for that (they then come before the event's end)."""
+        multiline = self.settings.multiline
+        limit = min(multiline.timeout, self.settings.grace) if multiline else self.settings.grace
+        return time.monotonic() - self.left_path_at >= limit
 
     def _arm_timeout(self) -> None:
         """One timer per file with an open event, set once per timeout rather than per read
