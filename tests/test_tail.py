@@ -1458,8 +1458,8 @@ def test_the_file_at_a_path_waits_for_an_open_event_of_its_predecessor_only_so_l
     tmp_path: Path,
 ) -> None:
     """A writer that keeps adding to the rotated file through its old descriptor keeps its event
-    open for good; the file that took the path waits for it at most the grace period (2 s here),
-    not until that writer stops (found in review: the new file's lines starved)."""
+    open for good; the file that took the path waits for it at most twice the grace period (4 s
+    here), not until that writer stops (found in review: the new file's lines starved)."""
     rig = Rig.on(tmp_path)
     rig.config = make_config(
         rig.directory, "*.log", multiline=MultilineConfig(start="^2026", timeout=3600)
@@ -1473,7 +1473,7 @@ def test_the_file_at_a_path_waits_for_an_open_event_of_its_predecessor_only_so_l
         os.rename(path, rig.path("app.log.1"))
         rig.write("app.log", "2026 new\n2026 next\n")
         await rig.nudge(manager)
-        deadline = asyncio.get_running_loop().time() + 4.0
+        deadline = asyncio.get_running_loop().time() + 8.0
         number = 0
         while asyncio.get_running_loop().time() < deadline and "2026 new" not in rig.sink.texts():
             rig.write("app.log.1", f"2026 old-{number}\n")  # each a start line: always one open
@@ -1481,7 +1481,7 @@ def test_the_file_at_a_path_waits_for_an_open_event_of_its_predecessor_only_so_l
             await rig.nudge(manager)
             await asyncio.sleep(0.2)
         assert "2026 new" in rig.sink.texts(), "the new file still waits for the old one"
-        assert number < 18, number  # within the grace period and a few reads
+        assert number < 30, number  # within twice the grace period and a few reads
         await manager.close()
 
     run(main)

@@ -689,13 +689,13 @@ class Tailer:
             self.settled.set()
 
     def _waited_long_enough(self) -> bool:
-        """Whether the file at its path has waited for this one's open event as long as an event
-        may last unread (its `timeout`, at most the grace period): a writer that keeps adding to
-        the rotated file through its old descriptor keeps the event open for good, and the new
-        file's lines must not wait for that (they then come before the event's end)."""
-        multiline = self.settings.multiline
-        limit = min(multiline.timeout, self.settings.grace) if multiline else self.settings.grace
-        return time.monotonic() - self.left_path_at >= limit
+        """Whether the file at its path has waited for this one's open event long enough: twice
+        the grace period since the rotation. A writer that reopens its file (logrotate's
+        postrotate) leaves the rotated one quiet, so it finishes, and its event ends, within a
+        grace period of its last line; one that keeps adding start lines through its old
+        descriptor keeps an event open for good, and the new file's lines must not wait for
+        that (they then come before that event's end)."""
+        return time.monotonic() - self.left_path_at >= 2 * self.settings.grace
 
     def _arm_timeout(self) -> None:
         """One timer per file with an open event, set once per timeout rather than per read
