@@ -22,17 +22,8 @@ from logwarden.problems import ConfigError
 from logwarden.records import RecordBuilder
 from logwarden.rules import Match, load_config
 from logwarden.stages import MatchProcessor
+from test_stages import HEAD  # the same one-source, one-report config
 
-HEAD = """\
-[daemon]
-state_dir = "state"
-
-[sources.auth]
-paths = ["auth.log"]
-
-[reports.out]
-dir = "reports"
-"""
 RULES = """\
 [rules.ssh-connection]
 match = ['sshd\\[%{int:pid}\\]: Connection from %{ip} port %{int:port}']
