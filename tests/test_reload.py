@@ -167,7 +167,13 @@ def test_a_report_removed_by_a_reload_is_published_then_forgotten(
         document = orjson.loads((workdir / "state" / "status.json").read_bytes())
         return set(document["reports"])
 
+    def gone_matches() -> int:
+        document = orjson.loads((workdir / "state" / "status.json").read_bytes())
+        return int(document["matches"].get("gone", 0))
+
     wait_until(lambda: reports() == {"out", "extra"}, message="both reports in status")
+    # the line is read before the reload (after it, its rule is gone and it matches nothing)
+    wait_until(lambda: gone_matches() == 1, message="the line matched")
     write_config(workdir / "logwarden.toml", CONFIG)  # extra, and the rule using it, are gone
     reload(daemon)
     wait_until(lambda: "extra" not in reports(), 15, message="the removed report forgotten")
