@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,7 @@ def assert_exactly_once(workdir: Path, expected: set[int]) -> None:
 def assert_exactly_once_among(workdir: Path, expected: set[int]) -> None:
     """Every expected match exactly once; others (lines truncated away) at most once."""
     got = seqs(published_records(workdir / "reports"))
-    duplicates = sorted({n for n in got if got.count(n) > 1})
+    duplicates = sorted(n for n, times in Counter(got).items() if times > 1)
     missing = sorted(expected - set(got))
     assert not duplicates, f"{len(duplicates)} duplicated matches, e.g. {duplicates[:10]}"
     assert not missing, f"{len(missing)} lost matches that were on disk, e.g. {missing[:10]}"

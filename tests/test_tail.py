@@ -32,6 +32,7 @@ from logwarden.globs import PathMatcher, first_matching
 from logwarden.identity import FileCheckpoint, Fingerprint
 from logwarden.origin import SourceRef
 from logwarden.resume import CopyRead
+from logwarden.rules import Match, SourceMatcher
 from logwarden.tail import TailManager
 from logwarden.watch import Changes
 
@@ -64,6 +65,14 @@ class Sink:
         for block in blocks:
             for offset, line_no, line in split_lines(block):
                 self.lines.append(Line(source.path, source.inode, offset, line_no, line.decode()))
+
+    def accept_matched(
+        self, source: SourceRef, matches: list[Match], lines: int, block_bytes: int
+    ) -> None:
+        raise AssertionError("this sink has no rules: nothing is matched ahead for it")
+
+    def matcher_ahead(self, source: str) -> SourceMatcher | None:
+        return None  # lookahead is tested in test_lookahead.py, with rules
 
     async def wait_for_room(self) -> None:
         await self.room.wait()

@@ -104,14 +104,18 @@ class LineFramer:
     is one line `abcdef`), or until `flush` says the file will not grow any more.
     """
 
-    def __init__(self, max_line_bytes: int, state: FramerState | None = None) -> None:
+    def __init__(
+        self, max_line_bytes: int, state: FramerState | None = None, held: bytes = b""
+    ) -> None:
+        """`held`: the partial line already fed past `state.offset` (a framer handed over
+        whole, as `lookahead` does; a checkpoint resumes without it and reads it again)."""
         state = state or FramerState()
         self.max_line_bytes = max_line_bytes
         self._offset = state.offset  # file offset of the first byte not yet in an emitted block
         self._line_no = state.line_no
         self._skipping = state.skipping
         self._pending = (
-            b""  # the partial line at self._offset: at most max_line_bytes (+1 for a \r)
+            held  # the partial line at self._offset: at most max_line_bytes (+1 for a \r)
         )
 
     @property
@@ -135,6 +139,11 @@ class LineFramer:
     @property
     def pending_bytes(self) -> int:
         return len(self._pending)
+
+    @property
+    def held(self) -> bytes:
+        """The partial line fed but not emitted yet (what `position` is ahead of `state` by)."""
+        return self._pending
 
     def feed(self, chunk: bytes) -> list[Block]:
         """Frame the next chunk of the file; return the blocks it completes."""

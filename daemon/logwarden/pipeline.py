@@ -23,7 +23,7 @@ from logwarden.origin import Origin
 from logwarden.recent import MATCH_WINDOW_S, RATE_WINDOW_S, RecentCounts
 from logwarden.records import RecordBuilder
 from logwarden.reports import ReportWriter
-from logwarden.rules import RuleChanges, RuleSet
+from logwarden.rules import Match, RuleChanges, RuleSet, SourceMatcher
 from logwarden.stages import MatchProcessor, Output
 
 if TYPE_CHECKING:
@@ -119,6 +119,22 @@ class Pipeline:
                 self._write(self.processor.process(matches, source), source)
         self.lines += lines
         self.recent_lines.add(lines, time.monotonic())
+
+    def accept_matched(
+        self, source: Origin, matches: list[Match], lines: int, block_bytes: int
+    ) -> None:
+        """`accept` for lines a worker already framed and matched (`lookahead.py`)."""
+        self.bytes += block_bytes
+        if matches:
+            self._write(self.processor.process(matches, source), source)
+        self.lines += lines
+        self.recent_lines.add(lines, time.monotonic())
+
+    def matcher_ahead(self, source: str) -> SourceMatcher | None:
+        """The matcher a worker may match `source`'s backlog with: one that keeps no count
+        of its own (`engine = "regex"` rules count their timeouts here)."""
+        matcher = self.rules.for_source(source)
+        return matcher if matcher.counts_nothing else None
 
     def tick(self) -> None:
         """Publish held records whose window closed while nothing arrived (once a second)."""

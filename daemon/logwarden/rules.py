@@ -226,6 +226,12 @@ class SourceMatcher:
     def rules(self) -> tuple[str, ...]:
         return tuple(rule.name for rule in self._rules)
 
+    @property
+    def counts_nothing(self) -> bool:
+        """Whether `scan` leaves no trace but its result (RE2 rules only: a `regex` rule counts
+        its timeouts), so that a forked worker may run it (`lookahead.py`)."""
+        return not self._every_line
+
     def scan(self, block: Block) -> list[Match]:
         """Every match in a block: by line, and by rule order within a line."""
         out: list[Match] = []

@@ -49,6 +49,7 @@ from logwarden.identity import FileCheckpoint, Identity, PathStatus, probe_paths
 from logwarden.log import get_logger
 from logwarden.origin import SourceRef
 from logwarden.resume import CopyRead, FileMemory, Lineage, plan_start, rotation_of
+from logwarden.rules import Match, SourceMatcher
 from logwarden.siblings import Sibling, judge_siblings, rotation_base, siblings_of
 from logwarden.tailer import Descriptors, Tailer, TailSettings, TailState
 from logwarden.watch import Changes
@@ -68,6 +69,12 @@ class BlockSink(Protocol):
     """Where lines go (the service: rules, records, report journals)."""
 
     def accept(self, source: SourceRef, blocks: list[Block]) -> None: ...
+
+    def accept_matched(
+        self, source: SourceRef, matches: list[Match], lines: int, block_bytes: int
+    ) -> None: ...
+
+    def matcher_ahead(self, source: str) -> SourceMatcher | None: ...
 
     async def wait_for_room(self) -> None: ...
 
@@ -370,7 +377,18 @@ class TailManager:
 
     def deliver(self, tailer: Tailer, blocks: list[Block]) -> None:
         self.sink.accept(tailer.ref, blocks)
-        lines = sum(block.line_count for block in blocks)
+        self._delivered(tailer, sum(block.line_count for block in blocks))
+
+    def deliver_matched(
+        self, tailer: Tailer, matches: list[Match], lines: int, block_bytes: int
+    ) -> None:
+        self.sink.accept_matched(tailer.ref, matches, lines, block_bytes)
+        self._delivered(tailer, lines)
+
+    def matcher_ahead(self, source: str) -> SourceMatcher | None:
+        return self.sink.matcher_ahead(source)
+
+    def _delivered(self, tailer: Tailer, lines: int) -> None:
         tailer.lines += lines
         tailer.recent_lines.add(lines, time.monotonic())
         tailer.last_read = time.time()

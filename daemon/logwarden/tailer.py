@@ -30,7 +30,7 @@ import aiofiles.os
 
 from logwarden.config import MultilineConfig
 from logwarden.counters import FileSnapshot
-from logwarden.framing import Block, FramerState
+from logwarden.framing import Block, FramerState, LineFramer
 from logwarden.identity import (
     HEAD_BYTES,
     TAIL_BYTES,
@@ -44,10 +44,12 @@ from logwarden.identity import (
     read_checked,
 )
 from logwarden.log import get_logger
+from logwarden.lookahead import Chunk, Lookahead, ReadFrom, lookahead_min_bytes
 from logwarden.multiline import make_framer, reframe
 from logwarden.origin import SourceRef
 from logwarden.recent import RATE_WINDOW_S, RecentCounts
 from logwarden.resume import Lineage, copy_start, find_copies, judge_copies
+from logwarden.rules import Match, SourceMatcher
 
 log = get_logger(__name__)
 
@@ -91,6 +93,14 @@ class TailerHost(Protocol):
 
     def deliver(self, tailer: Tailer, blocks: list[Block]) -> None:
         """Lines read, in order; raises when the sink refuses them."""
+
+    def deliver_matched(
+        self, tailer: Tailer, matches: list[Match], lines: int, block_bytes: int
+    ) -> None:
+        """The matches of lines a worker framed and matched ahead (`lookahead.py`), as `deliver`."""
+
+    def matcher_ahead(self, source: str) -> SourceMatcher | None:
+        """The matcher a worker may match `source`'s lines with ahead, or None: not this one."""
 
     async def wait_for_room(self) -> None:
         """Returns when the sink has room for more lines (backpressure)."""
@@ -190,6 +200,8 @@ class Tailer:
         self.ready = True  # False while deciding whether it is a copy of a tracked file
         self.copy_guess: Lineage | None = None  # what it matched when last judged
         self.inflight: asyncio.Future[Any] | None = None
+        self.ahead: Lookahead | None = None  # the worker matching a backlog ahead, if any
+        self._no_lookahead = False  # a fork failed: this file is read in the daemon only
         self._threaded_until = 0.0  # reads go to a thread until then (see `_read`)
         self.task: asyncio.Task[None] | None = None
         self._checkpoint: FileCheckpoint | None = None
@@ -267,15 +279,18 @@ class Tailer:
         )  # fmt: skip
 
     def _sighted(self, status: os.stat_result) -> None:
+        self._sighted_at(status.st_size, status.st_mtime)
+
+    def _sighted_at(self, size: int, mtime: float) -> None:
         """Notes when bytes up to the file's end were first seen: at this read, or at the file's
         mtime if earlier (bytes written while nobody looked, such as before a restart)."""
-        end = max(status.st_size, self.framer.position)
+        end = max(size, self.framer.position)
         sightings = self._sightings
         if sightings and end < sightings[-1][0]:
             sightings.clear()  # truncated: those bytes are gone
         if sightings and end == sightings[-1][0]:
             return
-        seen = min(time.time(), status.st_mtime)
+        seen = min(time.time(), mtime)
         if len(sightings) >= MAX_SIGHTINGS:
             # merge into the last entry, keeping its older time: the age errs on the high side
             sightings[-1] = (end, sightings[-1][1])
@@ -300,7 +315,9 @@ class Tailer:
 
     def reconfigure(self, settings: TailSettings) -> None:
         """A reload: the source's settings from the next read on (an event open under the old
-        `multiline` settings ends first)."""
+        `multiline` settings ends first). A worker matching ahead frames with the old settings
+        and matches with the old rules: it stops, and the next whole chunk starts a new one."""
+        self.end_ahead()
         self.settings = settings
         self.framer, blocks = reframe(self.framer, settings.max_line_bytes, settings.multiline)
         if blocks:
@@ -556,6 +573,12 @@ class Tailer:
             fd = self.fd
             if fd is None or self.done:
                 return grew, status
+            if self.ahead is not None:
+                # a chunk the worker matched; once it has ended, the file is read here again
+                if await self._adopt_ahead():
+                    grew = True
+                    await asyncio.sleep(0)  # chunks it sent ahead come without a wait
+                continue
             position, known_head, offset, length = self._next_read(chunk_bytes)
             status, head, data = await self._read(fd, len(known_head), offset, length)
             fresh = self._take(position, known_head, head, data)
@@ -569,6 +592,9 @@ class Tailer:
             grew = grew or fresh > 0
             if fresh < chunk_bytes:
                 return grew, status
+            minimum = lookahead_min_bytes()
+            if minimum is not None and status.st_size - self.framer.position >= minimum:
+                await self._look_ahead(fd)
             # a whole chunk: more is waiting. Let the loop run between chunks (commits, other
             # files, signals, watchdog pings): reads on the loop never yield by themselves, and
             # a backlog of gigabytes would otherwise hold it for minutes
@@ -613,6 +639,81 @@ class Tailer:
             return False  # one chunk at a time here: the task reads the rest, yielding between
         self._read_done(fresh > 0, status, ending=True)
         return True
+
+    # -- a backlog matched ahead in a worker process (`lookahead.py`)
+
+    async def _look_ahead(self, fd: int) -> None:
+        """Start a worker on the backlog, when this file and its rules allow one."""
+        framer = self.framer
+        if (
+            self.ahead is not None
+            or self._no_lookahead
+            or self.compressed
+            or type(framer) is not LineFramer
+            or len(self.head) < HEAD_BYTES  # the worker checks the whole head, as reads do
+        ):
+            return
+        matcher = self.host.matcher_ahead(self.source)
+        if matcher is None:
+            return
+        try:
+            where = ReadFrom(fd, framer, self.head, self.sample, self.settings.chunk_bytes)
+            self.ahead = await Lookahead.start(where, matcher)
+        except OSError as error:
+            self._no_lookahead = True
+            self.log.warning(
+                "cannot start a worker to match the backlog ahead; matching it here",
+                error=error.strerror or str(error),
+            )
+            return
+        self.log.info(
+            "matching the backlog ahead in a worker process",
+            offset=framer.position, unread_bytes=self.size - framer.position, pid=self.ahead.pid,
+        )  # fmt: skip
+
+    async def _adopt_ahead(self) -> bool:
+        """Take the worker's next chunk as if this tailer had read it (`_consume`); False when
+        the worker ended, or what it sent no longer applies (a reload changed the rules or the
+        framing): the worker is stopped, and the file is read here again from where it stands."""
+        ahead, framer = self.ahead, self.framer
+        assert ahead is not None
+        chunk = await ahead.next()
+        if (
+            chunk is None
+            or ahead is not self.ahead
+            or framer is not self.framer
+            or self.fd is None
+            or self.done
+            or chunk.framer.position - chunk.read != framer.position
+            or self.host.matcher_ahead(self.source) is not ahead.matcher
+        ):
+            self.end_ahead()
+            return False
+        self._take_chunk(chunk)
+        return True
+
+    def _take_chunk(self, chunk: Chunk) -> None:
+        """`_consume` for a chunk read, framed and matched by the worker: one synchronous step."""
+        before = self.framer.state
+        self.framer, self.sample = chunk.framer, chunk.sample
+        self._checkpoint = None
+        try:
+            self.host.deliver_matched(self, chunk.matches, chunk.lines, chunk.block_bytes)
+        except BaseException:
+            # as in `_consume`: forget the chunk; the reopen re-reads from the last whole line
+            self.framer = make_framer(self.settings.max_line_bytes, None, before)
+            self.sample = b""
+            self.close_fd()
+            raise
+        self.host.count(read=chunk.read, source=self.source)
+        self.size = max(self.size, chunk.size)
+        self._sighted_at(chunk.size, chunk.mtime)
+
+    def end_ahead(self) -> None:
+        """Stop the worker, if one runs."""
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None:
+            ahead.close()
 
     def _next_read(self, chunk_bytes: int) -> tuple[int, bytes, int, int]:
         """(position, the head as known, offset, length) of the next read: the sample before
@@ -812,6 +913,7 @@ class Tailer:
         self.settled.set()  # a file we cannot read must not hold up the next one at its path
 
     def close_fd(self) -> None:
+        self.end_ahead()  # it reads through the same open file
         if self.fd is not None:
             fd, self.fd = self.fd, None
             self.descriptors.count -= 1

@@ -1,0 +1,245 @@
+"""Matching ahead: a forked process frames and matches a large backlog while the daemon's main
+process turns the matches into records and commits them (issue 14).
+
+Catching up on a backlog, one process did it all: framing and matching (about half the CPU) and
+records, journals and commits (the other half). Python runs one thread at a time, so on a host
+with two cores the second sat idle. A tailer with at least `LOOKAHEAD_MIN_BYTES` unread now forks
+a worker that reads on from where the tailer stands, frames and matches chunk after chunk and
+sends each chunk's matches through a pipe; the tailer adopts them in order.
+
+Exactly-once rests on three things:
+- The worker only reads. It reads exactly as the tailer does (`read_checked`: the 64 bytes before
+  the position again with each chunk, and the head), and stops at the first difference; the
+  tailer then reads itself from where it stands, which checks again and handles the truncation.
+- The tailer adopts a chunk (its framer after the chunk, the sample, the matches) in one
+  synchronous step, as `Tailer._consume` does with what it read, so a checkpoint sees all of a
+  chunk or none of it. Chunks the worker sent but the tailer did not adopt are simply read again.
+- A reload that changes the rules ends the worker: matches of the old rules are not adopted.
+
+Why fork rather than a fresh interpreter: the worker needs the compiled rules and the framer with
+its held partial line, and a fresh one would spend 0.3 s importing and compiling. The daemon has
+threads (the observer, the committer, executor workers), and only the forking thread survives in
+the child, so the child touches nothing another thread may have held a lock on: no logging, no
+asyncio, no `print`; it reads with `pread`, runs the framer and the matcher (used only by the
+event loop's thread), writes to its pipe with `os.write` and leaves with `os._exit`. It resets the
+signals the daemon handles (their wake-up descriptor belongs to the daemon's loop) and asks the
+kernel for SIGKILL when the daemon dies.
+
+Not for multi-line sources (the worker would hold open events and their timers), gzip rotations,
+or sources with `engine = "regex"` rules (their timeouts are counted in the daemon); nor on one
+core, where the worker would only take turns with the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import fcntl
+import marshal
+import os
+import signal
+import struct
+import traceback
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from logwarden.framing import FramerState, LineFramer
+from logwarden.identity import TAIL_BYTES, read_checked
+from logwarden.log import get_logger
+from logwarden.rules import Match, SourceMatcher
+
+log = get_logger(__name__)
+
+# a backlog at least this large is matched ahead; measured on 2 cores: below a few MiB the fork
+# and the pipe cost more than they save, and a followed file rarely has this much unread
+LOOKAHEAD_MIN_BYTES = 64 * 1024 * 1024
+_PIPE_BYTES = 1024 * 1024  # a few chunks' matches in flight, so neither side waits for the other
+_HEADER = struct.Struct("<Q")
+_PR_SET_PDEATHSIG = 1  # prctl(2)
+_F_SETPIPE_SZ = 1031  # fcntl(2), Linux
+# signals the daemon handles: in the child they act as by default (SIGTERM ends it)
+_RESET_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadFrom:
+    """Where the worker starts: the tailer's open file, framer, head and sample, and its chunk."""
+
+    fd: int
+    framer: LineFramer  # the worker feeds its own copy (fork copies it, held partial line too)
+    head: bytes  # the file's first bytes (whole: the worker checks them with every read)
+    sample: bytes  # the bytes just before the framer's position
+    chunk_bytes: int
+
+
+@dataclass(slots=True)
+class Chunk:
+    """One chunk as the worker read, framed and matched it: what the tailer adopts at once."""
+
+    read: int  # bytes of the file it consumed (the framer's position moved by this much)
+    size: int  # the file's size at that read
+    mtime: float
+    framer: LineFramer  # the worker's framer after the chunk, partial line included
+    sample: bytes  # the bytes just before the framer's position (up to TAIL_BYTES)
+    lines: int
+    block_bytes: int  # bytes of the whole lines framed (what a block sink counts)
+    matches: list[Match]
+
+
+def die_with_parent(parent: int, sig: signal.Signals = signal.SIGKILL) -> None:
+    """In a forked process: be sent `sig` when `parent` exits, so no worker runs on for nobody."""
+    # not Linux (no prctl): the worker finishes its work alone
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
+    if os.getppid() != parent:  # it exited before the request took effect
+        os._exit(1)
+
+
+def lookahead_min_bytes() -> int | None:
+    """The unread bytes that start a worker; None: never. Never on one core, where it would only
+    take turns with the daemon, or with `LOGWARDEN_LOOKAHEAD=0` (to compare, or to rule it out);
+    `LOGWARDEN_LOOKAHEAD_MIN_BYTES` moves the threshold (the tests use a small one)."""
+    if os.environ.get("LOGWARDEN_LOOKAHEAD") == "0" or len(os.sched_getaffinity(0)) < 2:
+        return None
+    try:
+        return int(os.environ.get("LOGWARDEN_LOOKAHEAD_MIN_BYTES", LOOKAHEAD_MIN_BYTES))
+    except ValueError:
+        return LOOKAHEAD_MIN_BYTES
+
+
+class Lookahead:
+    """The daemon's end of one worker: the chunks it sends, in order, and its stopping."""
+
+    def __init__(self, pid: int, stream: asyncio.StreamReader, transport: asyncio.BaseTransport,
+                 matcher: SourceMatcher, max_line_bytes: int) -> None:  # fmt: skip
+        self.pid = pid
+        self.matcher = matcher  # the rules it matches with: a reload that changes them ends it
+        self._stream = stream
+        self._transport = transport
+        self._max_line_bytes = max_line_bytes
+        self._closed = False
+
+    @classmethod
+    async def start(cls, where: ReadFrom, matcher: SourceMatcher) -> Lookahead:
+        """Fork a worker that reads on from `where` and matches with `matcher`."""
+        reader, writer = os.pipe2(os.O_CLOEXEC)
+        with contextlib.suppress(OSError):  # an older kernel keeps the default 64 KiB
+            fcntl.fcntl(writer, _F_SETPIPE_SZ, _PIPE_BYTES)
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # never returns
+            os.close(reader)
+            _work(parent, writer, where, matcher)
+        os.close(writer)
+        loop = asyncio.get_running_loop()
+        stream = asyncio.StreamReader(limit=_PIPE_BYTES)
+        try:
+            transport, _ = await loop.connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(stream), os.fdopen(reader, "rb", buffering=0)
+            )
+        except BaseException:
+            _reap(pid)
+            raise
+        return cls(pid, stream, transport, matcher, where.framer.max_line_bytes)
+
+    async def next(self) -> Chunk | None:
+        """The next chunk, or None when the worker has ended: at the end of the file, at a change
+        of its head or sample (truncation), or at a failure (logged). The tailer then reads on
+        itself from where it stands."""
+        try:
+            header = await self._stream.readexactly(_HEADER.size)
+            message: Any = marshal.loads(await self._stream.readexactly(*_HEADER.unpack(header)))
+        except asyncio.IncompleteReadError:
+            if not self._closed:  # (closed: the tailer stopped it, and knows)
+                log.warning("the worker matching ahead ended without a word; reading on here")
+            return None
+        kind = message[0]
+        if kind == "chunk":
+            _, read, size, mtime, sample, state, pending, lines, block_bytes, found = message
+            framer = LineFramer(self._max_line_bytes, FramerState(*state), pending)
+            matches = [Match(*fields) for fields in found]
+            return Chunk(read, size, mtime, framer, sample, lines, block_bytes, matches)
+        if kind == "error":
+            log.error(
+                "the worker matching ahead failed; reading on in the daemon", error=message[1]
+            )
+        return None  # "end": the file's end, or a change the tailer's own read will handle
+
+    def close(self) -> None:
+        """Stop the worker (if it still runs) and release the pipe. Synchronous: it ends on its
+        own at the file's end, and at once on SIGKILL."""
+        self._closed = True
+        self._transport.close()
+        _reap(self.pid)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+# ---------------------------------------------------------------- in the worker
+
+
+def _work(parent: int, out: int, where: ReadFrom, matcher: SourceMatcher) -> NoReturn:
+    """The worker's whole life: chunks to `out` until the end, a change, or a failure."""
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)  # the daemon's loop's, shared: a signal here must not wake it
+        for sig in _RESET_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        die_with_parent(parent)
+        _send(out, ("end", _read_ahead(out, where, matcher)))
+        code = 0
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            _send(out, ("error", traceback.format_exc(limit=-3)))
+    finally:
+        os._exit(code)  # no atexit handlers, no flushing of buffers copied from the daemon
+
+
+def _read_ahead(out: int, where: ReadFrom, matcher: SourceMatcher) -> str:
+    """Read, frame and match chunk after chunk as `Tailer._read_to_end` does; why it stopped."""
+    fd, framer, head, sample, chunk_bytes = (
+        where.fd, where.framer, where.head, where.sample, where.chunk_bytes
+    )  # fmt: skip
+    while True:
+        position = framer.position
+        overlap = len(sample)
+        status, now_head, data = read_checked(
+            fd, len(head), position - overlap, overlap + chunk_bytes
+        )
+        if now_head != head or data[:overlap] != sample:
+            return "changed"
+        fresh = data[overlap:]
+        if not fresh:
+            return "end of file"
+        blocks = framer.feed(fresh)
+        sample = fresh[-TAIL_BYTES:] if len(fresh) >= TAIL_BYTES else (sample + fresh)[-TAIL_BYTES:]
+        found = []
+        lines = block_bytes = 0
+        for block in blocks:
+            lines += block.line_count
+            block_bytes += len(block.data)
+            for match in matcher.scan(block):
+                found.append((
+                    match.rule, match.severity, match.report, match.offset, match.line_no,
+                    match.line, match.truncated, match.captures,
+                ))  # fmt: skip
+        state = framer.state
+        _send(out, (
+            "chunk", len(fresh), status.st_size, status.st_mtime, sample,
+            (state.offset, state.line_no, state.skipping), framer.held, lines, block_bytes, found,
+        ))  # fmt: skip
+        if len(fresh) < chunk_bytes:
+            return "end of file"
+
+
+def _send(out: int, message: tuple[Any, ...]) -> None:
+    body = marshal.dumps(message)
+    view = memoryview(_HEADER.pack(len(body)) + body)
+    while view:
+        view = view[os.write(out, view) :]
