@@ -61,10 +61,13 @@ class MatchingSink(Sink):
         self.chunks_ahead = 0
         self.lines_ahead = 0
         self.after_chunk: Callable[[], None] | None = None  # what a test does after each one
+        self.after_block: Callable[[], None] | None = None  # the same, for lines read here
 
     def accept(self, source: SourceRef, blocks: list[Block]) -> None:
         for block in blocks:
             self.keep(source, self.matcher.scan(block))
+        if self.after_block is not None:
+            self.after_block()
 
     def accept_matched(
         self, source: SourceRef, matches: list[Match], lines: int, block_bytes: int
@@ -445,3 +448,34 @@ def test_a_reload_that_changes_the_framing_ends_the_worker(tmp_path: Path) -> No
 
     run(main)
     assert workers() == []
+
+
+def test_a_rewrite_before_the_worker_takes_over_is_read_here(tmp_path: Path) -> None:
+    """The daemon reads up to where the worker started; the bytes just before that point link
+    the two reads. Here the file is rewritten in place (same length, same head) after the worker
+    read its part and before the daemon got there: the daemon reads the new content up to that
+    point, the worker's chunks (old content) no longer fit, and the daemon reads on itself. So
+    what comes out is the new content, not new lines joined to old ones."""
+    old = backlog(30000)
+    # the same length, and every 64 bytes differ (the long lines' x too)
+    new = old[:8192] + old[8192:].replace(b"seq=", b"SEQ=").replace(b"x", b"y")
+    expected = read_here(tmp_path, new)
+    rig = rig_for(tmp_path)
+    path = rig.path("app.log")
+    write_bytes(path, old)
+    sink = sink_of(rig)
+    sink.after_block = sink.room.clear  # the daemon waits after its first chunk
+
+    async def main() -> None:
+        manager = await rig.start()
+        await until(lambda: bool(workers()), "a worker")
+        await asyncio.sleep(0.3)  # it reads its first chunks (old content) into the pipe
+        with open(path, "r+b") as handle:  # noqa: ASYNC230 (a test's one write)
+            handle.write(new)
+        sink.after_block = None
+        sink.room.set()
+        await until(lambda: manager.total_bytes >= len(new), "the file read")
+        await manager.close()
+
+    run(main)
+    assert without_path(rig.sink.lines) == expected

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import errno
 import os
 import select
@@ -25,6 +23,7 @@ from logwarden.config import Config, SourceConfig
 from logwarden.framing import Block, FramerState, LineFramer
 from logwarden.globs import PathMatcher, first_matching
 from logwarden.log import get_logger
+from logwarden.lookahead import count_newlines, die_with_parent
 from logwarden.multiline import EventFramer, make_framer
 from logwarden.origin import SourceRef
 from logwarden.records import RecordBuilder
@@ -37,7 +36,6 @@ if TYPE_CHECKING:
 READ_CHUNK = 4 * 1024 * 1024
 # a file at least this large is scanned in two halves at once (`_split_at`): measured on 2 cores
 SPLIT_MIN_BYTES = 64 * 1024 * 1024
-_PR_SET_PDEATHSIG = 1  # prctl(2)
 DEFAULT_MAX_LINE_BYTES = SourceConfig.model_fields["max_line_bytes"].default
 STDIN = "-"
 
@@ -163,7 +161,8 @@ class Scanner:
             parent = os.getpid()
             pid = os.fork()
             if pid == 0:  # the second half; never returns
-                _die_with(parent)
+                # SIGTERM: `scan` keeps its default action, so the half dies with the whole
+                die_with_parent(parent, signal.SIGTERM)
                 os.close(reader)
                 self._second_half(file, split, spill, writer)
             os.close(writer)
@@ -194,7 +193,7 @@ class Scanner:
         code = 1
         try:
             self.out, self.lines, self.matches, self.bytes = spill, 0, 0, 0
-            first_line = 1 + _count_lines(file.fd, split)
+            first_line = 1 + count_newlines(file.fd, 0, split)
             framer = LineFramer(file.max_line_bytes, FramerState(split, first_line))
             self._scan_range(file, split, sys.maxsize, framer, None)
             spill.flush()
@@ -258,24 +257,6 @@ class Scanner:
         if outputs:
             self.matches += len(outputs)
             self.out.write(b"".join(output.data for output in outputs))
-
-
-def _die_with(parent: int) -> None:
-    """In a forked process: be sent SIGTERM when `parent` exits, as it does at once of its own
-    SIGTERM (`scan` keeps the default action), so no half-scan runs on for nobody."""
-    # not Linux (no prctl): the second half finishes its work alone
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:  # it exited before the request took effect
-        os._exit(1)
-
-
-def _count_lines(fd: int, end: int) -> int:
-    count = position = 0
-    while position < end and (chunk := os.pread(fd, min(READ_CHUNK, end - position), position)):
-        count += chunk.count(b"\n")
-        position += len(chunk)
-    return count
 
 
 @contextmanager

@@ -44,7 +44,14 @@ from logwarden.identity import (
     read_checked,
 )
 from logwarden.log import get_logger
-from logwarden.lookahead import Chunk, Lookahead, ReadFrom, lookahead_min_bytes
+from logwarden.lookahead import (
+    DAEMON_SHARE,
+    Chunk,
+    Lookahead,
+    ReadFrom,
+    line_start_after,
+    lookahead_min_bytes,
+)
 from logwarden.multiline import make_framer, reframe
 from logwarden.origin import SourceRef
 from logwarden.recent import RATE_WINDOW_S, RecentCounts
@@ -573,13 +580,20 @@ class Tailer:
             fd = self.fd
             if fd is None or self.done:
                 return grew, status
-            if self.ahead is not None:
+            ahead = self.ahead
+            if ahead is not None and self.framer.position >= ahead.takes_over:
                 # a chunk the worker matched; once it has ended, the file is read here again
                 if await self._adopt_ahead():
                     grew = True
                     await asyncio.sleep(0)  # chunks it sent ahead come without a wait
                 continue
-            position, known_head, offset, length = self._next_read(chunk_bytes)
+            # up to where the worker started, while it works on
+            wanted = (
+                chunk_bytes
+                if ahead is None
+                else min(chunk_bytes, ahead.takes_over - self.framer.position)
+            )
+            position, known_head, offset, length = self._next_read(wanted)
             status, head, data = await self._read(fd, len(known_head), offset, length)
             fresh = self._take(position, known_head, head, data)
             if fresh < 0:
@@ -590,11 +604,11 @@ class Tailer:
             self.size = max(self.size, status.st_size)
             self._sighted(status)
             grew = grew or fresh > 0
-            if fresh < chunk_bytes:
+            if fresh < wanted:
                 return grew, status
             minimum = lookahead_min_bytes()
-            if minimum is not None and status.st_size - self.framer.position >= minimum:
-                await self._look_ahead(fd)
+            if ahead is None and minimum is not None and status.st_size - position >= minimum:
+                await self._look_ahead(fd, status.st_size)
             # a whole chunk: more is waiting. Let the loop run between chunks (commits, other
             # files, signals, watchdog pings): reads on the loop never yield by themselves, and
             # a backlog of gigabytes would otherwise hold it for minutes
@@ -642,8 +656,9 @@ class Tailer:
 
     # -- a backlog matched ahead in a worker process (`lookahead.py`)
 
-    async def _look_ahead(self, fd: int) -> None:
-        """Start a worker on the backlog, when this file and its rules allow one."""
+    async def _look_ahead(self, fd: int, size: int) -> None:
+        """Start a worker on the backlog, when this file and its rules allow one: `DAEMON_SHARE`
+        of the backlog further on, where a line starts."""
         framer = self.framer
         if (
             self.ahead is not None
@@ -656,8 +671,14 @@ class Tailer:
         matcher = self.host.matcher_ahead(self.source)
         if matcher is None:
             return
+        position = framer.position
         try:
-            where = ReadFrom(fd, framer, self.head, self.sample, self.settings.chunk_bytes)
+            start = line_start_after(fd, position + 1 + int((size - position) * DAEMON_SHARE))
+            if start is None:  # no line starts near there: try again at the next chunk
+                return
+            where = ReadFrom(
+                fd, self.head, framer.state, framer.max_line_bytes, start, self.settings.chunk_bytes
+            )
             self.ahead = await Lookahead.start(where, matcher)
         except OSError as error:
             self._no_lookahead = True
@@ -668,7 +689,7 @@ class Tailer:
             return
         self.log.info(
             "matching the backlog ahead in a worker process",
-            offset=framer.position, unread_bytes=self.size - framer.position, pid=self.ahead.pid,
+            offset=position, worker_from=start, unread_bytes=size - position, pid=self.ahead.pid,
         )  # fmt: skip
 
     async def _adopt_ahead(self) -> bool:
@@ -684,7 +705,11 @@ class Tailer:
             or framer is not self.framer
             or self.fd is None
             or self.done
-            or chunk.framer.position - chunk.read != framer.position
+            or not isinstance(framer, LineFramer)
+            # where it starts, as the worker read it, is where this tailer stands
+            or (chunk.start, chunk.began, chunk.held)
+            != (framer.position, framer.state, framer.held)
+            or chunk.before != self.sample
             or self.host.matcher_ahead(self.source) is not ahead.matcher
         ):
             self.end_ahead()
@@ -835,6 +860,7 @@ class Tailer:
     ) -> None:
         """The old partial line is gone; read the new content from 0. Count what was lost.
         The open event (whole lines, read) goes out first, unless a copy is read from its start."""
+        self.end_ahead()  # it reads the old content
         if not copies:
             self.end_event()
         position = self.framer.position
