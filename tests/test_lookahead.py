@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from harness import Daemon, published_records, wait_until, write_config
+from logcapture import RecordingLog
 from logwarden import config
 from logwarden.config import MultilineConfig
 from logwarden.framing import Block
@@ -479,3 +480,32 @@ def test_a_rewrite_before_the_worker_takes_over_is_read_here(tmp_path: Path) -> 
 
     run(main)
     assert without_path(rig.sink.lines) == expected
+
+
+class FailingMatcher(SourceMatcher):
+    """Fails in the worker: what a bug there looks like."""
+
+    def scan(self, block: Block) -> list[Match]:
+        raise RuntimeError("a bug in the worker")
+
+
+def test_a_worker_that_fails_is_logged_and_not_started_again(tmp_path: Path) -> None:
+    data = backlog(30000)
+    expected = read_here(tmp_path, data)
+    log = RecordingLog()
+    rig = rig_for(tmp_path)
+    write_bytes(rig.path("app.log"), data)
+    sink = sink_of(rig)
+    failing = FailingMatcher.__new__(FailingMatcher)
+    sink.matcher_ahead = lambda source: failing  # type: ignore[method-assign]
+
+    async def main() -> None:
+        manager = await rig.start()
+        await until(lambda: manager.total_bytes == len(data), "the backlog read")
+        await manager.close()
+
+    run(main)
+    assert without_path(rig.sink.lines) == expected  # read here instead
+    failures = [fields for level, event, fields in log.events if "worker matching ahead" in event]
+    assert len(failures) == 1  # and not forked again at every chunk
+    assert "a bug in the worker" in failures[0]["error"]

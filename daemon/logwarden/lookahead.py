@@ -47,6 +47,7 @@ import os
 import signal
 import struct
 import traceback
+import warnings
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -136,6 +137,7 @@ class Lookahead:
         self._transport = transport
         self._max_line_bytes = where.max_line_bytes
         self._closed = False
+        self.failed = False  # it died or failed: the tailer starts no other for its file
 
     @classmethod
     async def start(cls, where: ReadFrom, matcher: SourceMatcher) -> Lookahead:
@@ -144,7 +146,11 @@ class Lookahead:
         with contextlib.suppress(OSError):  # an older kernel keeps the default 64 KiB
             fcntl.fcntl(writer, _F_SETPIPE_SZ, _PIPE_BYTES)
         parent = os.getpid()
-        pid = os.fork()
+        with warnings.catch_warnings():  # Python 3.12 warns of fork with threads: see above
+            warnings.filterwarnings(
+                "ignore", "This process .* is multi-threaded", DeprecationWarning
+            )
+            pid = os.fork()
         if pid == 0:  # never returns
             os.close(reader)
             _work(parent, writer, where, matcher)
@@ -169,6 +175,7 @@ class Lookahead:
             message: Any = marshal.loads(await self._stream.readexactly(*_HEADER.unpack(header)))
         except asyncio.IncompleteReadError:
             if not self._closed:  # (closed: the tailer stopped it, and knows)
+                self.failed = True
                 log.warning("the worker matching ahead ended without a word; reading on here")
             return None
         kind = message[0]
@@ -182,10 +189,11 @@ class Lookahead:
                 lines, block_bytes, matches,
             )  # fmt: skip
         if kind == "error":
-            log.error(
-                "the worker matching ahead failed; reading on in the daemon", error=message[1]
-            )
-        return None  # "end": the file's end, or a change the tailer's own read will handle
+            self.failed = True
+            log.error("the worker matching ahead failed; reading on here", error=message[1])
+        else:  # "end": the file's end, or a change the tailer's own read then handles
+            log.debug("the worker matching ahead ended", reason=message[1], pid=self.pid)
+        return None
 
     def close(self) -> None:
         """Stop the worker (if it still runs) and release the pipe. Synchronous: it ends on its

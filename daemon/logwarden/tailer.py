@@ -208,7 +208,8 @@ class Tailer:
         self.copy_guess: Lineage | None = None  # what it matched when last judged
         self.inflight: asyncio.Future[Any] | None = None
         self.ahead: Lookahead | None = None  # the worker matching a backlog ahead, if any
-        self._no_lookahead = False  # a fork failed: this file is read in the daemon only
+        # a fork or a worker failed: this file is matched in the daemon only from then on
+        self._no_lookahead = False
         self._threaded_until = 0.0  # reads go to a thread until then (see `_read`)
         self.task: asyncio.Task[None] | None = None
         self._checkpoint: FileCheckpoint | None = None
@@ -712,6 +713,7 @@ class Tailer:
             or chunk.before != self.sample
             or self.host.matcher_ahead(self.source) is not ahead.matcher
         ):
+            self._no_lookahead = self._no_lookahead or ahead.failed  # no retry at every chunk
             self.end_ahead()
             return False
         self._take_chunk(chunk)
