@@ -25,11 +25,13 @@ from harness import Daemon, published_records, wait_until, write_config
 from logcapture import RecordingLog
 from logwarden import config
 from logwarden.config import MultilineConfig
-from logwarden.framing import Block
+from logwarden.framing import Block, LineFramer
 from logwarden.origin import SourceRef
 from logwarden.rules import Match, RuleSet, SourceMatcher
+from logwarden.tail import TailManager
+from logwarden.tailer import Tailer
 from test_daemon import CONFIG, assert_exactly_once, expected_seqs, seqs, start_writer, write_lines
-from test_tail import Index, Line, Rig, Sink, grown, run, settle, size_of, until
+from test_tail import MAX_LINE_BYTES, Index, Line, Rig, Sink, grown, run, settle, size_of, until
 
 pytestmark = pytest.mark.usefixtures("capture_logs")
 
@@ -129,21 +131,13 @@ def write_bytes(path: str, data: bytes) -> None:
 
 
 def read_here(tmp_path: Path, data: bytes, pattern: str = EVERY_LINE) -> list[Line]:
-    """The matches of `data` read by the tailer itself: what matching ahead must give."""
-    reference = tmp_path / "reference"
-    reference.mkdir()
-    rig = rig_for(reference, pattern)
-    sink_of(rig).offer = False
-    path = rig.path("app.log")
-    write_bytes(path, data)
-
-    async def main() -> None:
-        manager = await rig.start()
-        await until(lambda: manager.total_bytes == len(data), "the backlog read")
-        await manager.close()
-
-    run(main)
-    return [Line("", 0, line.offset, line.line_no, line.text) for line in rig.sink.lines]
+    """The matches of `data` as the tailer gives them reading it itself (framing does not
+    depend on how the bytes come in chunks): what matching ahead must give."""
+    matcher = matcher_for(tmp_path, pattern, "reference.toml")
+    found = []
+    for block in LineFramer(MAX_LINE_BYTES).feed(data):
+        found += [Line("", 0, m.offset, m.line_no, m.line) for m in matcher.scan(block)]
+    return found
 
 
 def without_path(found: list[Line]) -> list[Line]:
@@ -180,7 +174,7 @@ def test_a_backlog_matched_ahead_gives_what_reading_it_gives(tmp_path: Path) -> 
         assert rig.sink.lines[-1].offset == data.rindex(b"\n") + 1
         assert manager.snapshot()[0].framer.offset == size_of(path)
         await manager.close()
-        assert workers() == []
+        await until(lambda: not workers(), "the worker reaped")
 
     run(main)
 
@@ -196,8 +190,8 @@ def test_a_truncation_while_matching_ahead_sends_no_line_twice(
     old = backlog(250000, "old")  # 3.6 MB: more than the worker can send ahead unread
     head = old[:2048] if same_head else b""
     new = head + backlog(3000, "new")
-    expected_new = [line.text for line in read_here_bytes(tmp_path / "new", new)]
-    old_texts = [line.text for line in read_here_bytes(tmp_path / "old", old)]
+    expected_new = [line.text for line in read_here(tmp_path, new)]
+    old_texts = [line.text for line in read_here(tmp_path, old)]
     rig = rig_for(tmp_path)
     path = rig.path("app.log")
     write_bytes(path, old)
@@ -218,7 +212,7 @@ def test_a_truncation_while_matching_ahead_sends_no_line_twice(
         assert 0 < restart < len(old_texts)
         assert texts[restart:] == expected_new
         await manager.close()
-        assert workers() == []
+        await until(lambda: not workers(), "the worker reaped")
 
     run(main)
 
@@ -231,11 +225,6 @@ def rewrite_bytes(path: str, data: bytes) -> None:
 
 def texts_end_with(rig: Rig, expected: list[str]) -> bool:
     return rig.sink.texts()[-len(expected) :] == expected
-
-
-def read_here_bytes(directory: Path, data: bytes) -> list[Line]:
-    directory.mkdir()
-    return read_here(directory, data)
 
 
 def test_a_reload_that_changes_the_rules_ends_the_worker(tmp_path: Path) -> None:
@@ -282,17 +271,19 @@ def test_a_worker_killed_midway_is_replaced_by_reading_on(tmp_path: Path) -> Non
     write_bytes(rig.path("app.log"), data)
     sink = sink_of(rig)
     killed: list[int] = []
+    tailers: list[Tailer] = []
 
     def kill_the_first_worker() -> None:
-        if not killed:
-            killed.extend(workers())
-            for pid in killed:
-                os.kill(pid, signal.SIGKILL)
+        ahead = tailers[0].ahead
+        if not killed and ahead is not None:
+            killed.append(ahead.pid)
+            os.kill(ahead.pid, signal.SIGKILL)
 
     sink.after_chunk = kill_the_first_worker
 
     async def main() -> None:
         manager = await rig.start()
+        tailers.extend(manager._tailers.values())
         await until(lambda: manager.total_bytes == len(data), "the backlog read")
         await manager.close()
 
@@ -368,23 +359,31 @@ def test_sigkill_of_the_daemon_while_its_worker_matches_ahead(tmp_path: Path) ->
     batch, live, live_from = 60000, 5000, 10_000_000
     rng = random.Random(26112026)
     writer = start_writer(log, live_from, live, rate=1000)
-    ahead = 0
+    killed_with_a_worker = 0
     try:
         for run_number in range(4):
             write_lines(log, run_number * batch, batch)  # a fresh backlog for each start
             daemon.start(timeout=30)
             with contextlib.suppress(AssertionError):  # it may have caught up before a worker
                 wait_until(lambda: daemon.logged(WORKER_STARTED), 5, message="a worker")
-            ahead += daemon.logged(WORKER_STARTED)
             time.sleep(rng.uniform(0.0, 0.3))
+            worker = [pid for pid in running_with(config_path) if pid != daemon.pid]
+            if worker and run_number == 1:  # stopped: only the parent-death signal ends it
+                # once it reads (it asked for that signal before), or it would never ask
+                pid = worker[0]
+                wait_until(lambda: bytes_read(pid) > 0, 5, message="the worker reading")  # noqa: B023
+                os.kill(worker[0], signal.SIGSTOP)
             daemon.kill()
+            killed_with_a_worker += bool(worker)
             wait_until(lambda: not running_with(config_path), 5, message="no worker left")
         assert writer.wait(60) == 0
     finally:
         if writer.poll() is None:
             writer.kill()
         daemon.cleanup()
-    assert ahead >= 2, "the kills should have come while a worker matched ahead"
+        for pid in running_with(config_path):
+            os.kill(pid, signal.SIGKILL)
+    assert killed_with_a_worker >= 2, "the kills should have come while a worker matched ahead"
     expected = expected_seqs(0, 4 * batch) | expected_seqs(live_from, live)
     daemon.start(timeout=30)
     try:
@@ -469,8 +468,7 @@ def test_a_rewrite_before_the_worker_takes_over_is_read_here(tmp_path: Path) -> 
 
     async def main() -> None:
         manager = await rig.start()
-        await until(lambda: bool(workers()), "a worker")
-        await asyncio.sleep(0.3)  # it reads its first chunks (old content) into the pipe
+        await until_read_ahead(manager, 65536)
         with open(path, "r+b") as handle:  # noqa: ASYNC230 (a test's one write)
             handle.write(new)
         sink.after_block = None
@@ -509,3 +507,113 @@ def test_a_worker_that_fails_is_logged_and_not_started_again(tmp_path: Path) -> 
     failures = [fields for level, event, fields in log.events if "worker matching ahead" in event]
     assert len(failures) == 1  # and not forked again at every chunk
     assert "a bug in the worker" in failures[0]["error"]
+
+
+async def until_read_ahead(manager: TailManager, past_start: int) -> None:
+    """Until the file's worker has read `past_start` bytes beyond where it started (its reads,
+    as /proc counts them, include counting the lines up to there)."""
+    [tailer] = manager._tailers.values()
+    await until(lambda: tailer.ahead is not None, "a worker")
+    ahead = tailer.ahead
+    assert ahead is not None
+    await until(lambda: bytes_read(ahead.pid) >= ahead.takes_over + past_start, "its reads")
+
+
+def bytes_read(pid: int) -> int:
+    """What a process read so far (/proc/PID/io's rchar); 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/io") as handle:
+            return int(handle.read().split("rchar:")[1].split()[0])
+    except (OSError, IndexError):
+        return 0
+
+
+def test_a_line_count_that_changed_before_the_worker_takes_over_is_read_here(
+    tmp_path: Path,
+) -> None:
+    """The worker numbers its lines from a count it made at its start. The file is rewritten in
+    place (same length, same bytes near the junction) with one more line before that point: the
+    daemon's line number there differs from the worker's, so its chunks do not fit."""
+    old = backlog(30000)
+    rig = rig_for(tmp_path)
+    path = rig.path("app.log")
+    write_bytes(path, old)
+    sink = sink_of(rig)
+    sink.after_block = sink.room.clear
+    found: list[bytes] = []
+
+    async def main() -> None:
+        manager = await rig.start()
+        await until_read_ahead(manager, 65536)
+        [tailer] = manager._tailers.values()
+        assert tailer.ahead is not None
+        split = old.index(b" ", 8192)  # long before the junction: its 64 bytes stay the same
+        assert split < tailer.ahead.takes_over - 4096
+        new = old[:split] + b"\n" + old[split + 1 :]
+        found.append(new)
+        with open(path, "r+b") as handle:  # noqa: ASYNC230 (a test's one write)
+            handle.write(new)
+        sink.after_block = None
+        sink.room.set()
+        await until(lambda: manager.total_bytes >= len(new), "the file read")
+        await manager.close()
+
+    run(main)
+    assert without_path(rig.sink.lines) == read_here(tmp_path, found[0])
+
+
+@pytest.mark.parametrize("what", ["drain", "rename", "delete"])
+def test_a_stop_or_a_rotation_while_matching_ahead(tmp_path: Path, what: str) -> None:
+    """Drain (a stop) waits for the file's reader, which takes the worker's chunks to the end; a
+    rename or a delete leaves the open file readable: every line once, no worker left."""
+    data = backlog(30000)
+    expected = read_here(tmp_path, data)
+    rig = rig_for(tmp_path)
+    path = rig.path("app.log")
+    write_bytes(path, data)
+    sink = sink_of(rig)
+
+    async def main() -> None:
+        manager = await rig.start()
+        await until(lambda: sink.chunks_ahead > 0, "a chunk matched ahead")
+        if what == "drain":
+            await manager.drain()
+        else:
+            if what == "rename":
+                os.rename(path, path + ".1")  # out of the globs (*.log): read through
+            else:
+                os.unlink(path)
+            await rig.nudge(manager)
+            await until(lambda: manager.total_bytes == len(data), "the backlog read")
+        await manager.close()
+        await until(lambda: not workers(), "the worker reaped")
+
+    run(main)
+    assert without_path(rig.sink.lines) == expected
+
+
+@pytest.mark.parametrize("engine", ["re2", "regex"])
+def test_a_field_rule_on_the_regex_engine_keeps_its_source_in_the_daemon(
+    tmp_path: Path, engine: str
+) -> None:
+    """`engine = "regex"` rules count their timeouts in the daemon: a source with one, on fields
+    or on lines, is not matched in a worker."""
+    path = tmp_path / "fields.toml"
+    path.write_text(
+        textwrap.dedent(f"""\
+        [sources.app]
+        paths = ["{tmp_path}/logs/*.log"]
+        parse = "json"
+        [rules.plain]
+        match = ['boom']
+        [rules.on-field]
+        field = "msg"
+        engine = "{engine}"
+        match = ['^fail']
+        [reports.out]
+        dir = "{tmp_path}/reports"
+        """)
+    )
+    loaded, problems = config.load(path)
+    matcher = RuleSet.compile(loaded, problems).for_source("app")
+    assert matcher.counts_nothing is (engine == "re2")

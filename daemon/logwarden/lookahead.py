@@ -42,12 +42,14 @@ import asyncio
 import contextlib
 import ctypes
 import fcntl
+import gc
 import marshal
 import os
 import signal
 import struct
 import traceback
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -70,8 +72,12 @@ _PIPE_BYTES = 1024 * 1024  # a few chunks' matches in flight, so neither side wa
 _HEADER = struct.Struct("<Q")
 _PR_SET_PDEATHSIG = 1  # prctl(2)
 _F_SETPIPE_SZ = 1031  # fcntl(2), Linux
-# signals the daemon handles: in the child they act as by default (SIGTERM ends it)
-_RESET_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+# signals the daemon handles: blocked across the fork (the child's handlers are the daemon's
+# until it resets them, and they write to the daemon's wake-up descriptor); in the child they
+# act as by default, but SIGINT: a ^C to a foreground daemon reaches its whole process group,
+# and the worker must end with its daemon (the parent-death signal), not before it
+_DAEMON_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+_running: set[int] = set()  # the workers alive (their pids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,11 +110,20 @@ class Chunk:
     matches: list[Match]
 
 
-def die_with_parent(parent: int, sig: signal.Signals = signal.SIGKILL) -> None:
-    """In a forked process: be sent `sig` when `parent` exits, so no worker runs on for nobody."""
-    # not Linux (no prctl): the worker finishes its work alone
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
+def prctl() -> Any:
+    """libc's prctl(2), resolved before a fork (dlopen in a forked child of a threaded process
+    may wait for a lock another thread held); None where there is none (not Linux)."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def die_with_parent(parent: int, sig: signal.Signals, call: Any) -> None:
+    """In a forked process: be sent `sig` when `parent` exits, so no worker runs on for nobody.
+    `call` is `prctl()`, from before the fork; without it the worker finishes its work alone."""
+    if call is not None:
+        call(_PR_SET_PDEATHSIG, sig)
     if os.getppid() != parent:  # it exited before the request took effect
         os._exit(1)
 
@@ -117,7 +132,10 @@ def lookahead_min_bytes() -> int | None:
     """The unread bytes that start a worker; None: never. Never on one core, where it would only
     take turns with the daemon, or with `LOGWARDEN_LOOKAHEAD=0` (to compare, or to rule it out);
     `LOGWARDEN_LOOKAHEAD_MIN_BYTES` moves the threshold (the tests use a small one)."""
-    if os.environ.get("LOGWARDEN_LOOKAHEAD") == "0" or len(os.sched_getaffinity(0)) < 2:
+    cores = len(os.sched_getaffinity(0))
+    if os.environ.get("LOGWARDEN_LOOKAHEAD") == "0" or cores < 2:
+        return None
+    if len(_running) >= cores - 1:  # several large files: one worker per spare core at a time
         return None
     try:
         return int(os.environ.get("LOGWARDEN_LOOKAHEAD_MIN_BYTES", LOOKAHEAD_MIN_BYTES))
@@ -129,31 +147,41 @@ class Lookahead:
     """The daemon's end of one worker: the chunks it sends, in order, and its stopping."""
 
     def __init__(self, pid: int, stream: asyncio.StreamReader, transport: asyncio.BaseTransport,
-                 matcher: SourceMatcher, where: ReadFrom) -> None:  # fmt: skip
+                 *, matcher: SourceMatcher, where: ReadFrom, logger: Any) -> None:  # fmt: skip
         self.pid = pid
+        self.log = logger.bind(worker=pid)
         self.matcher = matcher  # the rules it matches with: a reload that changes them ends it
         self.takes_over = where.start  # the tailer reads up to here itself
         self._stream = stream
         self._transport = transport
-        self._max_line_bytes = where.max_line_bytes
+        self.max_line_bytes = where.max_line_bytes  # its framing: a reload may change the tailer's
         self._closed = False
         self.failed = False  # it died or failed: the tailer starts no other for its file
 
     @classmethod
-    async def start(cls, where: ReadFrom, matcher: SourceMatcher) -> Lookahead:
-        """Fork a worker that reads on from `where` and matches with `matcher`."""
+    async def start(cls, where: ReadFrom, matcher: SourceMatcher, logger: Any) -> Lookahead:
+        """Fork a worker that reads on from `where` and matches with `matcher`; `logger` names
+        the file in what the daemon logs about it."""
         reader, writer = os.pipe2(os.O_CLOEXEC)
         with contextlib.suppress(OSError):  # an older kernel keeps the default 64 KiB
             fcntl.fcntl(writer, _F_SETPIPE_SZ, _PIPE_BYTES)
-        parent = os.getpid()
-        with warnings.catch_warnings():  # Python 3.12 warns of fork with threads: see above
-            warnings.filterwarnings(
-                "ignore", "This process .* is multi-threaded", DeprecationWarning
-            )
-            pid = os.fork()
+        parent, call = os.getpid(), prctl()
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _DAEMON_SIGNALS)
+        try:
+            with warnings.catch_warnings():  # Python 3.12 warns of fork with threads: see above
+                warnings.filterwarnings("ignore", ".* is multi-threaded", DeprecationWarning)
+                pid = os.fork()
+        except OSError:
+            os.close(reader)
+            os.close(writer)
+            raise
+        finally:
+            if os.getpid() == parent:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         if pid == 0:  # never returns
             os.close(reader)
-            _work(parent, writer, where, matcher)
+            _work(parent, call, blocked, out=writer, where=where, matcher=matcher)
+        _running.add(pid)
         os.close(writer)
         loop = asyncio.get_running_loop()
         stream = asyncio.StreamReader(limit=_PIPE_BYTES)
@@ -164,7 +192,7 @@ class Lookahead:
         except BaseException:
             _reap(pid)
             raise
-        return cls(pid, stream, transport, matcher, where)
+        return cls(pid, stream, transport, matcher=matcher, where=where, logger=logger)
 
     async def next(self) -> Chunk | None:
         """The next chunk, or None when the worker has ended: at the end of the file, at a change
@@ -173,16 +201,19 @@ class Lookahead:
         try:
             header = await self._stream.readexactly(_HEADER.size)
             message: Any = marshal.loads(await self._stream.readexactly(*_HEADER.unpack(header)))
-        except asyncio.IncompleteReadError:
+        except (asyncio.IncompleteReadError, OSError) as error:
             if not self._closed:  # (closed: the tailer stopped it, and knows)
                 self.failed = True
-                log.warning("the worker matching ahead ended without a word; reading on here")
+                self.log.warning(
+                    "the worker matching ahead ended without a word; reading on here",
+                    error=None if isinstance(error, asyncio.IncompleteReadError) else str(error),
+                )
             return None
         kind = message[0]
         if kind == "chunk":
             _, start, began, held, before, read, size, mtime, sample, state, pending = message[:11]
             lines, block_bytes, found = message[11:]
-            framer = LineFramer(self._max_line_bytes, FramerState(*state), pending)
+            framer = LineFramer(self.max_line_bytes, FramerState(*state), pending)
             matches = [Match(*fields) for fields in found]
             return Chunk(
                 start, FramerState(*began), held, before, read, size, mtime, framer, sample,
@@ -190,37 +221,59 @@ class Lookahead:
             )  # fmt: skip
         if kind == "error":
             self.failed = True
-            log.error("the worker matching ahead failed; reading on here", error=message[1])
+            self.log.error("the worker matching ahead failed; reading on here", error=message[1])
         else:  # "end": the file's end, or a change the tailer's own read then handles
-            log.debug("the worker matching ahead ended", reason=message[1], pid=self.pid)
+            self.log.debug("the worker matching ahead ended", reason=message[1])
         return None
 
     def close(self) -> None:
-        """Stop the worker (if it still runs) and release the pipe. Synchronous: it ends on its
-        own at the file's end, and at once on SIGKILL."""
+        """Stop the worker (if it still runs) and release the pipe."""
         self._closed = True
         self._transport.close()
         _reap(self.pid)
 
 
 def _reap(pid: int) -> None:
+    """SIGKILL, and collect its exit without blocking the loop: a worker stuck in a read of a
+    failing disk dies only once the read returns, and the loop must go on (commits, watchdog)."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(ChildProcessError):
+        if os.waitpid(pid, os.WNOHANG)[0] == 0:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop (tests, or after it closed): just wait
+                os.waitpid(pid, 0)
+            else:
+                loop.run_in_executor(None, _wait, pid)
+                return
+    _running.discard(pid)
+
+
+def _wait(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)
+    _running.discard(pid)
 
 
 # ---------------------------------------------------------------- in the worker
 
 
-def _work(parent: int, out: int, where: ReadFrom, matcher: SourceMatcher) -> NoReturn:
+def _work(
+    parent: int, call: Any, mask: Iterable[int], *, out: int, where: ReadFrom,
+    matcher: SourceMatcher,
+) -> NoReturn:  # fmt: skip
     """The worker's whole life: chunks to `out` until the end, a change, or a failure."""
     code = 1
     try:
+        # no collection: it would run finalizers of the daemon's objects (coroutines, tasks)
+        # here, and touch every page of the heap, copying it
+        gc.disable()
         signal.set_wakeup_fd(-1)  # the daemon's loop's, shared: a signal here must not wake it
-        for sig in _RESET_SIGNALS:
-            signal.signal(sig, signal.SIG_DFL)
-        die_with_parent(parent)
+        for sig in _DAEMON_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN if sig == signal.SIGINT else signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        die_with_parent(parent, signal.SIGKILL, call)
         _send(out, ("end", _read_ahead(out, where, matcher)))
         code = 0
     except BaseException:

@@ -230,7 +230,7 @@ class SourceMatcher:
     def counts_nothing(self) -> bool:
         """Whether `scan` leaves no trace but its result (RE2 rules only: a `regex` rule counts
         its timeouts), so that a forked worker may run it (`lookahead.py`)."""
-        return not self._every_line
+        return all(rule.uses_re2 for rule in self._rules)
 
     def scan(self, block: Block) -> list[Match]:
         """Every match in a block: by line, and by rule order within a line."""

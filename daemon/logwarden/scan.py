@@ -23,7 +23,7 @@ from logwarden.config import Config, SourceConfig
 from logwarden.framing import Block, FramerState, LineFramer
 from logwarden.globs import PathMatcher, first_matching
 from logwarden.log import get_logger
-from logwarden.lookahead import count_newlines, die_with_parent
+from logwarden.lookahead import count_newlines, die_with_parent, prctl
 from logwarden.multiline import EventFramer, make_framer
 from logwarden.origin import SourceRef
 from logwarden.records import RecordBuilder
@@ -158,11 +158,11 @@ class Scanner:
             reader, writer = os.pipe()
             self.out.flush()
             sys.stderr.flush()
-            parent = os.getpid()
+            parent, call = os.getpid(), prctl()
             pid = os.fork()
             if pid == 0:  # the second half; never returns
                 # SIGTERM: `scan` keeps its default action, so the half dies with the whole
-                die_with_parent(parent, signal.SIGTERM)
+                die_with_parent(parent, signal.SIGTERM, call)
                 os.close(reader)
                 self._second_half(file, split, spill, writer)
             os.close(writer)

@@ -79,6 +79,11 @@ class StructuredMatcher(SourceMatcher):
     def rules(self) -> tuple[str, ...]:
         return tuple(rule.name for rule in self._everything)
 
+    @property
+    def counts_nothing(self) -> bool:
+        """Over every rule, those on fields included (the base class sees only the others)."""
+        return all(rule.uses_re2 for rule in self._everything)
+
     def scan(self, block: Block) -> list[Match]:
         out = super().scan(block)
         if out and self._enriched:

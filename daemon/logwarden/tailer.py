@@ -606,6 +606,7 @@ class Tailer:
             self._sighted(status)
             grew = grew or fresh > 0
             if fresh < wanted:
+                self.end_ahead()  # shorter than where the worker started: it will not fit
                 return grew, status
             minimum = lookahead_min_bytes()
             if ahead is None and minimum is not None and status.st_size - position >= minimum:
@@ -632,6 +633,7 @@ class Tailer:
             or self.after is not None
             or self.state == "error"
             or self.lock.locked()
+            or self.ahead is not None
             or not self.host.has_room()
             or time.monotonic() < self._threaded_until
         ):
@@ -680,7 +682,7 @@ class Tailer:
             where = ReadFrom(
                 fd, self.head, framer.state, framer.max_line_bytes, start, self.settings.chunk_bytes
             )
-            self.ahead = await Lookahead.start(where, matcher)
+            ahead = await Lookahead.start(where, matcher, self.log)
         except OSError as error:
             self._no_lookahead = True
             self.log.warning(
@@ -688,9 +690,19 @@ class Tailer:
                 error=error.strerror or str(error),
             )
             return
+        # the fork's await let a reload, a truncation or a stop in: then the worker is stale
+        if (
+            self.framer is not framer
+            or framer.max_line_bytes != where.max_line_bytes
+            or self.fd != fd
+            or self.done
+        ):
+            ahead.close()
+            return
+        self.ahead = ahead
         self.log.info(
             "matching the backlog ahead in a worker process",
-            offset=position, worker_from=start, unread_bytes=size - position, pid=self.ahead.pid,
+            offset=position, worker_from=start, unread_bytes=size - position, pid=ahead.pid,
         )  # fmt: skip
 
     async def _adopt_ahead(self) -> bool:
@@ -707,6 +719,7 @@ class Tailer:
             or self.fd is None
             or self.done
             or not isinstance(framer, LineFramer)
+            or framer.max_line_bytes != ahead.max_line_bytes
             # where it starts, as the worker read it, is where this tailer stands
             or (chunk.start, chunk.began, chunk.held)
             != (framer.position, framer.state, framer.held)
@@ -725,7 +738,8 @@ class Tailer:
         self.framer, self.sample = chunk.framer, chunk.sample
         self._checkpoint = None
         try:
-            self.host.deliver_matched(self, chunk.matches, chunk.lines, chunk.block_bytes)
+            if chunk.lines:  # (none: the chunk was the middle of a long line)
+                self.host.deliver_matched(self, chunk.matches, chunk.lines, chunk.block_bytes)
         except BaseException:
             # as in `_consume`: forget the chunk; the reopen re-reads from the last whole line
             self.framer = make_framer(self.settings.max_line_bytes, None, before)
@@ -734,7 +748,8 @@ class Tailer:
             raise
         self.host.count(read=chunk.read, source=self.source)
         self.size = max(self.size, chunk.size)
-        self._sighted_at(chunk.size, chunk.mtime)
+        if not self._sightings or chunk.size >= self._sightings[-1][0]:  # (it read earlier)
+            self._sighted_at(chunk.size, chunk.mtime)
 
     def end_ahead(self) -> None:
         """Stop the worker, if one runs."""
