@@ -1,0 +1,188 @@
+"""The bytes of match and alert records stay what they were while their path is made faster
+(issue 14): a mixed sample of lines (syslog across a year's end, nginx, application logs, ISO
+8601 spellings, no time, invalid UTF-8, out of bounds) through the real rules, framer and
+`MatchProcessor`, in two zones.
+
+The event times are the pre-change code's answers, written out; the records are compared byte for
+byte, `time` (the moment of writing) aside, with a plain `orjson.dumps` of DESIGN §4's shape.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from logwarden import config
+from logwarden.eventtime import rfc3339
+from logwarden.framing import LineFramer
+from logwarden.origin import SourceRef
+from logwarden.records import RecordBuilder
+from logwarden.rules import Match, RuleSet
+from logwarden.stages import MatchProcessor
+
+NOW = datetime(2027, 1, 1, 0, 30, tzinfo=UTC).timestamp()  # half an hour into a new year
+ARRIVAL = "2027-01-01T00:30:00.000000Z"
+CONFIG = """\
+[daemon]
+state_dir = "state"
+
+[sources.utc]
+paths = ["utc.log"]
+timezone = "UTC"
+
+[sources.berlin]
+paths = ["berlin.log"]
+timezone = "Europe/Berlin"
+
+[rules.first-word]
+match = ['^(?P<first>[^ ]*)']
+
+[rules.ssh]
+match = ['Failed password for (?P<user>[^ ]+) from (?P<ip>[0-9.]+)']
+threshold = { key = "ip", count = 3, within = "4h" }
+
+[reports.out]
+dir = "reports"
+"""
+SAMPLE = [
+    b"Dec 31 23:59:58 web1 sshd[1]: Failed password for root from 203.0.113.9 port 22 ssh2",
+    b"Jan  1 00:10:02 web1 sshd[1]: Failed password for admin from 203.0.113.9 port 22 ssh2",
+    b"Dec 31 23:59:58.123456 web1 app: syslog with a fraction",
+    b'203.0.113.9 - - [31/Dec/2026:23:59:59 +0100] "GET / HTTP/1.1" 502 157 "-" "curl/8.5.0"',
+    b'2001:db8::1 - - [01/Jan/2027:00:20:00 -0500] "GET /x HTTP/2.0" 503 1 "-" "-"',
+    b"2026-12-31 23:58:01,120 ERROR [worker-3] billing.invoices: gateway said 502",
+    b"2026-12-31T23:59:59.123456789-02:00 web1 sshd[1]: Failed password for x from 203.0.113.9",
+    b"2026-12-31T22:00:00z lower-case zulu",
+    b"2026-12-31T23:15:07+0530 offset without a colon",
+    b"2026-10-25 02:30:00 the hour Berlin's clocks go through twice",
+    b"2026-12-31T23:59:60Z a leap second",
+    b"Traceback (most recent call last):",
+    b"2026-12-31T23:50:00.5Z caf\xe9 \xff invalid UTF-8",
+    b"job 7 Nov 24 13:19:38 then 2026-12-31T23:00:00Z: the leftmost wins",
+    b"10.0.0.1 x 2026-12-31T22:00:00.000001Z after an address",
+    b"2030-01-01T00:00:00Z far ahead: out of bounds",
+    b"1999-13-45T25:61:00Z no such time",
+    b"Feb 29 12:00:00 in no year but 2028 of the three, out of bounds",
+    b"",
+    b"\tindented 2026-12-31T23:59:00.999999+01:00",
+]
+# (utc source, berlin source) per line: what the code before issue 14's changes answered
+EVENT_TIMES = [
+    ("2026-12-31T23:59:58.000000Z", "2026-12-31T22:59:58.000000Z"),
+    ("2027-01-01T00:10:02.000000Z", "2026-12-31T23:10:02.000000Z"),
+    ("2026-12-31T23:59:58.123456Z", "2026-12-31T22:59:58.123456Z"),
+    ("2026-12-31T22:59:59.000000Z", "2026-12-31T22:59:59.000000Z"),
+    ("2027-01-01T05:20:00.000000Z", "2027-01-01T05:20:00.000000Z"),
+    ("2026-12-31T23:58:01.120000Z", "2026-12-31T22:58:01.120000Z"),
+    ("2027-01-01T01:59:59.123456Z", "2027-01-01T01:59:59.123456Z"),
+    ("2026-12-31T22:00:00.000000Z", "2026-12-31T22:00:00.000000Z"),
+    ("2026-12-31T17:45:07.000000Z", "2026-12-31T17:45:07.000000Z"),
+    ("2026-10-25T02:30:00.000000Z", "2026-10-25T00:30:00.000000Z"),
+    (ARRIVAL, ARRIVAL),
+    (ARRIVAL, ARRIVAL),
+    ("2026-12-31T23:50:00.500000Z", "2026-12-31T23:50:00.500000Z"),
+    ("2026-11-24T13:19:38.000000Z", "2026-11-24T12:19:38.000000Z"),
+    ("2026-12-31T22:00:00.000001Z", "2026-12-31T22:00:00.000001Z"),
+    (ARRIVAL, ARRIVAL),
+    (ARRIVAL, ARRIVAL),
+    (ARRIVAL, ARRIVAL),  # 2028's is nearest, and more than a day ahead
+    (ARRIVAL, ARRIVAL),
+    ("2026-12-31T22:59:00.999999Z", "2026-12-31T22:59:00.999999Z"),
+]
+
+
+@pytest.fixture(scope="module")
+def rules(tmp_path_factory: pytest.TempPathFactory) -> tuple[RuleSet, config.Config]:
+    path = tmp_path_factory.mktemp("record-bytes") / "logwarden.toml"
+    path.write_text(textwrap.dedent(CONFIG))
+    loaded, sink = config.load(path)
+    return RuleSet.compile(loaded, sink), loaded
+
+
+def run(rules: RuleSet, loaded: config.Config, source: str, chunk: int) -> list[tuple[Match, Any]]:
+    """Every record of the sample read from `source`'s file in `chunk`-byte reads: (match or
+    None for an alert, the record as written)."""
+    processor = MatchProcessor(rules, loaded.sources, RecordBuilder("host-1"), lambda: NOW)
+    origin = SourceRef(source, f"/var/log/{source}.log", 64768, 1234)
+    framer = LineFramer(64 * 1024)
+    data = b"\n".join(SAMPLE) + b"\n"
+    out = []
+    for start in range(0, len(data), chunk):
+        for block in framer.feed(data[start : start + chunk]):
+            for output in processor.process(rules.for_source(source).scan(block), origin):
+                out.append((output.match, output.data))
+    return out
+
+
+def sample(source: str, line_no: int) -> bytes:
+    """An alert's sample: the path and offset of a line of SAMPLE."""
+    offset = sum(len(line) + 1 for line in SAMPLE[: line_no - 1])
+    return b'{"path":"/var/log/%s.log","offset":%d}' % (source.encode(), offset)
+
+
+def blank_time(data: bytes) -> bytes:
+    return re.sub(rb'^\{"v":1,"time":"[^"]*"', b'{"v":1,"time":""', data)
+
+
+@pytest.mark.parametrize("chunk", [1 << 20, 7])
+@pytest.mark.parametrize(("source", "column"), [("utc", 0), ("berlin", 1)])
+def test_records_are_byte_for_byte_as_before(
+    rules: tuple[RuleSet, config.Config], source: str, column: int, chunk: int
+) -> None:
+    written = run(*rules, source, chunk)
+    matches = [(match, data) for match, data in written if match is not None]
+    # every line matches first-word; the three failed passwords match ssh too
+    assert [m.rule for m, _ in matches].count("first-word") == len(SAMPLE)
+    assert [m.rule for m, _ in matches].count("ssh") == 3
+    for match, data in matches:
+        expected_time = EVENT_TIMES[match.line_no - 1][column]  # type: ignore[operator]
+        record = {
+            "v": 1,
+            "time": "",
+            "event_time": expected_time,
+            "time_source": "arrival" if expected_time == ARRIVAL else "log",
+            "rule": match.rule,
+            "severity": "warning",
+            "host": "host-1",
+            "source": {
+                "name": source,
+                "path": f"/var/log/{source}.log",
+                "dev": 64768,
+                "inode": 1234,
+                "offset": match.offset,
+                "line_no": match.line_no,
+            },
+            "line": match.line,
+            "truncated": False,
+            "captures": match.captures,
+        }
+        assert blank_time(data) == orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+    invalid = next(match for match, _ in matches if match.line_no == 13)
+    assert invalid.line == "2026-12-31T23:50:00.5Z caf\ufffd \ufffd invalid UTF-8"
+    [(_, alert)] = [(match, data) for match, data in written if match is None]
+    assert blank_time(alert) == (
+        b'{"v":1,"time":"","kind":"alert","rule":"ssh","severity":"warning","host":"host-1",'
+        b'"key":{"ip":"203.0.113.9"},"count":3,"within_s":14400.0,'
+        b'"first":"' + EVENT_TIMES[0][column].encode() + b'",'
+        b'"last":"' + EVENT_TIMES[6][column].encode() + b'",'
+        b'"samples":[' + b",".join(sample(source, line) for line in (1, 2, 7)) + b"]}\n"
+    )
+
+
+@given(
+    st.integers(min_value=0, max_value=2**32 - 1),
+    st.integers(min_value=0, max_value=999_999),
+)
+def test_rfc3339_of_whole_seconds_and_micros_round_trips(whole: int, micros: int) -> None:
+    """A recognised time is kept as whole seconds and microseconds; its record spelling is the
+    float's, through `rfc3339`, for every second up to 2106."""
+    moment = (whole * 1_000_000 + micros) / 1_000_000
+    expected = datetime.fromtimestamp(whole, UTC).isoformat()[:19] + f".{micros:06d}Z"
+    assert rfc3339(moment) == expected
