@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import textwrap
 from datetime import UTC, datetime
-from typing import Any
 
 import orjson
 import pytest
@@ -106,7 +105,9 @@ def rules(tmp_path_factory: pytest.TempPathFactory) -> tuple[RuleSet, config.Con
     return RuleSet.compile(loaded, sink), loaded
 
 
-def run(rules: RuleSet, loaded: config.Config, source: str, chunk: int) -> list[tuple[Match, Any]]:
+def run(
+    rules: RuleSet, loaded: config.Config, source: str, chunk: int
+) -> list[tuple[Match | None, bytes]]:
     """Every record of the sample read from `source`'s file in `chunk`-byte reads: (match or
     None for an alert, the record as written)."""
     processor = MatchProcessor(rules, loaded.sources, RecordBuilder("host-1"), lambda: NOW)
