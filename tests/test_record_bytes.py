@@ -12,13 +12,15 @@ from __future__ import annotations
 import re
 import textwrap
 from datetime import UTC, datetime
+from pathlib import Path
 
 import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from logwarden import config
+from logwarden import config, reports
+from logwarden.config import ReportConfig
 from logwarden.eventtime import rfc3339
 from logwarden.framing import LineFramer
 from logwarden.origin import SourceRef
@@ -187,3 +189,48 @@ def test_rfc3339_of_whole_seconds_and_micros_round_trips(whole: int, micros: int
     moment = (whole * 1_000_000 + micros) / 1_000_000
     expected = datetime.fromtimestamp(whole, UTC).isoformat()[:19] + f".{micros:06d}Z"
     assert rfc3339(moment) == expected
+
+
+def stamped(n: int, moment: str) -> bytes:
+    return orjson.dumps({"v": 1, "time": moment, "rule": "r", "n": n, "line": "x\\ny"}) + b"\n"
+
+
+@pytest.mark.parametrize("chunk", [100, 1 << 20])
+@pytest.mark.parametrize("form", ["ndjson", "json"])
+def test_a_staged_report_is_its_journals_lines_and_its_index_entry_their_times(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, form: str, chunk: int
+) -> None:
+    """A report is rendered from its journal a chunk at a time, not a line: the same bytes as
+    the lines joined one by one, across chunk ends, with an empty line or a record not as
+    records.py writes it (its `time` parsed) among them."""
+    monkeypatch.setattr(reports, "READ_CHUNK", chunk)  # 100: many chunks, lines cut across them
+    config = ReportConfig.model_validate({"name": "r", "dir": tmp_path / "out", "format": form})
+    reports.prepare_dirs({"r": config}, tmp_path / "journals")
+    writer = reports.ReportWriter(config, tmp_path / "journals" / "r", "host-1", [], 1)
+    lines = [stamped(n, f"2026-11-24T13:19:{59 - n:02d}.000000Z") for n in range(12)]
+    lines[5] = b'{"time":"2026-11-24T13:18:00.000000Z","v":1}\n'  # the earliest, parsed
+    lines[9] = b"\n"
+    lines.append(stamped(12, "2026-11-24T13:20:00.000000Z"))  # the latest, in memory only
+    for line in lines[:-1]:
+        writer.append(line, "r")
+    batches = writer.take_batches(seal=False)  # into the journal file
+    reports.write_batches(batches)
+    reports.settle(batches)
+    writer.append(lines[-1], "r")
+    batches = writer.take_batches(seal=True)  # rendered from the file, then the batch
+    reports.write_batches(batches)
+    reports.settle(batches)
+    [journal] = writer.sealed
+    data = reports.staged_path(journal.state).read_bytes()
+    records = [line.rstrip(b"\n") for line in lines if line != b"\n"]
+    if form == "ndjson":
+        assert data == b"".join(record + b"\n" for record in records)
+    else:
+        assert data.endswith(b',"records":[' + b",\n".join(records) + b"]}\n")
+        assert len(orjson.loads(data)["records"]) == 12
+    assert journal.index_entry is not None
+    assert (
+        journal.index_entry["records"],
+        journal.index_entry["first_time"],
+        journal.index_entry["last_time"],
+    ) == (12, "2026-11-24T13:18:00.000000Z", "2026-11-24T13:20:00.000000Z")
