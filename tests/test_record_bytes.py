@@ -10,13 +10,14 @@ byte, `time` (the moment of writing) aside, with a plain `orjson.dumps` of DESIG
 from __future__ import annotations
 
 import re
+import tempfile
 import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from logwarden import config, reports
@@ -234,3 +235,53 @@ def test_a_staged_report_is_its_journals_lines_and_its_index_entry_their_times(
         journal.index_entry["first_time"],
         journal.index_entry["last_time"],
     ) == (12, "2026-11-24T13:18:00.000000Z", "2026-11-24T13:20:00.000000Z")
+
+
+Step = tuple[str, int, int]
+STEPS = st.one_of(
+    st.tuples(st.just("append"), st.integers(1, 60), st.just(0)),
+    st.tuples(st.sampled_from(["commit", "fail", "seal"]), st.just(0), st.just(0)),
+    st.tuples(st.just("limits"), st.integers(0, 6), st.integers(0, 200)),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(STEPS, max_size=40))
+def test_appends_seal_journals_where_the_size_and_count_limits_say(steps: list[Step]) -> None:
+    """`append` keeps the room left in the active journal instead of asking `_full_with` every
+    time: the journals are the same as when it asks every time, through commits, failed commits
+    (their data given back), seals and reloads that change the limits (0: no limit)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        writers = []
+        for name in ("counted", "asked"):
+            base = Path(scratch) / name
+            config = ReportConfig.model_validate({"name": "r", "dir": base / "out"})
+            reports.prepare_dirs({"r": config}, base / "journals")
+            writers.append(reports.ReportWriter(config, base / "journals" / "r", "h", [], 1))
+        for kind, first, second in steps:
+            for writer in writers:
+                if kind == "append":
+                    if writer is writers[1]:
+                        writer._room_records = 0  # the straightforward way: `_full_with` each time
+                    writer.append(b"x" * (first - 1) + b"\n", "r")
+                elif kind == "limits":
+                    limits = {
+                        "rotate_max_records": first or None,
+                        "rotate_max_bytes": second or None,
+                    }
+                    writer.reconfigure(writer.config.model_copy(update=limits))
+                else:
+                    batches = writer.take_batches(seal=kind == "seal")
+                    if kind == "fail":
+                        reports.give_back(batches)
+                    else:
+                        reports.write_batches(batches)
+                        reports.settle(batches)
+        counted, asked = (
+            [
+                (j.state.seq, j.records, j.length)
+                for j in [*w.sealed, *([w.active] if w.active else [])]
+            ]
+            for w in writers
+        )
+        assert counted == asked

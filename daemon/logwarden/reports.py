@@ -44,6 +44,7 @@ from logwarden.timestamps import utc_timestamp
 INLINE_TAIL_BYTES = 16 * 1024
 READ_CHUNK = 1024 * 1024
 STAGED_PREFIX = ".logwarden-staged-"
+_UNLIMITED = 2**62  # records or bytes a journal without that limit has room for
 
 
 class ReportDirError(Exception):
@@ -176,6 +177,11 @@ class ReportWriter:
         self.rotate_requested = False
         self.published = 0
         self._indexes: dict[Path, ReportIndex] = {}  # per report dir, loaded at first use
+        # records and bytes the active journal takes before it is full under `_room_for`: what
+        # `append` checks instead of `_full_with` (only appends add to a journal; commits move
+        # its bytes from pending to committed). 0, or another config: ask `_full_with`
+        self._room_records = self._room_bytes = 0
+        self._room_for: ReportConfig | None = None
         for state in sorted(restored, key=lambda s: s.seq):
             journal = Journal(state, journal_dir)
             if state.closed is None:
@@ -213,14 +219,31 @@ class ReportWriter:
         Size and count limits are enforced here, record by record, so a catch-up that matches
         thousands of lines between two commits still yields reports of the configured size.
         """
-        if self.active is not None and self._full_with(len(record)):
+        size = len(record)
+        journal = self.active
+        if (
+            journal is not None
+            and self._room_records > 0
+            and self._room_bytes >= size
+            and self._room_for is self.config
+        ):
+            self._room_records -= 1
+            self._room_bytes -= size
+            journal.append(record, rule)
+            return
+        if journal is not None and self._full_with(size):
             self.seal_active()
         if self.active is None:
             self.active = Journal(
                 JournalState(self.name, self.next_seq, utc_timestamp()), self.journal_dir
             )
             self.next_seq += 1
-        self.active.append(record, rule)
+        journal = self.active
+        journal.append(record, rule)
+        config = self._room_for = self.config
+        records, size_limit = config.rotate_max_records, config.rotate_max_bytes
+        self._room_records = _UNLIMITED if records is None else records - journal.records
+        self._room_bytes = _UNLIMITED if size_limit is None else size_limit - journal.length
 
     def _full_with(self, extra_bytes: int) -> bool:
         journal, config = self.active, self.config
@@ -237,6 +260,7 @@ class ReportWriter:
         """Close the active journal to new records; the next commit makes the seal durable."""
         if self.active is None or self.active.records == 0:
             return
+        self._room_records = self._room_bytes = 0
         self.active.closed = utc_timestamp()
         self.sealed.append(self.active)
         self.active = None
