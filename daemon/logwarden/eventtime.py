@@ -131,6 +131,12 @@ class SourceClock:
         self.zone = zone
         self.now = now
         self._parse = parse  # the source's `parse`, for `timestamp.field`
+        # asked for every matched line, so worked out once: the recognised spellings anywhere in
+        # the line (no capture, field or format named), and the bounds
+        self._recognises_line = (
+            spec.field is None and spec.capture is None and spec.format == "auto"
+        )
+        self._behind, self._ahead = spec.max_behind, spec.max_ahead
         self.out_of_bounds = 0
         self._warned_at: float | None = None
         # `_recognised`: a minute's first epoch second, with its text when that is exact
@@ -153,7 +159,7 @@ class SourceClock:
             return journal, "journal", rfc3339(journal)
         spec = self.spec
         found: float | None
-        if spec.field is None and spec.capture is None and spec.format == "auto":
+        if self._recognises_line:
             try:
                 parts = self._recognised(match.line, arrival)
             except (ValueError, OverflowError):  # as `parse` says: a spelling of no time
@@ -174,7 +180,7 @@ class SourceClock:
             if found is None:
                 return arrival, "arrival", rfc3339(arrival)
         # (false for NaN and infinity too: `ts=1e999`, an epoch capture `nan`)
-        if not arrival - spec.max_behind <= found <= arrival + spec.max_ahead:
+        if not arrival - self._behind <= found <= arrival + self._ahead:
             self._out_of_bounds(found, arrival)
             return arrival, "arrival", rfc3339(arrival)
         return found, "log", rfc3339(found) if spelling is None else spelling
