@@ -362,6 +362,9 @@ class ReportWriter:
                 for piece in self._render(
                     journal.path, journal.state.length, batch.data, target, tally
                 ):
+                    if not buffer and len(piece) >= READ_CHUNK:  # a journal chunk: as it is
+                        sealer.write(piece)
+                        continue
                     buffer += piece
                     if len(buffer) >= READ_CHUNK:
                         sealer.write(bytes(buffer))
@@ -442,7 +445,7 @@ class ReportWriter:
                 "counts": dict(state.counts),
             }
             yield orjson.dumps(header)[:-1] + b',"records":['
-        separator = b""  # before the first record: none
+        held = b""  # json: the last records so far, each followed by `,\n`: the last one's goes
         for piece in _whole_lines(chunks):
             if tally.add_text(piece):  # all records (so no empty line): the piece as it is
                 lines = piece
@@ -453,10 +456,11 @@ class ReportWriter:
             if ndjson:
                 yield lines
             else:
-                yield separator + lines[:-1].replace(b"\n", b",\n")
-                separator = b",\n"
+                if held:
+                    yield held
+                held = lines.replace(b"\n", b",\n")
         if not ndjson:
-            yield b"]}\n"
+            yield held[:-2] + b"]}\n"
 
     def apply_retention(self, protected: set[str], now: float | None = None) -> list[Path]:
         """Delete the oldest published reports beyond `keep`, older than `keep_days`, or beyond
