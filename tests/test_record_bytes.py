@@ -9,19 +9,21 @@ byte, `time` (the moment of writing) aside, with a plain `orjson.dumps` of DESIG
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tempfile
 import textwrap
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logwarden import config, reports
-from logwarden.config import ReportConfig
+from logwarden import config, eventtime, reports
+from logwarden.config import ReportConfig, TimestampConfig
 from logwarden.eventtime import rfc3339
 from logwarden.framing import LineFramer
 from logwarden.origin import SourceRef
@@ -285,3 +287,80 @@ def test_appends_seal_journals_where_the_size_and_count_limits_say(steps: list[S
             for w in writers
         )
         assert counted == asked
+
+
+PIECES = [
+    "2026-11-24", "2026-02-29", "T", " ", "13:19:38", "23:59:59", "00:00:60", "13:19", "99:99:99",
+    ".123", ",5", ".1234567891", "Z", "z", "+01:00", "-0530", "+02", "24/Nov/2026:", "01/Abc/2026:",
+    " +0000", " -0130", "Nov", "Dec 31 ", "Jan  1 ", "Feb 29 ", " 24 ", "x", "1", "12", "[", ":",
+    "/", "-", "abc ", "10.0.0.1 ",
+    # whole times, so that lines have some after decoys
+    "24/Nov/2026:13:19:38 +0000", "2026-11-24T13:19:38.5Z", "2026-11-24 13:19:38,120",
+    "Nov 24 13:19:38", "Dec 31 23:59:58.123456", "[01/Jan/2027:00:20:00 -0500]",
+    "2026-03-29 02:30:00", "2026-10-25T02:59:59",
+]  # fmt: skip
+REFERENCE_MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov"]
+REFERENCE_MONTHS.append("Dec")
+
+
+def reference_time(text: str, now: float, zone: ZoneInfo) -> float | None:
+    """The leftmost recognised time, worked out plainly: one search of the whole line, each
+    second computed alone (no minute cache), as eventtime.py did before issue 14's changes."""
+    found = eventtime._RECOGNISED.search(text)
+    if found is None:
+        return None
+    fraction = found["if"] or found["sf"] or ""
+    micros = int(fraction[:6].ljust(6, "0")) if fraction else 0
+    try:
+        if found["clf"]:
+            if found["cmon"] not in REFERENCE_MONTHS:
+                return None
+            sign = -1 if found["cz"][0] == "-" else 1
+            offset = timedelta(hours=int(found["cz"][1:3]), minutes=int(found["cz"][3:5])) * sign
+            naive = datetime(
+                int(found["cy"]), REFERENCE_MONTHS.index(found["cmon"]) + 1, int(found["cd"]),
+                int(found["cH"]), int(found["cM"]), int(found["cS"]),
+            )  # fmt: skip
+            whole = int((naive - offset).replace(tzinfo=UTC).timestamp())
+        elif found["iso"]:
+            parsed = datetime.fromisoformat(
+                f"{found['iso']}T{found['it']}{found['iz'] or ''}".upper()
+            )
+            whole = int((parsed if parsed.tzinfo else parsed.replace(tzinfo=zone)).timestamp())
+        else:
+            current = datetime.fromtimestamp(now, zone).year
+            candidates = []
+            for year in (current - 1, current, current + 1):
+                with contextlib.suppress(ValueError):
+                    month = REFERENCE_MONTHS.index(found["smon"]) + 1
+                    moment = datetime(
+                        year, month, int(found["sd"]), int(found["sH"]), int(found["sM"]),
+                        int(found["sS"]), tzinfo=zone,
+                    ).timestamp()  # fmt: skip
+                    candidates.append(int(moment))
+            if not candidates:
+                return None
+            whole = min(candidates, key=lambda moment: abs(moment - now))
+    except ValueError:
+        return None
+    return (whole * 1_000_000 + micros) / 1_000_000
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.sampled_from(PIECES), max_size=12).map("".join),
+    st.sampled_from(["UTC", "Europe/Berlin"]),
+)
+def test_the_recognised_time_is_the_plain_searchs(text: str, zone_name: str) -> None:
+    """Starting at the line's start, then from before its first HH:MM:SS, and the minute cache
+    find what one plain search of the whole line finds; the record's spelling is `rfc3339`'s."""
+    zone = ZoneInfo(zone_name)
+    now = datetime(2026, 11, 24, 12, tzinfo=UTC).timestamp()
+    spec = TimestampConfig(max_ahead=1e12, max_behind=1e12)
+    clock = eventtime.SourceClock("s", spec, zone, lambda: now)
+    expected = reference_time(text, now, zone)
+    assert clock.parse(text, now) == expected
+    match = Match("r", "warning", "out", 0, 1, text, False, {})
+    moment, source, spelling = clock.stamped(match, SourceRef("s", "/x", 1, 2))
+    assert (moment, source) == ((expected, "log") if expected is not None else (now, "arrival"))
+    assert spelling == rfc3339(moment)
