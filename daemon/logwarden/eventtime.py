@@ -60,7 +60,19 @@ _RECOGNISED = re.compile(
     r" (?P<sH>\d{2}):(?P<sM>\d{2}):(?P<sS>\d{2}))(?:\.(?P<sf>\d{1,6}))?\b",
     re.ASCII,
 )
+# every recognised spelling has an HH:MM:SS, at most this many characters after its start
+# (`24/Nov/2026:`); `_recognised` looks for that first
+_CLOCK = re.compile(r"\d\d:\d\d:\d\d", re.ASCII)
+_BEFORE_CLOCK = 12
+_SECONDS = [f"{second:02d}" for second in range(60)]
+# which spelling matched: the last group to close is `clf` for nginx's, one of `syslog` and
+# its fraction for syslog's, one of `iso`'s others for ISO 8601's
+_CLF, _SYSLOG, _SYSLOG_FRACTION = (_RECOGNISED.groupindex[n] for n in ("clf", "syslog", "sf"))
+_ISO_PARTS = tuple(_RECOGNISED.groupindex[name] for name in ("iso", "it", "if", "iz"))
 _CACHE_SIZE = 4096
+# below this epoch second (2106), a float of whole seconds and microseconds keeps the
+# microseconds exactly, so `rfc3339` of it spells them as they are
+_EXACT_BELOW = 2**32
 
 
 class _Minute(enum.Enum):
@@ -91,6 +103,18 @@ def rfc3339(moment: float) -> str:
     return f"{text}{second:02d}.{fraction:06d}Z"
 
 
+def _spelled(start: int | _Minute | None) -> tuple[int, str | None] | _Minute | None:
+    """A minute's first epoch second, with the text `rfc3339` starts each of its seconds with,
+    when it does so exactly: the minute is one of UTC's (no zone offset in seconds) and its
+    times survive the float round trip (1970 to 2106)."""
+    if start is None or start is _Minute.IRREGULAR:
+        return start
+    assert isinstance(start, int)
+    if start % 60 or not 0 <= start < _EXACT_BELOW - 60:
+        return start, None
+    return start, datetime.fromtimestamp(start, UTC).isoformat()[:17]
+
+
 class SourceClock:
     """Reads the event time of one source's matched lines, per its `timestamp` and `timezone`."""
 
@@ -107,30 +131,59 @@ class SourceClock:
         self.zone = zone
         self.now = now
         self._parse = parse  # the source's `parse`, for `timestamp.field`
+        # asked for every matched line, so worked out once: the recognised spellings anywhere in
+        # the line (no capture, field or format named), and the bounds
+        self._recognises_line = (
+            spec.field is None and spec.capture is None and spec.format == "auto"
+        )
+        self._behind, self._ahead = spec.max_behind, spec.max_ahead
         self.out_of_bounds = 0
         self._warned_at: float | None = None
-        self._minutes: dict[tuple[str | int, ...], int | _Minute | None] = {}  # `_recognise`
+        # `_recognised`: a minute's first epoch second, with its text when that is exact
+        self._minutes: dict[tuple[str | int, ...], tuple[int, str | None] | _Minute | None] = {}
 
     def read(self, match: Match, origin: Origin) -> tuple[float, str]:
         """(epoch seconds, time_source) of a matched line."""
+        moment, source, _ = self.stamped(match, origin)
+        return moment, source
+
+    def stamped(self, match: Match, origin: Origin) -> tuple[float, str, str]:
+        """(epoch seconds, time_source, the record's `event_time` spelling) of a matched line.
+
+        A time in one of the recognised spellings, the usual case, is spelled from its whole
+        seconds and microseconds, with its minute's text cached with the minute: the same text
+        `rfc3339` gives its epoch seconds, without the round trip through a float."""
         arrival = self.now()
         journal = origin.entry_time(match)
         if journal is not None:
-            return journal, "journal"
-        if self.spec.field is not None:
-            found = self._from_field(match.line, arrival)
+            return journal, "journal", rfc3339(journal)
+        spec = self.spec
+        found: float | None
+        if self._recognises_line:
+            try:
+                parts = self._recognised(match.line, arrival)
+            except (ValueError, OverflowError):  # as `parse` says: a spelling of no time
+                parts = None
+            if parts is None:
+                return arrival, "arrival", rfc3339(arrival)
+            whole, micros, spelling = parts
+            found = (whole * 1_000_000 + micros) / 1_000_000
         else:
-            text = match.line
-            if self.spec.capture is not None:
-                text = match.captures.get(self.spec.capture) or text
-            found = self.parse(text, arrival)
-        if found is None:
-            return arrival, "arrival"
+            spelling = None
+            if spec.field is not None:
+                found = self._from_field(match.line, arrival)
+            else:
+                text = match.line
+                if spec.capture is not None:
+                    text = match.captures.get(spec.capture) or text
+                found = self.parse(text, arrival)
+            if found is None:
+                return arrival, "arrival", rfc3339(arrival)
         # (false for NaN and infinity too: `ts=1e999`, an epoch capture `nan`)
-        if not arrival - self.spec.max_behind <= found <= arrival + self.spec.max_ahead:
+        if not arrival - self._behind <= found <= arrival + self._ahead:
             self._out_of_bounds(found, arrival)
-            return arrival, "arrival"
-        return found, "log"
+            return arrival, "arrival", rfc3339(arrival)
+        return found, "log", rfc3339(found) if spelling is None else spelling
 
     def parse(self, text: str, now: float) -> float | None:
         """The time in `text` as epoch seconds, or None when there is none this source reads."""
@@ -171,26 +224,48 @@ class SourceClock:
         return self.parse(text, now)
 
     def _recognise(self, text: str, now: float) -> float | None:
-        """The leftmost recognised time in `text`. The first second of the minute each spelling
-        names is cached (lines come in bursts that share it, more often a minute than a second):
-        the seconds and the fraction are added to it, so a hit costs one regex search and a few
-        string operations. Each spelling has fixed-width minutes and seconds, so slices find them.
-        """
-        found = _RECOGNISED.search(text)
-        if found is None:
+        """The leftmost recognised time in `text`, in epoch seconds."""
+        parts = self._recognised(text, now)
+        if parts is None:
             return None
-        fraction = found["if"] or found["sf"] or ""
-        if clf := found["clf"]:  # 24/Nov/2026:13:19:38 +0000
+        whole, micros, _ = parts
+        return (whole * 1_000_000 + micros) / 1_000_000
+
+    def _recognised(self, text: str, now: float) -> tuple[int, int, str | None] | None:
+        """The leftmost recognised time in `text`: (epoch second, microseconds, and its `rfc3339`
+        spelling when that can be put together exactly from the parts, else None).
+
+        A time at the line's start is tried first (most logs start with theirs). Else the search
+        starts at most `_BEFORE_CLOCK` characters before the first `HH:MM:SS` (every spelling has
+        one, that far from its start at most; no such clock, no search): a plain search tries the
+        three spellings at every character before the time, which was most of an nginx line's
+        cost. The first second of the minute each spelling names is cached with its text (lines
+        come in bursts that share it, more often a minute than a second): the seconds and the
+        fraction are added to it. Each spelling has fixed-width minutes and seconds, so slices
+        find them, and which group matched last says which spelling it is.
+        """
+        found = _RECOGNISED.match(text)
+        if found is None:
+            clock = _CLOCK.search(text)
+            if clock is None:
+                return None
+            found = _RECOGNISED.search(text, max(1, clock.start() - _BEFORE_CLOCK))
+            if found is None:
+                return None
+        last = found.lastindex
+        fraction: str | None = None
+        if last == _CLF:  # 24/Nov/2026:13:19:38 +0000
+            clf = found[_CLF]
             key: tuple[str | int, ...] = (clf[:17], clf[20:])
             second = int(clf[18:20])
-        elif found["iso"]:
-            clock = found["it"]  # 13:19:38
-            key = (found["iso"], clock[:5], found["iz"] or "")
-            second = int(clock[6:])
-        else:  # the nearest year depends on now: an hour's answers are kept
-            stamp = found["syslog"]  # Nov 24 13:19:38
-            key = (stamp[:-3], int(now // 3600))
-            second = int(stamp[-2:])
+        elif last is not None and last >= _SYSLOG:  # Nov 24 13:19:38: its year depends on now
+            syslog, fraction = found.group(_SYSLOG, _SYSLOG_FRACTION)
+            key = (syslog[:-3], int(now // 3600))  # an hour's answers are kept
+            second = int(syslog[-2:])
+        else:  # 2026-11-24T13:19:38.120Z
+            iso, hms, fraction, zone = found.group(*_ISO_PARTS)
+            key = (iso, hms[:5], zone or "")
+            second = int(hms[6:])
         if second > 59:
             return None  # as datetime says of a leap second, or of a 61st
         try:
@@ -198,15 +273,21 @@ class SourceClock:
         except KeyError:
             if len(self._minutes) >= _CACHE_SIZE:
                 self._minutes.clear()
-            start = self._minutes[key] = self._minute_start(found, now)
+            start = self._minutes[key] = _spelled(self._minute_start(found, now))
+        if start is None:
+            return None
+        if fraction:
+            digits = fraction if len(fraction) == 6 else fraction[:6].ljust(6, "0")
+            micros = int(digits)
+        else:
+            digits, micros = "000000", 0
         if start is _Minute.IRREGULAR:
             whole = self._whole_second(found, now, second)
-        else:
-            whole = None if start is None else start + second
-        if whole is None:
-            return None
-        micros = int(fraction[:6].ljust(6, "0")) if fraction else 0
-        return (whole * 1_000_000 + micros) / 1_000_000
+            return None if whole is None else (whole, micros, None)
+        first, minute = start
+        if minute is None:
+            return first + second, micros, None
+        return first + second, micros, f"{minute}{_SECONDS[second]}.{digits}Z"
 
     def _minute_start(self, found: re.Match[str], now: float) -> int | _Minute | None:
         """The epoch second that starts a spelling's minute, None if it names no time, or

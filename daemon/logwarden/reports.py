@@ -44,6 +44,7 @@ from logwarden.timestamps import utc_timestamp
 INLINE_TAIL_BYTES = 16 * 1024
 READ_CHUNK = 1024 * 1024
 STAGED_PREFIX = ".logwarden-staged-"
+_UNLIMITED = 2**62  # records or bytes a journal without that limit has room for
 
 
 class ReportDirError(Exception):
@@ -176,6 +177,11 @@ class ReportWriter:
         self.rotate_requested = False
         self.published = 0
         self._indexes: dict[Path, ReportIndex] = {}  # per report dir, loaded at first use
+        # records and bytes the active journal takes before it is full under `_room_for`: what
+        # `append` checks instead of `_full_with` (only appends add to a journal; commits move
+        # its bytes from pending to committed). 0, or another config: ask `_full_with`
+        self._room_records = self._room_bytes = 0
+        self._room_for: ReportConfig | None = None
         for state in sorted(restored, key=lambda s: s.seq):
             journal = Journal(state, journal_dir)
             if state.closed is None:
@@ -213,14 +219,31 @@ class ReportWriter:
         Size and count limits are enforced here, record by record, so a catch-up that matches
         thousands of lines between two commits still yields reports of the configured size.
         """
-        if self.active is not None and self._full_with(len(record)):
+        size = len(record)
+        journal = self.active
+        if (
+            journal is not None
+            and self._room_records > 0
+            and self._room_bytes >= size
+            and self._room_for is self.config
+        ):
+            self._room_records -= 1
+            self._room_bytes -= size
+            journal.append(record, rule)
+            return
+        if journal is not None and self._full_with(size):
             self.seal_active()
         if self.active is None:
             self.active = Journal(
                 JournalState(self.name, self.next_seq, utc_timestamp()), self.journal_dir
             )
             self.next_seq += 1
-        self.active.append(record, rule)
+        journal = self.active
+        journal.append(record, rule)
+        config = self._room_for = self.config
+        records, size_limit = config.rotate_max_records, config.rotate_max_bytes
+        self._room_records = _UNLIMITED if records is None else records - journal.records
+        self._room_bytes = _UNLIMITED if size_limit is None else size_limit - journal.length
 
     def _full_with(self, extra_bytes: int) -> bool:
         journal, config = self.active, self.config
@@ -237,6 +260,7 @@ class ReportWriter:
         """Close the active journal to new records; the next commit makes the seal durable."""
         if self.active is None or self.active.records == 0:
             return
+        self._room_records = self._room_bytes = 0
         self.active.closed = utc_timestamp()
         self.sealed.append(self.active)
         self.active = None
@@ -338,6 +362,9 @@ class ReportWriter:
                 for piece in self._render(
                     journal.path, journal.state.length, batch.data, target, tally
                 ):
+                    if not buffer and len(piece) >= READ_CHUNK:  # a journal chunk: as it is
+                        sealer.write(piece)
+                        continue
                     buffer += piece
                     if len(buffer) >= READ_CHUNK:
                         sealer.write(bytes(buffer))
@@ -408,26 +435,32 @@ class ReportWriter:
         `tail`, as NDJSON or wrapped in one JSON document, as its name says; each record is
         counted into `tally` on the way."""
         chunks = itertools.chain(_read_prefix(path, committed), [tail] if tail else [])
-        lines = _lines(chunks)
-        if layers_of(report_path(state).name).format == "ndjson":
-            for line in lines:
-                tally.add(line)
-                yield line + b"\n"
-            return
-        header = {
-            "report": self.name,
-            "host": self.host,
-            "opened": state.opened,
-            "closed": state.closed,
-            "counts": dict(state.counts),
-        }
-        yield orjson.dumps(header)[:-1] + b',"records":['
-        first = True
-        for line in lines:
-            tally.add(line)
-            yield line if first else b",\n" + line
-            first = False
-        yield b"]}\n"
+        ndjson = layers_of(report_path(state).name).format == "ndjson"
+        if not ndjson:
+            header = {
+                "report": self.name,
+                "host": self.host,
+                "opened": state.opened,
+                "closed": state.closed,
+                "counts": dict(state.counts),
+            }
+            yield orjson.dumps(header)[:-1] + b',"records":['
+        held = b""  # json: the last records so far, each followed by `,\n`: the last one's goes
+        for piece in _whole_lines(chunks):
+            if tally.add_text(piece):  # all records (so no empty line): the piece as it is
+                lines = piece
+            else:
+                lines = b"".join(line + b"\n" for line in piece.split(b"\n") if line)
+                if not lines:
+                    continue
+            if ndjson:
+                yield lines
+            else:
+                if held:
+                    yield held
+                held = lines.replace(b"\n", b",\n")
+        if not ndjson:
+            yield held[:-2] + b"]}\n"
 
     def apply_retention(self, protected: set[str], now: float | None = None) -> list[Path]:
         """Delete the oldest published reports beyond `keep`, older than `keep_days`, or beyond
@@ -666,15 +699,19 @@ def _restore_tail(path: Path, state: JournalState) -> None:
         fsync_dir(path.parent)
 
 
-def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """The non-empty lines of a stream of chunks, without their newlines."""
+def _whole_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """A stream of chunks cut at line ends: pieces of whole lines, each ending in a newline (a
+    last line without one is given one). A report is rendered a piece at a time: a Python step
+    per record (split, join) was most of what staging a large report cost."""
     carry = b""
     for chunk in chunks:
-        lines = (carry + chunk).split(b"\n")
-        carry = lines.pop()
-        yield from (line for line in lines if line)
+        data = carry + chunk if carry else chunk
+        end = data.rfind(b"\n") + 1
+        piece, carry = data[:end], data[end:]
+        if piece:
+            yield piece
     if carry:
-        yield carry
+        yield carry + b"\n"
 
 
 def _read_prefix(path: Path, length: int) -> Iterator[bytes]:

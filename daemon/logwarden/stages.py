@@ -138,8 +138,7 @@ class MatchProcessor:
             match, carried = found, None
             if rule in correlated:
                 if read_at is None or read_at[0] != found.offset:
-                    moment, source = clock.read(found, origin)
-                    read_at = (found.offset, moment, source, rfc3339(moment))
+                    read_at = (found.offset, *clock.stamped(found, origin))
                 match, carried = self.correlator.apply(
                     found, origin.name, origin.stream(found), read_at[1]
                 )
@@ -149,8 +148,7 @@ class MatchProcessor:
                     self.suppressed[rule] += 1
                     continue
             if read_at is None or read_at[0] != match.offset:
-                moment, source = clock.read(match, origin)
-                read_at = (match.offset, moment, source, rfc3339(moment))
+                read_at = (match.offset, *clock.stamped(match, origin))
             event_time = read_at[1]
             self.matches[rule] += 1
             alert = None
