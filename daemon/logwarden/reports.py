@@ -340,9 +340,9 @@ class ReportWriter:
                 ):
                     buffer += piece
                     if len(buffer) >= READ_CHUNK:
-                        sealer.write(bytes(buffer))
+                        sealer.write(buffer)
                         buffer.clear()
-                sealer.write(bytes(buffer))
+                sealer.write(buffer)
                 sealer.close()
                 stream.flush()
                 os.fchmod(stream.fileno(), self.config.file_mode)
@@ -408,26 +408,29 @@ class ReportWriter:
         `tail`, as NDJSON or wrapped in one JSON document, as its name says; each record is
         counted into `tally` on the way."""
         chunks = itertools.chain(_read_prefix(path, committed), [tail] if tail else [])
-        lines = _lines(chunks)
-        if layers_of(report_path(state).name).format == "ndjson":
+        ndjson = layers_of(report_path(state).name).format == "ndjson"
+        if not ndjson:
+            header = {
+                "report": self.name,
+                "host": self.host,
+                "opened": state.opened,
+                "closed": state.closed,
+                "counts": dict(state.counts),
+            }
+            yield orjson.dumps(header)[:-1] + b',"records":['
+        first = True
+        for lines in _line_blocks(chunks):
             for line in lines:
                 tally.add(line)
-                yield line + b"\n"
-            return
-        header = {
-            "report": self.name,
-            "host": self.host,
-            "opened": state.opened,
-            "closed": state.closed,
-            "counts": dict(state.counts),
-        }
-        yield orjson.dumps(header)[:-1] + b',"records":['
-        first = True
-        for line in lines:
-            tally.add(line)
-            yield line if first else b",\n" + line
+            if ndjson:
+                yield b"\n".join(lines) + b"\n"
+                continue
+            if not first:
+                lines.insert(0, b"")  # the separator after the last block's last record
+            yield b",\n".join(lines)
             first = False
-        yield b"]}\n"
+        if not ndjson:
+            yield b"]}\n"
 
     def apply_retention(self, protected: set[str], now: float | None = None) -> list[Path]:
         """Delete the oldest published reports beyond `keep`, older than `keep_days`, or beyond
@@ -666,15 +669,21 @@ def _restore_tail(path: Path, state: JournalState) -> None:
         fsync_dir(path.parent)
 
 
-def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """The non-empty lines of a stream of chunks, without their newlines."""
+def _line_blocks(chunks: Iterator[bytes]) -> Iterator[list[bytes]]:
+    """The non-empty lines of a stream of chunks, without their newlines, a chunk's worth at a
+    time: a sealed report is rendered and tallied a list of lines at a time, in C as far as can
+    be, not a line at a time in Python. The report sealed at a stop can hold a whole backlog's
+    records (72,000 in the catch-up benchmark: 70 ms of the stop's commit, line by line)."""
     carry = b""
     for chunk in chunks:
         lines = (carry + chunk).split(b"\n")
         carry = lines.pop()
-        yield from (line for line in lines if line)
+        if b"" in lines:
+            lines = [line for line in lines if line]
+        if lines:
+            yield lines
     if carry:
-        yield carry
+        yield [carry]
 
 
 def _read_prefix(path: Path, length: int) -> Iterator[bytes]:
