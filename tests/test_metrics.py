@@ -6,7 +6,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -378,18 +377,3 @@ def test_render_one_series_per_path_and_cumulative_buckets() -> None:
     }
     assert buckets == {"0.0005": 1, "0.0025": 3, "10.0": 3, "+Inf": 4}
     assert value(samples, "logwarden_commit_duration_seconds_sum") == pytest.approx(20.0041)
-
-
-def test_a_daemon_without_metrics_does_not_import_prometheus_client() -> None:
-    """prometheus_client and the HTTP and e-mail modules it brings cost every start ~15 ms: only a
-    config that exports metrics loads it (the textfile and endpoint tests above show it then
-    works)."""
-    probe = (
-        "import sys, logwarden.cli, logwarden.service\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('prometheus_client', 'wsgiref', 'http')))\n"
-    )
-    found = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert found.stdout.strip() == "[]"
