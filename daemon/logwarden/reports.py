@@ -673,7 +673,7 @@ def _line_blocks(chunks: Iterator[bytes]) -> Iterator[list[bytes]]:
     """The non-empty lines of a stream of chunks, without their newlines, a chunk's worth at a
     time: a sealed report is rendered and tallied a list of lines at a time, in C as far as can
     be, not a line at a time in Python. The report sealed at a stop can hold a whole backlog's
-    records (72,000 in the catch-up benchmark: 70 ms of the stop's commit, line by line)."""
+    records (72,000 in the catch-up benchmark, 35 MB: about 50 ms more CPU line by line)."""
     carry = b""
     for chunk in chunks:
         lines = (carry + chunk).split(b"\n")
