@@ -462,3 +462,51 @@ def test_every_directory_the_daemon_creates_is_fsynced_into_its_parent(
         assert directory.is_dir()
         assert directory.parent in synced, f"{directory} created but its parent never fsynced"
     assert set(synced) >= {tmp_path, tmp_path / "var", state, state / "journals", tmp_path / "out"}
+
+
+@pytest.mark.parametrize("chunk", [61, 1000, 1 << 20])
+def test_a_sealed_report_is_rendered_and_tallied_as_line_by_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    """Sealing renders and tallies a chunk of lines at a time: chunk boundaries in the middle of
+    a line, empty lines, lines unlike a record (no time, another field order) and times out of
+    order give the very report and index entry that one line at a time gives."""
+    from logwarden import reports
+    from logwarden.report_index import RecordTally
+
+    monkeypatch.setattr(reports, "READ_CHUNK", chunk)  # lines cut in two at chunk boundaries
+    times = ["2026-01-02T00:00:05.000000Z", "2026-01-02T00:00:01.000000Z", "2026-01-02T00:00:09Z"]
+    lines = [orjson.dumps({"v": 1, "time": times[n % 3], "rule": "r1", "n": n}) for n in range(40)]
+    lines[7] = orjson.dumps({"rule": "r1", "n": 7})  # no time
+    lines[21] = orjson.dumps({"n": 21, "time": "2025-12-31T23:59:59Z"})  # time not first
+    for form in ("json", "ndjson"):
+        writer = make_writer(tmp_path / form, format=form)
+        for line in lines[:30]:
+            writer.append(line + b"\n", "r1")
+        writer.append(b"\n", None)  # an empty line: no record
+        commit(writer)
+        for line in lines[30:]:
+            writer.append(line + b"\n", "r1")
+        batches = writer.take_batches(seal=True)
+        write_batches(batches)
+        [batch] = batches
+        entry = batch.journal.index_entry
+        settle(batches)
+        published, error = publish_sealed(batches)
+        assert error is None
+        data = published[0][2].read_bytes()
+        if form == "ndjson":
+            assert data == b"".join(line + b"\n" for line in lines)
+        else:
+            assert data.endswith(b'"records":[' + b",\n".join(lines) + b"]}\n")
+        expected = RecordTally()
+        for line in lines:
+            expected.add(line)
+        assert entry is not None
+        assert (entry["records"], entry["first_time"], entry["last_time"]) == (
+            40,
+            expected.first,
+            expected.last,
+        )
+        assert expected.first == "2025-12-31T23:59:59Z"
+        assert expected.last == "2026-01-02T00:00:09Z"

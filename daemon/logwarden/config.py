@@ -8,7 +8,6 @@ its own problems (patterns that do not compile, failing rule tests) through `Con
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import math
 import os
@@ -1140,5 +1139,7 @@ def _clean_message(message: str) -> str:
 
 
 def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    import difflib  # noqa: PLC0415 - 5 ms of every start, for a config with a typo
+
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""

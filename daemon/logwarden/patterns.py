@@ -21,7 +21,6 @@ exponential. RE2 is linear regardless.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import re
 from collections.abc import Callable, Iterator
@@ -289,6 +288,8 @@ def _type_of(written: str, name: str) -> str:
 
 
 def _did_you_mean(word: str) -> str:
+    import difflib  # noqa: PLC0415 - 5 ms of every start, for a pattern with a typo
+
     close = difflib.get_close_matches(word.lower(), KNOWN_TYPES, n=1, cutoff=0.6)
     return f" (did you mean %{{{close[0]}}}?)" if close else ""
 

@@ -367,9 +367,9 @@ class ReportWriter:
                         continue
                     buffer += piece
                     if len(buffer) >= READ_CHUNK:
-                        sealer.write(bytes(buffer))
+                        sealer.write(buffer)
                         buffer.clear()
-                sealer.write(bytes(buffer))
+                sealer.write(buffer)
                 sealer.close()
                 stream.flush()
                 os.fchmod(stream.fileno(), self.config.file_mode)

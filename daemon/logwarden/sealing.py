@@ -143,7 +143,7 @@ def layers_of(name: str) -> Layers:
 
 
 class _Compressor(Protocol):
-    def compress(self, data: bytes, /) -> bytes: ...
+    def compress(self, data: bytes | bytearray, /) -> bytes: ...
     def flush(self) -> bytes: ...
 
 
@@ -185,7 +185,8 @@ class SealingWriter:
     def sha256(self) -> str:
         return self._digest.hexdigest()
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray) -> None:
+        """Every layer copies what it keeps: the caller may reuse `data` once this returns."""
         if self._compressor is not None:
             data = self._compressor.compress(data)
         self._encrypt(data)
@@ -197,11 +198,11 @@ class SealingWriter:
             self._out(self._encryptor.finalize())
             self._out(self._encryptor.tag)
 
-    def _encrypt(self, data: bytes) -> None:
+    def _encrypt(self, data: bytes | bytearray) -> None:
         if data:
             self._out(self._encryptor.update(data) if self._encryptor is not None else data)
 
-    def _out(self, data: bytes) -> None:
+    def _out(self, data: bytes | bytearray) -> None:
         self._stream.write(data)
         self._digest.update(data)
         self.size += len(data)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import gc
 import os
 import signal
 import time
@@ -274,6 +275,12 @@ class Daemon:
             self._reloader(),
         ):
             self._spawn(coroutine)
+        # what start-up made (modules, the config, the compiled rules) lives until exit or until
+        # a reload replaces it: the collector stops walking it at every full collection, as
+        # `scan` does (in a catch-up of 2,000,000 lines, collections fell from 50-75 ms of the
+        # main process's CPU to 17). Cyclic garbage among it, after a reload, is never freed:
+        # once, and small.
+        gc.freeze()
         log.info(
             "ready",
             sources=len(active.sources),
