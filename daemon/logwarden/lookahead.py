@@ -7,8 +7,8 @@ with two cores the second sat idle. A tailer with at least `LOOKAHEAD_MIN_BYTES`
 a worker that frames and matches chunk after chunk and sends each chunk's matches through a pipe;
 the tailer adopts them in order. The worker starts a share of the backlog further on
 (`DAEMON_SHARE`, at a line start): the daemon reads and matches up to there itself meanwhile,
-since the worker's part of the work costs more than the daemon's (measured: 1.0 s against 0.7 s
-of CPU for the bench corpus), and would otherwise leave the daemon waiting.
+since the worker's part of the work costs more than the daemon's (measured on the bench corpus:
+0.9 s of CPU against 0.75 s), and would otherwise leave the daemon waiting.
 
 Exactly-once rests on three things:
 - The worker only reads. It reads exactly as the tailer does (`read_checked`: the 64 bytes before
@@ -60,12 +60,13 @@ from logwarden.rules import Match, SourceMatcher
 
 log = get_logger(__name__)
 
-# a backlog at least this large is matched ahead; measured on 2 cores: below a few MiB the fork
-# and the pipe cost more than they save, and a followed file rarely has this much unread
+# a backlog at least this large is matched ahead: scan's threshold for its two halves; a followed
+# file rarely has this much unread, and smaller backlogs were not measured
 LOOKAHEAD_MIN_BYTES = 64 * 1024 * 1024
-# the share of the backlog the daemon matches itself before the worker's part: the worker's cost
-# per byte (framing, matching) less the daemon's (records, commits), over twice the worker's
-DAEMON_SHARE = 0.2
+# the share of the backlog the daemon matches itself before the worker's part, so that neither
+# waits for the other long. Measured on the bench corpus, one session, start → lag 0: 0.0 gave
+# 1.28-1.29 s, 0.1 gave 1.23-1.26 s, 0.2 gave 1.18-1.31 s (the daemon then the slower side)
+DAEMON_SHARE = 0.1
 _SEARCH_BYTES = 64 * 1024  # how far a line start is looked for past the split point
 _COUNT_BYTES = 4 * 1024 * 1024  # the reads that count lines up to the worker's start
 _PIPE_BYTES = 1024 * 1024  # a few chunks' matches in flight, so neither side waits for the other
