@@ -469,12 +469,7 @@ def test_a_rewrite_before_the_worker_takes_over_is_read_here(tmp_path: Path) -> 
     async def main() -> None:
         manager = await rig.start()
         await until_read_ahead(manager, 65536)
-        with open(path, "r+b") as handle:  # noqa: ASYNC230 (a test's one write)
-            handle.write(new)
-        sink.after_block = None
-        sink.room.set()
-        await until(lambda: manager.total_bytes >= len(new), "the file read")
-        await manager.close()
+        await rewrite_and_read_on(manager, sink, path, new)
 
     run(main)
     assert without_path(rig.sink.lines) == expected
@@ -519,6 +514,19 @@ async def until_read_ahead(manager: TailManager, past_start: int) -> None:
     await until(lambda: bytes_read(ahead.pid) >= ahead.takes_over + past_start, "its reads")
 
 
+async def rewrite_and_read_on(
+    manager: TailManager, sink: MatchingSink, path: str, new: bytes
+) -> None:
+    """Overwrite the file in place (the same inode, no truncation), let the daemon read on from
+    where it waits, until it has read as much as the file holds; then stop."""
+    with open(path, "r+b") as handle:  # noqa: ASYNC230 (a test's one write)
+        handle.write(new)
+    sink.after_block = None
+    sink.room.set()
+    await until(lambda: manager.total_bytes >= len(new), "the file read")
+    await manager.close()
+
+
 def bytes_read(pid: int) -> int:
     """What a process read so far (/proc/PID/io's rchar); 0 once it is gone."""
     try:
@@ -551,12 +559,7 @@ def test_a_line_count_that_changed_before_the_worker_takes_over_is_read_here(
         assert split < tailer.ahead.takes_over - 4096
         new = old[:split] + b"\n" + old[split + 1 :]
         found.append(new)
-        with open(path, "r+b") as handle:  # noqa: ASYNC230 (a test's one write)
-            handle.write(new)
-        sink.after_block = None
-        sink.room.set()
-        await until(lambda: manager.total_bytes >= len(new), "the file read")
-        await manager.close()
+        await rewrite_and_read_on(manager, sink, path, new)
 
     run(main)
     assert without_path(rig.sink.lines) == read_here(tmp_path, found[0])
