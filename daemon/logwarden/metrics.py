@@ -369,11 +369,13 @@ class MetricsOutput:
                         self.config = self.config.model_copy(update={"listen": None})
                 raise
         old_textfile = self.config.textfile
+        # the new config first: a write of the old file in flight then removes what it wrote
+        # (`_write`), whether it ends before the unlink below or after it
+        self.config = config
         if old_textfile is not None and old_textfile != config.textfile:
             # node_exporter would serve a file left behind as if it were current
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(old_textfile.unlink, missing_ok=True)
-        self.config = config
         self._changed.set()
 
     async def _listen(self, config: MetricsConfig) -> _Endpoint | None:
