@@ -251,6 +251,10 @@ def gzip_away(path: str) -> None:
     os.unlink(path)
 
 
+def write_bytes(path: str, data: bytes) -> None:
+    Path(path).write_bytes(data)
+
+
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
@@ -1458,6 +1462,62 @@ def test_a_compressed_copy_judged_while_its_original_reads_on_sends_nothing_twic
         await asyncio.sleep(0.5)  # whatever the .gz would add
         texts = rig.sink.texts()
         assert sorted(texts) == sorted(names("a", 10) + names("b", 10) + names("c", 3)), texts
+        await manager.close()
+
+    run(main)
+
+
+@pytest.mark.parametrize(
+    "compressed_lines", [300, 200], ids=["all it held", "what it held when compressed"]
+)
+def test_a_compressed_copy_judged_after_its_original_inode_went_to_another_file_sends_nothing_twice(
+    tmp_path: Path, compressed_lines: int
+) -> None:
+    # logrotate's `compress` removes a.log.1 once a.log.1.gz is written, and the next file
+    # created may get its inode. The .gz, judged after that (under load a search can come a
+    # rotation late), continued where the file now holding that (dev, inode) stood when it
+    # ended, and sent the .gz's last lines twice (found under load:
+    # `test_logrotate_...[create 0644 compress]`, runs of 10-16 lines); a .gz holding only lines
+    # read was also judged again at every later search, against a memory of its original that
+    # the other file's, once it ended, replaced (it was then read whole, again). Here the inode
+    # goes to another file deterministically: the rotated file, once finished, is rewritten in
+    # place and renamed into the globs. The .gz holds all that file held, or only its first
+    # lines (the writer added to the rotated file after gzip had read it).
+    rig = Rig.on(tmp_path)
+    path = rig.write("a.log", lines("a", 300))  # more than the KiB a file's head is known by
+
+    async def main() -> None:
+        manager = await rig.start()
+        await until(lambda: rig.sink.texts() == names("a", 300))
+        rotated = rig.path("a.log.1")
+        os.rename(path, rotated)
+        rig.write("a.log", lines("b", 3))
+        await settle(rig, manager, lambda: "b-2" in rig.sink.texts())
+        # the rotated file ends (quiet for the grace period): remembered by identity and content
+        inode = os.stat(rotated).st_ino
+        await until(
+            lambda: all(tailer.inode != inode for tailer in manager._tailers.values()),
+            "the original finished", 10,
+        )  # fmt: skip
+        compressed = gzip.compress(lines("a", compressed_lines).encode())
+        rewrite(rotated, lines("d", 1))  # its inode is another file's now
+        os.rename(rotated, rig.path("d.log"))
+        await settle(rig, manager, lambda: "d-0" in rig.sink.texts())
+        write_bytes(rotated + ".gz", compressed)  # lines of a.log, every one read already
+        await rig.nudge(manager)
+        await manager.rescan()  # queued behind the search the nudge set off: the .gz is judged
+        os.unlink(rig.path("d.log"))  # the file with that inode ends
+        await settle(
+            rig, manager,
+            lambda: all(tailer.inode != inode for tailer in manager._tailers.values()),
+            "the other file finished",
+        )  # fmt: skip
+        await rig.nudge(manager)  # and the next search for rotated files
+        await asyncio.sleep(0.5)  # whatever the .gz would add
+        texts = rig.sink.texts()
+        assert sorted(texts) == sorted(names("a", 300) + names("b", 3) + ["d-0"]), Counter(
+            texts
+        ).most_common(3)
         await manager.close()
 
     run(main)

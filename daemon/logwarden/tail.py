@@ -38,7 +38,7 @@ import resource
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from logwarden.compressed import CompressedTailer
 from logwarden.config import Config
@@ -79,6 +79,17 @@ class BlockSink(Protocol):
     async def wait_for_room(self) -> None: ...
 
     def has_room(self) -> bool: ...
+
+
+class ReadSoFar(NamedTuple):
+    """What was read of a file, for judging whether a rotated file is a copy of it, and the
+    tailer that was reading it when this was taken (None: the file had ended, or was not being
+    read: its checkpoint is all there is). What the copy continues from is asked of that tailer,
+    never of whatever is tracked under the file's (dev, inode) later: logrotate's `compress`
+    removes the original, and the next file created may get its inode."""
+
+    lineage: Lineage
+    reader: Tailer | None
 
 
 class PathIndex(Protocol):
@@ -179,6 +190,7 @@ class TailManager:
         checkpoints = [cp for cp in self._restored if cp.source in self.config.sources]
         plan = await asyncio.to_thread(plan_start, checkpoints, discovered, self._follow_map())
         moved_from: dict[str, Tailer] = {}  # old path → the file that was there (read it first)
+        resumed: dict[Identity, Tailer] = {}  # checkpoints whose file reads on where it stopped
         for resume in plan.resumes:
             checkpoint = resume.checkpoint
             covered = self.index.source_of(resume.path)
@@ -189,7 +201,9 @@ class TailManager:
                 size=checkpoint.tail_end, seed=checkpoint if resume.intact else None,
                 compressed=checkpoint.compressed,
             )  # fmt: skip
-            if not resume.intact:
+            if resume.intact:
+                resumed[checkpoint.identity] = tailer
+            else:
                 self._truncated_while_stopped(tailer, checkpoint, plan.copies.values())
             if resume.path != checkpoint.path:
                 tailer.set_names((checkpoint.path, resume.path))
@@ -232,10 +246,11 @@ class TailManager:
             bases = {cp.path for cp in checkpoints} | {
                 path for path, source in discovered.items() if source in self._known_sources
             }
-            lineages: dict[str, list[Lineage]] = {}
+            lineages: dict[str, list[ReadSoFar]] = {}
             for cp in checkpoints:
                 if not cp.compressed:
-                    lineages.setdefault(cp.path, []).append(Lineage(cp))
+                    read = ReadSoFar(Lineage(cp), resumed.get(cp.identity))
+                    lineages.setdefault(cp.path, []).append(read)
             await self._search_rotated(set(), bases, lineages, "rotated while stopped", spawn=False)
         self._searched = True
         for tailer in list(self._tailers.values()):
@@ -667,7 +682,7 @@ class TailManager:
         self,
         candidates: set[str],
         bases: set[str],
-        lineages: dict[str, list[Lineage]] | None,
+        lineages: dict[str, list[ReadSoFar]] | None,
         why: str,
         *,
         spawn: bool = True,
@@ -686,6 +701,7 @@ class TailManager:
         if lineages is None:
             lineages = self._lineages_by_base(bases | set(named.values()))
         known = frozenset(self._tailers)
+        compared = {base: [read.lineage for read in reads] for base, reads in lineages.items()}
         retired = dict(self._memory.retired)
         read_through = dict(self._memory.copies_read)
         chunk = self.config.daemon.read_chunk_bytes
@@ -695,7 +711,7 @@ class TailManager:
             found = siblings_of(bases, source_of)
             found.update(named)
             return judge_siblings(
-                found, lineages, known=known, retired=retired, read_through=read_through,
+                found, compared, known=known, retired=retired, read_through=read_through,
                 after_ns=after, chunk_bytes=chunk,
             )  # fmt: skip
 
@@ -707,9 +723,9 @@ class TailManager:
         for sibling in siblings:
             self._adopt_sibling(sibling, lineages.get(sibling.base, []), why, spawn)
 
-    def _lineages_by_base(self, bases: set[str]) -> dict[str, list[Lineage]]:
+    def _lineages_by_base(self, bases: set[str]) -> dict[str, list[ReadSoFar]]:
         """What was read of the files that were at `bases`: tracked ones, and remembered ones."""
-        lineages: dict[str, list[Lineage]] = {base: [] for base in bases}
+        lineages: dict[str, list[ReadSoFar]] = {base: [] for base in bases}
         for tailer in self._tailers.values():
             if (
                 tailer.ready
@@ -717,36 +733,44 @@ class TailManager:
                 and tailer.framer.position > 0
                 and tailer.home in lineages
             ):
-                lineages[tailer.home].append(tailer.lineage())
+                lineages[tailer.home].append(ReadSoFar(tailer.lineage(), tailer))
         for checkpoint in self._memory.retired.values():
             if not checkpoint.compressed and checkpoint.path in lineages:
-                lineages[checkpoint.path].append(Lineage(checkpoint))
+                lineages[checkpoint.path].append(ReadSoFar(Lineage(checkpoint), None))
         return lineages
 
     def _adopt_sibling(
-        self, sibling: Sibling, lineages: list[Lineage], why: str, spawn: bool
+        self, sibling: Sibling, reads: list[ReadSoFar], why: str, spawn: bool
     ) -> None:
-        """Drain a rotated file from where its lines were not read yet (`siblings.py`)."""
+        """Drain a rotated file from where its lines were not read yet (`siblings.py`).
+
+        A copy of a file read continues where that file's reader stands now (`ReadSoFar`): the
+        lineages were taken before the search ran in its thread, and the reader may have read on
+        meanwhile. A copy holding only lines read already is remembered as read through, so that
+        later searches leave it alone instead of judging it again against a memory of its
+        original that a file reusing the original's inode may by then have replaced (a whole
+        .gz never changes: one judgement is final)."""
         status = sibling.status
         source = self.index.source_of(sibling.base)
         if status.identity in self._tailers or source is None or source not in self.config.sources:
             return
         start, follows, how = FramerState(), None, why
         if "copy" in sibling.verdicts:
-            original = lineages[sibling.verdicts.index("copy")].checkpoint
-            live = self._tailers.get(original.identity)
-            if live is not None and not live.done:
+            read = reads[sibling.verdicts.index("copy")]
+            original, reader = read.lineage.checkpoint, read.reader
+            if reader is not None and not reader.done:
                 if not sibling.compressed:
                     return  # a copy of a file being read (copytruncate adopts it at the truncate)
-                follows = live
-            else:
-                # the lineages were taken before the search ran in its thread: the original may
-                # have read on to its end and finished meanwhile; continue where it really ended
-                original = self._latest(original, live)
+                follows = reader
+            elif reader is not None:  # it read on to its end and finished while the search ran
+                original = reader.checkpoint()
             start, how = original.framer, f"{why}; a copy of {original.path}"
             if follows is None and start.offset >= sibling.size:
-                return  # holds only lines read already
+                self._memory.read_through(status)  # holds only lines read already
+                return
         elif "maybe" in sibling.verdicts:
+            if sibling.compressed:  # whole (`judge_gzip`): a part of what was read, judged once
+                self._memory.read_through(status)
             return  # holds only lines read already, or is a copy still being written
         seed = None
         if sibling.raw is not None:
@@ -761,16 +785,6 @@ class TailManager:
         tailer.mtime_ns = status.mtime_ns
         if spawn:
             self._spawn(tailer)
-
-    def _latest(self, read: FileCheckpoint, tailer: Tailer | None) -> FileCheckpoint:
-        """The newest of what is known of how far a file was read: its (finished) tailer's, the
-        checkpoint it left when retired, or the one given."""
-        if tailer is not None:
-            return tailer.checkpoint()
-        retired = self._memory.retired.get(read.identity)
-        if retired is not None and retired.framer.offset >= read.framer.offset:
-            return retired
-        return read
 
     def _apply(
         self,

@@ -216,7 +216,7 @@ class Tailer:
         # (the whole head, its fingerprint): see `_head_fingerprint`
         self._head_digest: tuple[bytes, Fingerprint] | None = None
         self.ref = SourceRef(source, path, self.dev, self.inode)
-        self.log = log.bind(source=source, path=path)
+        self.log = log.bind(source=source, path=path, inode=self.inode)
 
     @property
     def identity(self) -> Identity:
@@ -360,7 +360,7 @@ class Tailer:
         self.source, self.path = source, path
         # `home`: the lines read after a rotation continue the same stream for `carry`
         self.ref = SourceRef(source, path, self.dev, self.inode, self.home)
-        self.log = log.bind(source=source, path=path)
+        self.log = log.bind(source=source, path=path, inode=self.inode)
         self._checkpoint = None
 
     # -- the task
