@@ -1586,3 +1586,62 @@ def test_a_file_renamed_while_stopped_keeps_its_stream(tmp_path: Path) -> None:
         await manager.close()
 
     run(main)
+
+
+@pytest.mark.parametrize("noticed", ["truncation first", "gzip first"])
+def test_a_compressed_rotation_of_a_copytruncated_file_sends_nothing_twice(
+    tmp_path: Path, noticed: str
+) -> None:
+    """logrotate's `copytruncate` + `compress`: the copy is gzipped (and the copy removed) after
+    the truncation, so its original's content is only in the memory of the truncation: the
+    `.gz` is a copy of that, whether the daemon saw the truncation before the gzip or not. When it
+    saw it first, it read the lines it had not read yet from the copy beside the file: the `.gz`
+    then goes on from where that copy was read, not from where the truncated file was."""
+    rig = Rig.on(tmp_path)
+    path = rig.write("a.log", lines("a", 300))
+
+    async def main() -> None:
+        manager = await rig.start()
+        await until(lambda: rig.sink.texts() == names("a", 300))
+        rig.write("a.log", lines("a", 20, 300))  # not read before the rotation
+        shutil.copyfile(path, rig.path("a.log.1"))
+        os.truncate(path, 0)
+        rig.write("a.log", lines("b", 3))
+        if noticed == "truncation first":
+            await settle(rig, manager, lambda: "b-2" in rig.sink.texts())
+        gzip_away(rig.path("a.log.1"))
+        await settle(rig, manager, lambda: "b-2" in rig.sink.texts())
+        await rig.nudge(manager)  # a search after the .gz appeared
+        await asyncio.sleep(0.3)
+        await manager.close()
+
+    run(main)
+    assert sorted(rig.sink.texts()) == sorted(names("a", 320) + names("b", 3))
+
+
+def test_copytruncate_with_delaycompress_sends_no_generation_twice(tmp_path: Path) -> None:
+    """The stock `copytruncate compress delaycompress`: at the second rotation `.1` becomes
+    `.2`, is gzipped and removed, and the file is copied and truncated again. The `.gz` holds
+    the first generation, read before the first truncation."""
+    rig = Rig.on(tmp_path)
+    path = rig.write("a.log", lines("a", 300))
+
+    async def main() -> None:
+        manager = await rig.start()
+        await until(lambda: rig.sink.texts() == names("a", 300))
+        shutil.copyfile(path, rig.path("a.log.1"))
+        os.truncate(path, 0)
+        rig.write("a.log", lines("b", 300))
+        await settle(rig, manager, lambda: "b-299" in rig.sink.texts())
+        os.rename(rig.path("a.log.1"), rig.path("a.log.2"))
+        gzip_away(rig.path("a.log.2"))
+        shutil.copyfile(path, rig.path("a.log.1"))
+        os.truncate(path, 0)
+        rig.write("a.log", lines("c", 3))
+        await settle(rig, manager, lambda: "c-2" in rig.sink.texts())
+        await rig.nudge(manager)
+        await asyncio.sleep(0.3)
+        await manager.close()
+
+    run(main)
+    assert sorted(rig.sink.texts()) == sorted(names("a", 300) + names("b", 300) + names("c", 3))

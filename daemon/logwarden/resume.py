@@ -176,6 +176,10 @@ class FileMemory:
     def truncated(self, names: tuple[str, ...], before: Lineage) -> None:
         self._truncations.appendleft((names, before))
 
+    def truncated_at(self, path: str) -> list[Lineage]:
+        """What the files that had `path` held before their recent truncations, newest first."""
+        return [lineage for names, lineage in self._truncations if path in names]
+
     def truncation_lineages(self, path: str, dev: int) -> list[Lineage]:
         """What files whose rotation name `path` has held before their recent truncations."""
         return [

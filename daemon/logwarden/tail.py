@@ -724,19 +724,27 @@ class TailManager:
             self._adopt_sibling(sibling, lineages.get(sibling.base, []), why, spawn)
 
     def _lineages_by_base(self, bases: set[str]) -> dict[str, list[ReadSoFar]]:
-        """What was read of the files that were at `bases`: tracked ones, and remembered ones."""
+        """What was read of the files that were at `bases`, or at a rotation name of them:
+        tracked ones, remembered ones, then what truncated ones held. In that order: a rotated
+        file is continued from the first it is a copy of, and a copy that copytruncate left
+        beside the file and that was read (`adopt_copies`) knows more than the truncation."""
         lineages: dict[str, list[ReadSoFar]] = {base: [] for base in bases}
+
+        def bases_of(path: str) -> list[str]:
+            return [base for base in lineages if path == base or rotation_of(path, (base,))]
+
         for tailer in self._tailers.values():
-            if (
-                tailer.ready
-                and not tailer.compressed
-                and tailer.framer.position > 0
-                and tailer.home in lineages
-            ):
-                lineages[tailer.home].append(ReadSoFar(tailer.lineage(), tailer))
+            if tailer.ready and not tailer.compressed and tailer.framer.position > 0:
+                for base in bases_of(tailer.home):
+                    lineages[base].append(ReadSoFar(tailer.lineage(), tailer))
         for checkpoint in self._memory.retired.values():
-            if not checkpoint.compressed and checkpoint.path in lineages:
-                lineages[checkpoint.path].append(ReadSoFar(Lineage(checkpoint), None))
+            if not checkpoint.compressed:
+                for base in bases_of(checkpoint.path):
+                    lineages[base].append(ReadSoFar(Lineage(checkpoint), None))
+        # what a file held before it was truncated (copytruncate): its rotations, compressed
+        # after the copy (`compress`), are copies of that content, not of what it holds now
+        for base, reads in lineages.items():
+            reads += [ReadSoFar(before, None) for before in self._memory.truncated_at(base)]
         return lineages
 
     def _adopt_sibling(
